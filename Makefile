@@ -1,0 +1,46 @@
+# sipdispatch — build, run and test. `make help` lists the targets.
+GO       ?= go
+BIN      ?= bin/sipdispatch
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+FUZZTIME ?= 10s
+BENCHTIME ?= 1s
+PKGS     := ./...
+
+.PHONY: help build run test bench fuzz lint cover clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build: ## build bin/sipdispatch
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sipdispatch
+
+run: build ## run one node on the embedded defaults (docs/examples)
+	cd docs/examples && exec ../../$(BIN) serve -config sipdispatch.yaml
+
+test: ## vet + every test under the race detector
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+bench: ## benchmarks (numbers go to docs/benchmarks.md)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./dispatch/... ./actors/...
+
+fuzz: ## a short run of every fuzz target (FUZZTIME each)
+	@set -e; for pkg in ./dispatch; do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+lint: ## gofmt, go vet and the import rules of docs/architecture.md
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -run TestImportRules ./integration/
+
+cover: ## coverage report in coverage.html
+	$(GO) test -count=1 -coverprofile=coverage.out $(PKGS)
+	$(GO) tool cover -func=coverage.out | tail -1
+	$(GO) tool cover -html=coverage.out -o coverage.html
+
+clean:
+	rm -rf bin coverage.out coverage.html

@@ -1,0 +1,86 @@
+// Command sipdispatch is the SIP dispatcher: `serve` runs a node, the other
+// subcommands validate configuration or talk to a running node (SPEC §2).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+)
+
+// Set by the Makefile with -ldflags.
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+// Exit codes (SPEC §2).
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// errUsage marks a command-line mistake: exit 2 instead of 1.
+var errUsage = errors.New("usage")
+
+type command struct {
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) error
+}
+
+var commands = map[string]command{
+	"version": {"print version, commit and Go version", runVersion},
+	"hash":    {"NSLOTS V1 [V2]: Kamailio's dispatcher.hash, computed locally", runHash},
+	"check":   {"validate a list file (-list FILE) and print its sets in selection order", runCheck},
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "sipdispatch: unknown command %q\n", args[0])
+		usage(stderr)
+		return exitUsage
+	}
+	if err := cmd.run(args[1:], stdout, stderr); err != nil {
+		if errors.Is(err, errUsage) {
+			fmt.Fprintf(stderr, "sipdispatch %s: %v\n", args[0], err)
+			return exitUsage
+		}
+		fmt.Fprintf(stderr, "sipdispatch %s: %v\n", args[0], err)
+		return exitError
+	}
+	return exitOK
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: sipdispatch COMMAND [flags] [args]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+}
+
+func runVersion(args []string, stdout, _ io.Writer) error {
+	if len(args) != 0 {
+		return fmt.Errorf("%w: version takes no arguments", errUsage)
+	}
+	fmt.Fprintf(stdout, "sipdispatch %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return nil
+}

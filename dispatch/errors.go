@@ -1,0 +1,14 @@
+package dispatch
+
+import "errors"
+
+// Sentinel errors; callers test them with errors.Is.
+var (
+	// ErrNoDestination means the set has no destination that may be selected
+	// (all inactive, disabled or over maxload). The proxy answers 503.
+	ErrNoDestination = errors.New("no active destination")
+	// ErrUnknownSet means no set with the requested id exists.
+	ErrUnknownSet = errors.New("unknown set")
+	// ErrUnknownDestination means the set has no destination with that URI or duid.
+	ErrUnknownDestination = errors.New("unknown destination")
+)

@@ -1,0 +1,3 @@
+module github.com/sipdispatch/sipdispatch
+
+go 1.26
