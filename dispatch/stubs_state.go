@@ -41,3 +41,34 @@ func ParseMarkState(s string) (MarkOp, error) { return MarkOp{}, errTODO }
 
 // Mark applies op to destination i (ds_mark_dst / set_state).
 func (s *SetState) Mark(i int, op MarkOp, now time.Time) (Event, bool) { return Event{}, false }
+
+// ProbeResult is the outcome of one keepalive to a destination.
+type ProbeResult struct {
+	Code    int           // final reply code; 0 when Timeout
+	RTT     time.Duration // round trip of the reply
+	Timeout bool          // no reply (or a transport error)
+}
+
+// Probe applies a keepalive result to destination i: success per
+// ds_ping_reply_codes, thresholds of SPEC §5, latency stats when enabled.
+func (s *SetState) Probe(i int, res ProbeResult, now time.Time) (Event, bool) { return Event{}, false }
+
+// ShouldProbe reports whether destination i gets keepalives now, per
+// ds_probing_mode and its flags.
+func (s *SetState) ShouldProbe(i int) bool { return false }
+
+// LoadAdd records a call on destination i (algorithm 10).
+func (s *SetState) LoadAdd(callID string, i int, now time.Time) error { return errTODO }
+
+// LoadConfirm marks the call answered (2xx); false if unknown.
+func (s *SetState) LoadConfirm(callID string, now time.Time) bool { return false }
+
+// LoadRemove ends the call (BYE, >=300, CANCEL); false if unknown.
+func (s *SetState) LoadRemove(callID string) bool { return false }
+
+// LoadExpire removes entries whose lifetime has passed at now; returns how many.
+func (s *SetState) LoadExpire(now time.Time) int { return 0 }
+
+// CarryOver copies runtime state and call load from old into s, matching
+// destinations by Destination.Key (duid, else set+URI).
+func (s *SetState) CarryOver(old *SetState) {}
