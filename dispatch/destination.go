@@ -97,18 +97,35 @@ type Destination struct {
 // HostPort returns host:port with the default port of the scheme when the URI
 // names none, bracketing IPv6 literals.
 func (d *Destination) HostPort() string {
-	port := d.Port
-	if port == 0 {
-		port = 5060
-		if d.Scheme == "sips" || d.Transport == "tls" {
-			port = 5061
-		}
-	}
 	h := d.Host
 	if strings.IndexByte(h, ':') >= 0 {
 		h = "[" + h + "]"
 	}
-	return h + ":" + strconv.Itoa(port)
+	return h + ":" + strconv.Itoa(d.EffectivePort())
+}
+
+// EffectivePort is the URI's port, or the default of its scheme and transport
+// (5061 for sips or TLS, else 5060).
+func (d *Destination) EffectivePort() int {
+	if d.Port != 0 {
+		return d.Port
+	}
+	if d.Scheme == "sips" || d.Transport == "tls" {
+		return 5061
+	}
+	return 5060
+}
+
+// EffectiveTransport is the URI's transport parameter, or the default of its
+// scheme ("tls" for sips, else "udp").
+func (d *Destination) EffectiveTransport() string {
+	if d.Transport != "" {
+		return d.Transport
+	}
+	if d.Scheme == "sips" {
+		return "tls"
+	}
+	return "udp"
 }
 
 // Key identifies a destination across reloads: its duid when it has one, else

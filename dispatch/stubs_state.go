@@ -72,3 +72,6 @@ func (s *SetState) LoadExpire(now time.Time) int { return 0 }
 // CarryOver copies runtime state and call load from old into s, matching
 // destinations by Destination.Key (duid, else set+URI).
 func (s *SetState) CarryOver(old *SetState) {}
+
+// LoadCount returns the number of call-load entries.
+func (s *SetState) LoadCount() int { return 0 }

@@ -1,0 +1,408 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+func testConfig() *dispatch.Config {
+	c := dispatch.DefaultConfig()
+	c.HashSize = 8
+	return &c
+}
+
+func dest(set int, uri, host string, port int, duid string) dispatch.Destination {
+	d := dispatch.Destination{SetID: set, URI: uri, Scheme: "sip", Host: host, Port: port}
+	if duid != "" {
+		d.Attrs = dispatch.Attrs{Raw: "duid=" + duid, DUID: duid, Pairs: []dispatch.Attr{{Name: "duid", Value: duid}}}
+	}
+	return d
+}
+
+func threeGateways() []dispatch.Set {
+	return []dispatch.Set{{ID: 1, Dests: []dispatch.Destination{
+		dest(1, "sip:127.0.0.1:5081", "127.0.0.1", 5081, "gw1"),
+		dest(1, "sip:127.0.0.1:5082", "127.0.0.1", 5082, "gw2"),
+		dest(1, "sip:127.0.0.1:5083", "127.0.0.1", 5083, "gw3"),
+	}}}
+}
+
+func newTestRegistry(t testing.TB, sets []dispatch.Set, o Options) *Registry {
+	t.Helper()
+	if o.Seed == 0 {
+		o.Seed = 1
+	}
+	r, err := NewRegistry(testConfig(), sets, o)
+	if err != nil {
+		t.Fatalf("NewRegistry: %v", err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+func invite(callID string) *dispatch.Request {
+	return &dispatch.Request{Method: "INVITE", CallID: callID, RURI: "sip:+4930123@example.com", From: "sip:alice@atlanta.com", To: "sip:bob@biloxi.com"}
+}
+
+func mustMarkOp(t testing.TB, s string) dispatch.MarkOp {
+	t.Helper()
+	op, err := dispatch.ParseMarkState(s)
+	if err != nil {
+		t.Fatalf("ParseMarkState(%q): %v", s, err)
+	}
+	return op
+}
+
+// Round-robin is a per-set cursor owned by the actor: however many goroutines
+// select at once, the calls split exactly evenly.
+func TestConcurrentRoundRobinIsExact(t *testing.T) {
+	r := newTestRegistry(t, threeGateways(), Options{})
+	const workers, each = 12, 250
+	var mu sync.Mutex
+	count := map[string]int{}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				sel, err := r.Select(context.Background(), 1, dispatch.AlgRoundRobin, invite(fmt.Sprintf("c%d-%d", w, i)), 0)
+				if err != nil {
+					t.Errorf("select: %v", err)
+					return
+				}
+				mu.Lock()
+				count[sel.Dests[0].URI]++
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	for _, d := range threeGateways()[0].Dests {
+		if got, want := count[d.URI], workers*each/3; got != want {
+			t.Errorf("%s selected %d times, want %d (all: %v)", d.URI, got, want, count)
+		}
+	}
+}
+
+// Marks and selects race from many goroutines; once a mark has returned, no
+// later selection may return the inactive gateway.
+func TestMarkWhileSelecting(t *testing.T) {
+	r := newTestRegistry(t, threeGateways(), Options{})
+	ctx := context.Background()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				if _, err := r.Select(ctx, 1, dispatch.AlgHashCallID, invite(fmt.Sprintf("w%d-%d", w, i)), 0); err != nil {
+					t.Errorf("select: %v", err)
+					return
+				}
+			}
+		}(w)
+	}
+	for i := 0; i < 50; i++ {
+		state := "i"
+		if i%2 == 1 {
+			state = "a"
+		}
+		if err := r.Mark(ctx, 1, "sip:127.0.0.1:5082", mustMarkOp(t, state)); err != nil {
+			t.Fatalf("mark: %v", err)
+		}
+	}
+	if err := r.Mark(ctx, 1, "sip:127.0.0.1:5082", mustMarkOp(t, "i")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 300; i++ {
+		sel, err := r.Select(ctx, 1, dispatch.AlgHashCallID, invite(fmt.Sprintf("after-%d", i)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sel.Dests[0].URI == "sip:127.0.0.1:5082" {
+			t.Fatalf("inactive gateway selected for call %d", i)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if err := r.Mark(ctx, 1, "sip:127.0.0.9:5099", mustMarkOp(t, "a")); !errors.Is(err, dispatch.ErrUnknownDestination) {
+		t.Fatalf("mark of an unknown URI: got %v, want ErrUnknownDestination", err)
+	}
+}
+
+// A full data mailbox answers ErrBusy at once instead of blocking the caller.
+func TestFullMailboxIsBusy(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	var first atomic.Bool
+	now := func() time.Time {
+		if first.CompareAndSwap(false, true) {
+			entered <- struct{}{}
+			<-release // hold the actor inside its first message
+		}
+		return time.Unix(1_700_000_000, 0)
+	}
+	r := newTestRegistry(t, threeGateways(), Options{MailboxSize: 2, Now: now})
+	ctx := context.Background()
+	firstDone := make(chan error, 1)
+	go func() {
+		_, err := r.Select(ctx, 1, dispatch.AlgRoundRobin, invite("held"), 0)
+		firstDone <- err
+	}()
+	<-entered
+	s, _ := r.Lookup(1)
+	for i := 0; i < 2; i++ { // fill the two mailbox slots without waiting
+		r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200})
+	}
+	if err := s.send(probeMsg{}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("send to a full mailbox: got %v, want ErrBusy", err)
+	}
+	_, err := r.Select(ctx, 1, dispatch.AlgRoundRobin, invite("x"), 0)
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("select on a full mailbox: got %v, want ErrBusy", err)
+	}
+	close(release)
+	if err := <-firstDone; err != nil {
+		t.Fatalf("held select: %v", err)
+	}
+	if _, err := r.Select(ctx, 1, dispatch.AlgRoundRobin, invite("y"), 0); err != nil {
+		t.Fatalf("select after the mailbox drained: %v", err)
+	}
+}
+
+// A message that makes the actor panic gets an error; the actor keeps serving.
+func TestPanicIsRecovered(t *testing.T) {
+	r := newTestRegistry(t, threeGateways(), Options{})
+	ctx := context.Background()
+	if _, err := r.Select(ctx, 1, dispatch.AlgHashCallID, nil, 0); !errors.Is(err, errPanic) {
+		t.Fatalf("select with a nil request: got %v, want errPanic", err)
+	}
+	if _, err := r.Select(ctx, 1, dispatch.AlgHashCallID, invite("ok"), 0); err != nil {
+		t.Fatalf("select after a panic: %v", err)
+	}
+}
+
+// Algorithm 10: a selected INVITE adds one call, BYE (set unknown) removes it.
+func TestCallLoadThroughActor(t *testing.T) {
+	r := newTestRegistry(t, threeGateways(), Options{})
+	ctx := context.Background()
+	for i := 0; i < 9; i++ {
+		sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite(fmt.Sprintf("call-%d", i)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sel.LoadAdded {
+			t.Fatalf("call %d: LoadAdded false", i)
+		}
+	}
+	st, err := r.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[0].Calls != 9 {
+		t.Fatalf("calls = %d, want 9", st[0].Calls)
+	}
+	for _, d := range st[0].Dests {
+		if d.State.Load != 3 {
+			t.Errorf("%s load %d, want 3 (least-loaded spreads evenly)", d.URI, d.State.Load)
+		}
+	}
+	for i := 0; i < 9; i++ {
+		if err := r.LoadRemove(ctx, -1, fmt.Sprintf("call-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ = r.Status(ctx)
+	if st[0].Calls != 0 {
+		t.Fatalf("calls after BYEs = %d, want 0", st[0].Calls)
+	}
+	for _, d := range st[0].Dests {
+		if d.State.Load != 0 {
+			t.Errorf("%s load %d after BYEs, want 0", d.URI, d.State.Load)
+		}
+	}
+	// A non-INVITE never adds load.
+	sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, &dispatch.Request{Method: "OPTIONS", CallID: "o"}, 0)
+	if err != nil || sel.LoadAdded {
+		t.Fatalf("OPTIONS with alg 10: LoadAdded=%v err=%v", sel.LoadAdded, err)
+	}
+}
+
+// A reload keeps state and call load by duid; removed sets stop, new sets start.
+func TestReplaceCarriesStateByDUID(t *testing.T) {
+	r := newTestRegistry(t, threeGateways(), Options{})
+	ctx := context.Background()
+	if err := r.Mark(ctx, 1, "sip:127.0.0.1:5082", mustMarkOp(t, "i")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("kept"), 0); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := r.Lookup(1)
+	// gw2 moves to a new URI but keeps its duid; set 2 appears.
+	next := []dispatch.Set{
+		{ID: 1, Dests: []dispatch.Destination{
+			dest(1, "sip:127.0.0.1:5081", "127.0.0.1", 5081, "gw1"),
+			dest(1, "sip:127.0.0.1:6082", "127.0.0.1", 6082, "gw2"),
+			dest(1, "sip:127.0.0.1:5083", "127.0.0.1", 5083, "gw3"),
+		}},
+		{ID: 2, Dests: []dispatch.Destination{dest(2, "sip:127.0.0.2:5060", "127.0.0.2", 0, "")}},
+	}
+	if err := r.Replace(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := r.Lookup(1)
+	if before != after {
+		t.Error("set 1 got a new actor; want the same actor with the new state")
+	}
+	st, err := r.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 2 {
+		t.Fatalf("sets after reload: %d, want 2", len(st))
+	}
+	if f := st[0].Dests[1].State.Flags; !f.Skip() {
+		t.Errorf("gw2 flags after reload %s, want inactive carried over", f.Letters())
+	}
+	if st[0].Calls != 1 {
+		t.Errorf("call-load entries after reload %d, want 1", st[0].Calls)
+	}
+	// Removing set 2 stops its actor.
+	if err := r.Replace(ctx, next[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Lookup(2); ok {
+		t.Error("set 2 still registered after it was removed")
+	}
+	if _, err := r.Select(ctx, 2, dispatch.AlgFirst, invite("z"), 0); !errors.Is(err, dispatch.ErrUnknownSet) {
+		t.Errorf("select on a removed set: %v, want ErrUnknownSet", err)
+	}
+}
+
+// A reload whose sets cannot be built changes nothing.
+func TestReplaceDuplicateSetKeepsOld(t *testing.T) {
+	r := newTestRegistry(t, threeGateways(), Options{})
+	bad := append(threeGateways(), threeGateways()...)
+	if err := r.Replace(context.Background(), bad); err == nil {
+		t.Fatal("reload with set 1 twice succeeded")
+	}
+	if ids := r.IDs(); len(ids) != 1 || ids[0] != 1 {
+		t.Fatalf("sets after a failed reload: %v", ids)
+	}
+	if _, err := r.Select(context.Background(), 1, dispatch.AlgFirst, invite("a"), 0); err != nil {
+		t.Fatalf("select after failed reload: %v", err)
+	}
+}
+
+func TestFromSet(t *testing.T) {
+	sets := threeGateways()
+	sets[0].Dests = append(sets[0].Dests, dispatch.Destination{SetID: 1, URI: "sip:10.0.0.1;transport=tcp", Scheme: "sip", Host: "10.0.0.1", Transport: "tcp"})
+	tests := []struct {
+		mode  int
+		ip    string
+		port  int
+		proto string
+		want  bool
+	}{
+		{0, "127.0.0.1", 5081, "udp", true},
+		{0, "127.0.0.1", 5081, "UDP", true},
+		{0, "127.0.0.1", 40000, "udp", false},
+		{1, "127.0.0.1", 40000, "udp", true},
+		{0, "127.0.0.1", 5081, "tcp", false},
+		{2, "127.0.0.1", 5081, "tcp", true},
+		{0, "10.0.0.1", 5060, "tcp", true},
+		{0, "::ffff:10.0.0.1", 5060, "tcp", true},
+		{0, "127.0.0.2", 5081, "udp", false},
+		{0, "not-an-ip", 5081, "udp", false},
+	}
+	for _, tc := range tests {
+		r := newTestRegistry(t, sets, Options{FromSetMode: tc.mode})
+		if got := r.FromSet(1, tc.ip, tc.port, tc.proto); got != tc.want {
+			t.Errorf("mode %d FromSet(%s:%d/%s) = %v, want %v", tc.mode, tc.ip, tc.port, tc.proto, got, tc.want)
+		}
+		if got := r.FromSet(-1, tc.ip, tc.port, tc.proto); got != tc.want {
+			t.Errorf("mode %d FromSet(any, %s:%d/%s) = %v, want %v", tc.mode, tc.ip, tc.port, tc.proto, got, tc.want)
+		}
+		if r.FromSet(7, tc.ip, tc.port, tc.proto) {
+			t.Errorf("FromSet on an unknown set matched")
+		}
+	}
+}
+
+func TestStoppedRegistry(t *testing.T) {
+	r := newTestRegistry(t, threeGateways(), Options{})
+	s, _ := r.Lookup(1)
+	r.Stop()
+	if _, err := s.Select(context.Background(), invite("a"), dispatch.AlgFirst, 0); !errors.Is(err, ErrStopped) {
+		t.Fatalf("select after Stop: %v, want ErrStopped", err)
+	}
+	if err := r.Replace(context.Background(), threeGateways()); !errors.Is(err, ErrStopped) {
+		t.Fatalf("replace after Stop: %v, want ErrStopped", err)
+	}
+}
+
+func TestSelectRespectsContext(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	var first atomic.Bool
+	now := func() time.Time {
+		if first.CompareAndSwap(false, true) {
+			entered <- struct{}{}
+			<-release
+		}
+		return time.Unix(1_700_000_000, 0)
+	}
+	r := newTestRegistry(t, threeGateways(), Options{Now: now})
+	defer close(release)
+	go r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200})
+	<-entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.Select(ctx, 1, dispatch.AlgFirst, invite("a"), 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("select with a cancelled ctx on a held actor: %v", err)
+	}
+}
+
+func BenchmarkActorSelectRoundTrip(b *testing.B) {
+	for _, alg := range []dispatch.Algorithm{dispatch.AlgHashCallID, dispatch.AlgRoundRobin, dispatch.AlgCallLoad} {
+		b.Run(alg.String(), func(b *testing.B) {
+			r := newTestRegistry(b, threeGateways(), Options{})
+			ctx := context.Background()
+			req := invite("a84b4c76e66710@pc33.atlanta.com")
+			if alg == dispatch.AlgCallLoad {
+				req.Method = "OPTIONS" // no load entry per iteration
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := r.Select(ctx, 1, alg, req, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("parallel-rr", func(b *testing.B) {
+		r := newTestRegistry(b, threeGateways(), Options{})
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			req := invite("x")
+			for pb.Next() {
+				if _, err := r.Select(ctx, 1, dispatch.AlgRoundRobin, req, 0); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}

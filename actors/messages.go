@@ -1,0 +1,69 @@
+package actors
+
+import (
+	"time"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// Messages on the data lane. Each carries what the actor needs and, when the
+// sender waits, a reply channel of capacity 1 so the actor never blocks on it.
+
+type selectMsg struct {
+	req   *dispatch.Request
+	alg   dispatch.Algorithm
+	limit int
+	reply chan selectResult
+}
+
+type selectResult struct {
+	sel Selection
+	err error
+}
+
+// markMsg applies op to the destination with uri (or duid when byDUID); uri
+// "all" marks every destination of the set.
+type markMsg struct {
+	uri    string
+	byDUID bool
+	op     dispatch.MarkOp
+	reply  chan error
+}
+
+type probeMsg struct {
+	uri string
+	res dispatch.ProbeResult
+}
+
+type loadOp int
+
+const (
+	loadConfirm loadOp = iota
+	loadRemove
+)
+
+type loadMsg struct {
+	op     loadOp
+	callID string
+	reply  chan bool // nil when nobody waits
+}
+
+type probeTargetsMsg struct {
+	reply chan []ProbeTarget
+}
+
+type statusMsg struct {
+	reply chan SetStatus
+}
+
+// expireMsg asks the actor to drop call-load entries that expired at now.
+type expireMsg struct{ now time.Time }
+
+// Messages on the control lane, served before any data message.
+
+// replaceMsg hands the actor a new SetState for its set id (a reload). The
+// actor carries its runtime state over into it and adopts it.
+type replaceMsg struct {
+	next  *dispatch.SetState
+	reply chan struct{}
+}

@@ -1,0 +1,344 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// Options configure a Registry. The zero value of each field means its default.
+type Options struct {
+	// MailboxSize bounds each set's data lane; a full mailbox answers ErrBusy.
+	// Default 4096.
+	MailboxSize int
+	// Now is the clock read once per message. Default time.Now.
+	Now func() time.Time
+	// Seed seeds each set's random source (algorithm 6 and weight tables);
+	// 0 picks a random seed.
+	Seed uint64
+	// OnEvent receives dst-up/dst-down events from the actor goroutines; it
+	// must not block. Default: none (events are logged either way).
+	OnEvent func(dispatch.Event)
+	// FromSetMode is Kamailio's ds_is_from_list mode: bit 1 ignores the port,
+	// bit 2 ignores the transport. Default 0: address, port and transport must
+	// all match.
+	FromSetMode int
+	// Logger receives the actors' logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.MailboxSize <= 0 {
+		o.MailboxSize = 4096
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Registry finds a set's actor by id and replaces the sets on reload. Lookups
+// read an immutable map behind an atomic pointer: they never wait for a
+// reload, and a reload never waits for a request.
+type Registry struct {
+	cfg  *dispatch.Config
+	opts Options
+
+	sets atomic.Pointer[map[int]*Set]
+
+	// mu serialises Replace and Stop; lookups never take it.
+	mu      sync.Mutex
+	stopped bool
+	seq     uint64 // guarded by mu: per-set seed counter
+}
+
+// NewRegistry starts one actor per set. cfg must have passed Validate.
+func NewRegistry(cfg *dispatch.Config, sets []dispatch.Set, opts Options) (*Registry, error) {
+	opts.setDefaults()
+	r := &Registry{cfg: cfg, opts: opts}
+	empty := map[int]*Set{}
+	r.sets.Store(&empty)
+	if err := r.Replace(context.Background(), sets); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Registry) rngLocked() *rand.Rand {
+	r.seq++
+	seed := r.opts.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	return rand.New(rand.NewPCG(seed, r.seq))
+}
+
+// Replace installs a new list of sets (a reload). Every new SetState is built
+// first; if any fails nothing changes. Sets that exist on both sides keep
+// their actor, which carries state and call load over by duid (else URI);
+// new sets get actors; sets that disappeared are stopped.
+func (r *Registry) Replace(ctx context.Context, sets []dispatch.Set) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return ErrStopped
+	}
+	states := make([]*dispatch.SetState, len(sets))
+	seen := make(map[int]bool, len(sets))
+	for i, set := range sets {
+		if seen[set.ID] {
+			return fmt.Errorf("reload: set %d appears twice", set.ID)
+		}
+		seen[set.ID] = true
+		st, err := dispatch.NewSetState(set, r.cfg, r.rngLocked())
+		if err != nil {
+			return fmt.Errorf("reload: set %d: %w", set.ID, err)
+		}
+		states[i] = st
+	}
+	old := *r.sets.Load()
+	next := make(map[int]*Set, len(states))
+	for _, st := range states {
+		if a, ok := old[st.ID]; ok {
+			if err := a.replace(ctx, st); err != nil {
+				return fmt.Errorf("reload: set %d: %w", st.ID, err)
+			}
+			next[st.ID] = a
+			continue
+		}
+		next[st.ID] = newSet(st, &r.opts)
+	}
+	r.sets.Store(&next)
+	for id, a := range old {
+		if _, ok := next[id]; !ok {
+			a.close()
+		}
+	}
+	return nil
+}
+
+// Lookup returns the actor of set id.
+func (r *Registry) Lookup(id int) (*Set, bool) {
+	s, ok := (*r.sets.Load())[id]
+	return s, ok
+}
+
+// IDs returns the set ids in ascending order.
+func (r *Registry) IDs() []int {
+	m := *r.sets.Load()
+	ids := make([]int, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (r *Registry) lookup(id int) (*Set, error) {
+	if s, ok := r.Lookup(id); ok {
+		return s, nil
+	}
+	return nil, fmt.Errorf("set %d: %w", id, dispatch.ErrUnknownSet)
+}
+
+// Select asks set setID for a selection; an alg-10 INVITE also records its
+// call load (Selection.LoadAdded).
+func (r *Registry) Select(ctx context.Context, setID int, alg dispatch.Algorithm, req *dispatch.Request, limit int) (Selection, error) {
+	s, err := r.lookup(setID)
+	if err != nil {
+		return Selection{}, err
+	}
+	return s.Select(ctx, req, alg, limit)
+}
+
+// Mark applies op to the destination uri of set setID ("all" for each one).
+func (r *Registry) Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error {
+	s, err := r.lookup(setID)
+	if err != nil {
+		return err
+	}
+	return s.Mark(ctx, uri, op)
+}
+
+// MarkDUID applies op to the destination with duid in set setID.
+func (r *Registry) MarkDUID(ctx context.Context, setID int, duid string, op dispatch.MarkOp) error {
+	s, err := r.lookup(setID)
+	if err != nil {
+		return err
+	}
+	return s.MarkDUID(ctx, duid, op)
+}
+
+// LoadConfirm marks the call answered in set setID.
+func (r *Registry) LoadConfirm(ctx context.Context, setID int, callID string) error {
+	return r.loadOp(ctx, setID, loadConfirm, callID)
+}
+
+// LoadRemove ends the call in set setID, or in whichever set has it when
+// setID is negative (a BYE that does not say its set).
+func (r *Registry) LoadRemove(ctx context.Context, setID int, callID string) error {
+	return r.loadOp(ctx, setID, loadRemove, callID)
+}
+
+func (r *Registry) loadOp(ctx context.Context, setID int, op loadOp, callID string) error {
+	if setID >= 0 {
+		s, err := r.lookup(setID)
+		if err != nil {
+			return err
+		}
+		_, err = s.load(ctx, op, callID)
+		return err
+	}
+	var errs []error
+	for _, s := range *r.sets.Load() {
+		found, err := s.load(ctx, op, callID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if found {
+			return nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ReportProbe hands a keepalive result to the set's actor without waiting;
+// a full mailbox drops it (the next probe repeats the fact) and logs.
+func (r *Registry) ReportProbe(setID int, uri string, res dispatch.ProbeResult) {
+	s, ok := r.Lookup(setID)
+	if !ok {
+		return
+	}
+	if err := s.send(probeMsg{uri: uri, res: res}); err != nil {
+		r.opts.Logger.Warn("probe result dropped", "set", setID, "uri", uri, "err", err)
+	}
+}
+
+// ProbeTargets collects the destinations due for a keepalive from every set.
+func (r *Registry) ProbeTargets(ctx context.Context) ([]ProbeTarget, error) {
+	var out []ProbeTarget
+	for _, id := range r.IDs() {
+		s, ok := r.Lookup(id)
+		if !ok {
+			continue
+		}
+		reply := make(chan []ProbeTarget, 1)
+		if err := s.send(probeTargetsMsg{reply: reply}); err != nil {
+			return out, err
+		}
+		t, err := await(ctx, s, reply)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, t...)
+	}
+	return out, nil
+}
+
+// ExpireLoad asks every set to drop call-load entries expired at now. It does
+// not wait; a busy set is swept on the next call.
+func (r *Registry) ExpireLoad(now time.Time) {
+	for _, s := range *r.sets.Load() {
+		_ = s.send(expireMsg{now: now})
+	}
+}
+
+// RunExpiry sweeps expired call-load entries every interval until ctx ends.
+func (r *Registry) RunExpiry(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.ExpireLoad(r.opts.Now())
+		}
+	}
+}
+
+// Status returns every set's state in ascending set id order.
+func (r *Registry) Status(ctx context.Context) ([]SetStatus, error) {
+	var out []SetStatus
+	for _, id := range r.IDs() {
+		s, ok := r.Lookup(id)
+		if !ok {
+			continue
+		}
+		st, err := s.Status(ctx)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// FromSet reports whether a request from ip:port over proto comes from a
+// destination of set setID (Kamailio's ds_is_from_list); setID < 0 checks
+// every set. Destinations named by host name do not match (no DNS here).
+func (r *Registry) FromSet(setID int, ip string, port int, proto string) bool {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	match := func(s *Set) bool {
+		for _, d := range *s.dests.Load() {
+			if r.matchDest(&d, addr, port, proto) {
+				return true
+			}
+		}
+		return false
+	}
+	if setID >= 0 {
+		s, ok := r.Lookup(setID)
+		return ok && match(s)
+	}
+	for _, s := range *r.sets.Load() {
+		if match(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Registry) matchDest(d *dispatch.Destination, addr netip.Addr, port int, proto string) bool {
+	da, err := netip.ParseAddr(d.Host)
+	if err != nil || da.Unmap() != addr {
+		return false
+	}
+	if r.opts.FromSetMode&1 == 0 && d.EffectivePort() != port {
+		return false
+	}
+	if r.opts.FromSetMode&2 == 0 && !strings.EqualFold(d.EffectiveTransport(), proto) {
+		return false
+	}
+	return true
+}
+
+// Stop stops every actor and waits for them.
+func (r *Registry) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return
+	}
+	r.stopped = true
+	for _, s := range *r.sets.Load() {
+		s.close()
+	}
+}
