@@ -1,0 +1,133 @@
+package integration
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/sipdispatch/sipdispatch/"
+
+// allowed lists, per package, the non-standard-library import prefixes its
+// non-test files may use (docs/architecture.md). Standard library imports are
+// always allowed except where banned below.
+var allowed = map[string][]string{
+	"dispatch": {"github.com/vmihailenco/msgpack/v5"},
+	"actors":   {module + "dispatch"},
+	"cluster": {module + "dispatch", module + "actors", "github.com/hashicorp/raft",
+		"github.com/hashicorp/raft-boltdb", "github.com/hashicorp/memberlist", "github.com/vmihailenco/msgpack/v5",
+		"github.com/hashicorp/go-hclog"},
+	"sip": {module + "dispatch", module + "actors", "github.com/emiago/sipgo", "github.com/icholy/digest"},
+}
+
+// banned standard-library imports per package: the pure core opens no sockets.
+var banned = map[string][]string{
+	"dispatch": {"net", "net/http", "os/exec", "sync"},
+	"actors":   {"net", "net/http"},
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(wd)
+}
+
+func parseDir(t *testing.T, dir string) []*ast.File {
+	t.Helper()
+	fset := token.NewFileSet()
+	var files []*ast.File
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if e.IsDir() || !strings.HasSuffix(n, ".go") || strings.HasSuffix(n, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(dir, n), nil, parser.ImportsOnly|parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Name = ast.NewIdent(n) // remember the file for messages
+		files = append(files, f)
+	}
+	return files
+}
+
+func TestImportRules(t *testing.T) {
+	root := repoRoot(t)
+	for pkg, ok := range allowed {
+		for _, f := range parseDir(t, filepath.Join(root, pkg)) {
+			for _, imp := range f.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				if strings.HasPrefix(path, module+"cmd") || strings.HasPrefix(path, module+"integration") {
+					t.Errorf("%s/%s imports %s: nothing may import cmd or integration", pkg, f.Name.Name, path)
+					continue
+				}
+				if !strings.Contains(strings.SplitN(path, "/", 2)[0], ".") { // standard library
+					for _, b := range banned[pkg] {
+						if path == b {
+							t.Errorf("%s/%s imports %s, which %s must not use", pkg, f.Name.Name, path, pkg)
+						}
+					}
+					continue
+				}
+				good := false
+				for _, p := range ok {
+					if path == p || strings.HasPrefix(path, p+"/") || strings.HasPrefix(path, p) && strings.HasPrefix(p, "github.com/hashicorp/raft") {
+						good = true
+					}
+				}
+				if !good {
+					t.Errorf("%s/%s imports %s: not allowed (allowed: %v)", pkg, f.Name.Name, path, ok)
+				}
+			}
+		}
+	}
+}
+
+// The core never reads the clock: time comes in as an argument.
+func TestDispatchReadsNoClock(t *testing.T) {
+	root := repoRoot(t)
+	dir := filepath.Join(root, "dispatch")
+	fset := token.NewFileSet()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if !strings.HasSuffix(n, ".go") || strings.HasSuffix(n, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(dir, n), nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(node ast.Node) bool {
+			sel, ok := node.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			if id, ok := sel.X.(*ast.Ident); ok && id.Name == "time" {
+				switch sel.Sel.Name {
+				case "Now", "Since", "Until", "Sleep", "After", "Tick", "NewTimer", "NewTicker", "AfterFunc":
+					t.Errorf("%s: dispatch calls time.%s; pass time in instead", fset.Position(sel.Pos()), sel.Sel.Name)
+				}
+			}
+			if _, ok := node.(*ast.GoStmt); ok {
+				t.Errorf("%s: dispatch starts a goroutine", fset.Position(node.Pos()))
+			}
+			return true
+		})
+	}
+}
