@@ -101,12 +101,20 @@ func (s *Server) trying(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 }
 
 // attempt sends fwd in a client transaction and relays its provisional
-// replies and a 2xx upstream, in the order the transaction delivers them
-// (its state machine drops a 1xx arriving after the final, so a 180 never
-// follows its 200). Timers are Kamailio's: fr_timer until the first reply,
-// fr_inv_timer after a provisional one for an INVITE.
+// replies and a 2xx upstream in the order they came off the wire. sipgo
+// hands each message to the transaction in its own goroutine, so a 200 can
+// reach the transaction before its 180 (which the state machine then drops);
+// provisional replies are therefore taken from the read loop (onWire), and
+// when the final one arrives every provisional read before it is relayed
+// first. Timers are Kamailio's: fr_timer until the first reply, fr_inv_timer
+// after a provisional one for an INVITE.
 func (s *Server) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *cancelWatch) outcome {
 	invite := fwd.IsInvite()
+	branch, _ := fwd.Via().Params.Get("branch")
+	early := make(chan *sipmsg.Response, earlyQueue)
+	s.early.Store(branch, early)
+	defer s.early.Delete(branch)
+
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
 	clTx, err := s.cli.TransactionRequest(ctx, fwd)
 	cancel()
@@ -116,7 +124,7 @@ func (s *Server) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *ca
 	}
 	if invite {
 		// 2xx retransmissions while the transaction is in Accepted state.
-		clTx.OnRetransmission(func(r *sipmsg.Response) { s.forwardResponse(r.Clone()) })
+		clTx.OnRetransmission(func(r *sipmsg.Response) { s.forwardResponse(r) })
 	}
 	timer := time.NewTimer(s.cfg.FRTimer)
 	defer timer.Stop()
@@ -132,24 +140,33 @@ func (s *Server) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *ca
 			timer.Reset(s.cfg.FRTimer)
 		}
 	}
+	gotProvisional := func() {
+		if !provisional {
+			provisional = true
+			if invite && !cancelSent {
+				timer.Reset(s.cfg.FRInvTimer)
+			}
+		}
+		if c.fired() {
+			sendCancel() // RFC 3261 §9.1: only once a provisional reply came
+		}
+	}
 	for {
 		select {
+		case res := <-early:
+			gotProvisional()
+			if !c.fired() {
+				s.relay(tx, res)
+			}
 		case res := <-clTx.Responses():
 			if res.IsProvisional() {
-				if !provisional {
-					provisional = true
-					if invite && !cancelSent {
-						timer.Reset(s.cfg.FRInvTimer)
-					}
-				}
-				if c.fired() {
-					sendCancel() // RFC 3261 §9.1: only once a provisional reply came
-					continue
-				}
-				if res.StatusCode > 100 {
-					s.relay(tx, res)
-				}
+				gotProvisional() // relayed from early, in wire order
 				continue
+			}
+			for len(early) > 0 {
+				if r := <-early; !c.fired() {
+					s.relay(tx, r)
+				}
 			}
 			if res.IsSuccess() {
 				s.relay(tx, res)
@@ -181,6 +198,39 @@ func (s *Server) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *ca
 	}
 }
 
+// earlyQueue bounds the provisional replies waiting for one attempt.
+const earlyQueue = 16
+
+// onWire runs in sipgo's read loop for every message, in arrival order, after
+// the transaction layer has queued it; it must not block for long nor modify
+// the message. Stateless mode forwards responses from here. Stateful mode
+// hands provisional replies (except 100, which is hop-by-hop) to the attempt
+// waiting on their branch.
+func (s *Server) onWire(msg sipmsg.Message) {
+	res, ok := msg.(*sipmsg.Response)
+	if !ok {
+		return
+	}
+	if s.cfg.Mode == ModeStateless {
+		s.statelessResponse(res)
+		return
+	}
+	if res.StatusCode <= 100 || res.StatusCode >= 200 {
+		return
+	}
+	via := res.Via()
+	if via == nil {
+		return
+	}
+	branch, _ := via.Params.Get("branch")
+	if q, ok := s.early.Load(branch); ok {
+		select {
+		case q.(chan *sipmsg.Response) <- res:
+		default: // a flood of provisional replies: drop, as UDP could
+		}
+	}
+}
+
 // drain consumes what an abandoned client transaction still delivers, so its
 // state machine never blocks on the unbuffered Responses channel.
 func drain(clTx sipmsg.ClientTransaction) {
@@ -199,6 +249,7 @@ func drain(clTx sipmsg.ClientTransaction) {
 func (s *Server) relay(tx sipmsg.ServerTransaction, res *sipmsg.Response) {
 	r := res.Clone()
 	r.RemoveHeader("Via")
+	r.SetDestination("") // computed again from the Via now on top
 	if err := tx.Respond(r); err != nil {
 		s.log.Debug("sip: response not relayed", "code", r.StatusCode, "err", err)
 	}

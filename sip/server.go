@@ -39,6 +39,7 @@ type Server struct {
 
 	loads    *loadTracker
 	branches *expiringMap[hop] // stateless mode: where INVITEs went, for CANCEL and non-2xx ACK
+	early    sync.Map          // branch -> chan *sipmsg.Response: provisional replies in wire order
 
 	dropped atomic.Int64 // messages dropped: unparsable, or not answerable
 
@@ -119,6 +120,7 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 		return nil, fmt.Errorf("sip user agent: %w", err)
 	}
 	s.ua = ua
+	ua.TransportLayer().OnMessage(s.onWire)
 	if s.srv, err = sipgo.NewServer(ua, sipgo.WithServerLogger(sipLog)); err != nil {
 		s.closeSockets()
 		return nil, fmt.Errorf("sip server: %w", err)

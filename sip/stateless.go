@@ -69,23 +69,20 @@ func (s *Server) statelessSend(req *sipmsg.Request, tx sipmsg.ServerTransaction,
 	return true
 }
 
-// onUnmatchedResponse gets every response no client transaction claims.
-// Stateless mode routes them all back by Via (RFC 3261 §16.7, §18.2.2);
-// stateful mode forwards only 2xx retransmissions to INVITE, which arrive
-// after the client transaction ended and must still reach the caller.
-func (s *Server) onUnmatchedResponse(res *sipmsg.Response) {
-	via := res.Via()
-	cseq := res.CSeq()
-	if via == nil || cseq == nil || !s.isSelf(via.Host, via.Port, "sip") {
+// statelessResponse routes a response back by Via (RFC 3261 §16.11,
+// §18.2.2). It runs in the read loop (onWire), so responses leave in the
+// order they came; only responses with our Via on top and another below it
+// are forwarded (a keepalive's reply has none below).
+func (s *Server) statelessResponse(res *sipmsg.Response) {
+	vias := res.GetHeaders("Via")
+	if len(vias) < 2 || res.CSeq() == nil {
+		return
+	}
+	if via, ok := vias[0].(*sipmsg.ViaHeader); !ok || !s.isSelf(via.Host, via.Port, "sip") {
 		s.dropped.Add(1)
 		return
 	}
-	invite := cseq.MethodName == sipmsg.INVITE
-	if s.cfg.Mode != ModeStateless {
-		if !invite || !res.IsSuccess() {
-			return // a late reply of a finished transaction: nothing to do
-		}
-	} else if invite && res.StatusCode >= 200 {
+	if res.CSeq().MethodName == sipmsg.INVITE && res.StatusCode >= 200 {
 		if id := res.CallID(); id != nil {
 			if set, ok := s.loads.pending.take(id.Value()); ok {
 				s.finalLoad(set, id.Value(), res.StatusCode)
@@ -95,8 +92,26 @@ func (s *Server) onUnmatchedResponse(res *sipmsg.Response) {
 	s.forwardResponse(res)
 }
 
-// forwardResponse removes our Via and sends res to the next one.
+// onUnmatchedResponse gets the responses no client transaction claims. In
+// stateful mode it forwards 2xx retransmissions to INVITE, which arrive after
+// the client transaction ended and must still reach the caller; the rest are
+// late copies of finished transactions. Stateless mode forwarded every
+// response already, from the read loop.
+func (s *Server) onUnmatchedResponse(res *sipmsg.Response) {
+	if s.cfg.Mode == ModeStateless {
+		return
+	}
+	via, cseq := res.Via(), res.CSeq()
+	if via == nil || cseq == nil || cseq.MethodName != sipmsg.INVITE || !res.IsSuccess() || !s.isSelf(via.Host, via.Port, "sip") {
+		return
+	}
+	s.forwardResponse(res)
+}
+
+// forwardResponse sends a copy of res, without our Via, to the next Via. It
+// copies because the read loop (onWire) may still be looking at res.
 func (s *Server) forwardResponse(res *sipmsg.Response) {
+	res = res.Clone()
 	res.RemoveHeader("Via")
 	next := res.Via()
 	if next == nil {

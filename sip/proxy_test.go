@@ -1,0 +1,134 @@
+package sip
+
+import (
+	"testing"
+	"time"
+
+	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// A whole call INVITE/180/200/ACK/BYE crosses the proxy in both modes, with
+// our Record-Route in the 200 and the in-dialog requests reaching the gateway.
+func TestCallThroughProxy(t *testing.T) {
+	for _, mode := range []string{ModeStateful, ModeStateless} {
+		t.Run(mode, func(t *testing.T) {
+			gw := newGateway(t, "answer")
+			d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw.dest(1)}})
+			_, proxy := startProxy(t, testConfig(mode), d, dispatchRoute(1))
+			u := newUAC(t)
+			ok, got := u.call(t, proxy)
+
+			want := []int{180, 200}
+			if mode == ModeStateful {
+				want = []int{100, 180, 200}
+			}
+			if len(got) != len(want) {
+				t.Fatalf("INVITE responses %v, want %v", got, want)
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("INVITE responses %v, want %v", got, want)
+				}
+			}
+			rr := ok.RecordRoute()
+			if rr == nil || "127.0.0.1:"+itoa(rr.Address.Port) != proxy {
+				t.Fatalf("200 Record-Route %v, want the proxy %s", rr, proxy)
+			}
+			if v := ok.Via(); v == nil || v.Host != "127.0.0.1" || len(ok.GetHeaders("Via")) != 1 {
+				t.Fatalf("200 Via headers %v: the proxy's Via must be gone", ok.GetHeaders("Via"))
+			}
+			waitFor(t, "ACK at gateway", 3*time.Second, func() bool { return gw.acks.Load() == 1 })
+			if n := gw.byes.Load(); n != 1 {
+				t.Fatalf("gateway got %d BYEs, want 1", n)
+			}
+			inv := gw.lastInvite.Load()
+			if mf := inv.MaxForwards(); mf == nil || mf.Val() != 69 {
+				t.Fatalf("forwarded Max-Forwards %v, want 69", mf)
+			}
+			if n := len(inv.GetHeaders("Via")); n != 2 {
+				t.Fatalf("forwarded INVITE has %d Via headers, want 2", n)
+			}
+		})
+	}
+}
+
+// Many concurrent calls, bounded in number and time, all succeed.
+func TestManyCalls(t *testing.T) {
+	const calls, workers = 200, 10
+	for _, mode := range []string{ModeStateful, ModeStateless} {
+		t.Run(mode, func(t *testing.T) {
+			gw1, gw2 := newGateway(t, "answer"), newGateway(t, "answer")
+			d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw1.dest(1), gw2.dest(1)}})
+			_, proxy := startProxy(t, testConfig(mode), d, dispatchRoute(1))
+			u := newUAC(t)
+			jobs := make(chan int)
+			errs := make(chan string, calls)
+			done := make(chan struct{})
+			for range workers {
+				go func() {
+					defer func() { done <- struct{}{} }()
+					for range jobs {
+						inv := u.request(sipmsg.INVITE, proxy, []byte("v=0\r\n"))
+						tx, err := u.cli.TransactionRequest(t.Context(), inv)
+						if err != nil {
+							errs <- err.Error()
+							continue
+						}
+						var final *sipmsg.Response
+						timeout := time.After(10 * time.Second)
+					wait:
+						for {
+							select {
+							case r := <-tx.Responses():
+								if !r.IsProvisional() {
+									final = r
+									break wait
+								}
+							case <-tx.Done():
+								break wait
+							case <-timeout:
+								break wait
+							}
+						}
+						tx.Terminate()
+						if final == nil || final.StatusCode != 200 {
+							errs <- "INVITE failed"
+							continue
+						}
+						if err := u.cli.WriteRequest(inDialog(sipmsg.ACK, inv, final, inv.CSeq().SeqNo)); err != nil {
+							errs <- err.Error()
+							continue
+						}
+						res, err := u.cli.Do(t.Context(), inDialog(sipmsg.BYE, inv, final, inv.CSeq().SeqNo+1))
+						if err != nil || res.StatusCode != 200 {
+							errs <- "BYE failed"
+						}
+					}
+				}()
+			}
+			start := time.Now()
+			for i := range calls {
+				jobs <- i
+			}
+			close(jobs)
+			for range workers {
+				<-done
+			}
+			close(errs)
+			var failed []string
+			for e := range errs {
+				failed = append(failed, e)
+			}
+			if len(failed) > 0 {
+				t.Fatalf("%d of %d calls failed: %v", len(failed), calls, failed[:min(5, len(failed))])
+			}
+			waitFor(t, "every BYE at a gateway", 3*time.Second, func() bool { return gw1.byes.Load()+gw2.byes.Load() == calls })
+			if gw1.invites.Load() == 0 || gw2.invites.Load() == 0 {
+				t.Fatalf("round robin used one gateway only: %d/%d", gw1.invites.Load(), gw2.invites.Load())
+			}
+			t.Logf("%s: %d calls in %s", mode, calls, time.Since(start))
+		})
+	}
+}
