@@ -44,9 +44,6 @@ type Config struct {
 	// RetryAfter is the Retry-After value, in seconds, of the 503 sent when a
 	// set has no destination; 0 leaves the header out.
 	RetryAfter int
-	// MaxUDPSize is the largest SIP message sent over UDP, in bytes; sipgo's
-	// default (1300) would refuse INVITEs with a large SDP.
-	MaxUDPSize int
 	// PingInterval is the keepalive period (ds_ping_interval); 0 = no probing.
 	PingInterval time.Duration
 	// PingMethod is the keepalive method (ds_ping_method).
@@ -69,7 +66,6 @@ func DefaultConfig() Config {
 		FRTimer:     5 * time.Second,
 		FRInvTimer:  120 * time.Second,
 		RetryAfter:  30,
-		MaxUDPSize:  65000,
 		PingMethod:  "OPTIONS",
 		PingFrom:    "sip:dispatcher@localhost",
 		UserAgent:   "sipdispatch",
@@ -144,9 +140,6 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryAfter < 0 {
 		errs = append(errs, fmt.Errorf("retry_after %d: must not be negative", c.RetryAfter))
-	}
-	if c.MaxUDPSize < 1500 || c.MaxUDPSize > 65535 {
-		errs = append(errs, fmt.Errorf("max_udp_size %d: want 1500..65535", c.MaxUDPSize))
 	}
 	if c.PingInterval < 0 {
 		errs = append(errs, fmt.Errorf("ds_ping_interval %s: must not be negative", c.PingInterval))

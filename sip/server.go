@@ -61,8 +61,13 @@ func (k *socket) addr() string {
 	return k.proto + ":" + net.JoinHostPort(k.ip.String(), strconv.Itoa(k.port))
 }
 
-// udpMTUMu serialises the one write of sipgo's global UDPMTUSize.
-var udpMTUMu sync.Mutex
+// init raises sipgo's UDP size limit, a process global: by default a UDP
+// write over 1300 bytes fails, which would refuse INVITEs with a large SDP.
+// The new limit lets through anything sipgo can parse (65535 bytes). It is set
+// at init because any later write races with running sipgo goroutines.
+func init() {
+	sipmsg.UDPMTUSize = sipmsg.ParseMaxMessageLength + 200
+}
 
 // NewServer validates cfg and binds every listener, so that Addrs is valid
 // when it returns; Serve starts reading.
@@ -85,14 +90,6 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 	if cfg.Advertise != "" {
 		s.advHost, s.advPort, _ = splitAdvertise(cfg.Advertise)
 	}
-	// sipgo refuses UDP messages over UDPMTUSize-200 bytes; it is a process
-	// global, written only when it must grow.
-	udpMTUMu.Lock()
-	if sipmsg.UDPMTUSize < cfg.MaxUDPSize+200 {
-		sipmsg.UDPMTUSize = cfg.MaxUDPSize + 200
-	}
-	udpMTUMu.Unlock()
-
 	var tlsConf *tls.Config
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -436,7 +433,8 @@ func validate(req *sipmsg.Request) (int, string) {
 		return 505, "Version Not Supported"
 	case req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil || req.Via() == nil:
 		return 400, "Missing Required Header"
-	case req.CSeq().MethodName != req.Method:
+	case !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)):
+		// Case-blind: sipgo upper-cases the request line's method only.
 		return 400, "CSeq Method Mismatch"
 	}
 	switch req.Recipient.Scheme {
