@@ -178,7 +178,14 @@ type gateway struct {
 	mode string
 
 	invites, acks, byes, cancels, options atomic.Int32
-	lastInvite                            atomic.Pointer[sipmsg.Request]
+	lastInvite, lastOptions               atomic.Pointer[sipmsg.Request]
+}
+
+func (g *gateway) lastOptionsFrom() string {
+	if r := g.lastOptions.Load(); r != nil {
+		return r.From().Address.String()
+	}
+	return ""
 }
 
 func newGateway(t *testing.T, mode string) *gateway {
@@ -207,6 +214,7 @@ func newGateway(t *testing.T, mode string) *gateway {
 	srv.OnNoRoute(func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		if req.Method == sipmsg.OPTIONS {
 			g.options.Add(1)
+			g.lastOptions.Store(req)
 		}
 		tx.Respond(sipmsg.NewResponseFromRequest(req, 200, "OK", nil))
 	})
