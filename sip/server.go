@@ -38,7 +38,7 @@ type Server struct {
 	advPort int
 
 	loads    *loadTracker
-	branches *expiringMap[hop] // stateless mode: where INVITEs went, for CANCEL and non-2xx ACK
+	branches *expiringMap[sentInvite] // stateless mode: INVITEs forwarded, by our branch
 	early    sync.Map          // branch -> chan *sipmsg.Response: provisional replies in wire order
 
 	dropped atomic.Int64 // messages dropped: unparsable, or not answerable
@@ -84,7 +84,7 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 		routes:   routes,
 		log:      log,
 		loads:    newLoadTracker(64*sipmsg.T1 + cfg.FRInvTimer),
-		branches: newExpiringMap[hop](branchCacheSize, 64*sipmsg.T1+cfg.FRInvTimer),
+		branches: newExpiringMap[sentInvite](branchCacheSize, 64*sipmsg.T1+cfg.FRInvTimer),
 		stop:     make(chan struct{}),
 	}
 	if cfg.Advertise != "" {
@@ -591,6 +591,14 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		return
 	}
 	d := rt.Dispatch
+	if s.cfg.Mode == ModeStateless && req.IsInvite() {
+		// A retransmission must take the same way as the original, whatever
+		// the algorithm would pick now (RFC 3261 §16.11).
+		if sent, ok := s.branches.get(statelessBranch(req), time.Now()); ok {
+			s.statelessInitial(req, tx, &dr, sent.d, sent.sel, mf)
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
 	sel, err := s.d.Select(ctx, d.Set, d.Alg, &dr, d.Limit)
 	cancel()
@@ -655,8 +663,8 @@ func (s *Server) onAck(req *sipmsg.Request) {
 	branch := sipmsg.GenerateBranch()
 	if s.cfg.Mode == ModeStateless {
 		branch = statelessBranch(req)
-		if h, ok := s.branches.get(branch, time.Now()); ok {
-			s.statelessSend(req, nil, s.outgoing(req, h, mf, 0, branch))
+		if sent, ok := s.branches.get(branch, time.Now()); ok {
+			s.statelessSend(req, nil, s.outgoing(req, sent.hop(), mf, 0, branch))
 			return
 		}
 	}
@@ -680,7 +688,7 @@ func (s *Server) onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		s.removeLoad(set, req.CallID().Value())
 	}
 	branch := statelessBranch(req)
-	h, ok := s.branches.get(branch, time.Now())
+	sent, ok := s.branches.get(branch, time.Now())
 	if !ok {
 		s.initial(req, tx)
 		return
@@ -690,7 +698,7 @@ func (s *Server) onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		s.reply(req, tx, 483, "Too Many Hops")
 		return
 	}
-	s.statelessSend(req, tx, s.outgoing(req, h, mf, 0, branch))
+	s.statelessSend(req, tx, s.outgoing(req, sent.hop(), mf, 0, branch))
 }
 
 // dispatchOutgoing builds the request for one destination of a selection:

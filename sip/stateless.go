@@ -36,6 +36,18 @@ func statelessBranch(req *sipmsg.Request) string {
 	return "z9hG4bKsd" + hex.EncodeToString(h.Sum(nil))
 }
 
+// sentInvite is what the stateless proxy remembers of an INVITE it
+// forwarded: enough to send its retransmissions, CANCEL and non-2xx ACK the
+// same way.
+type sentInvite struct {
+	d   *Dispatch
+	sel actors.Selection
+}
+
+func (e sentInvite) hop() hop {
+	return hop{addr: e.sel.Dests[0].HostPort(), proto: e.sel.Dests[0].EffectiveTransport()}
+}
+
 // statelessInitial sends an initial request to the first destination of its
 // selection; there is no failover without state (SPEC §6 step 5).
 func (s *Server) statelessInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
@@ -44,8 +56,9 @@ func (s *Server) statelessInitial(req *sipmsg.Request, tx sipmsg.ServerTransacti
 	fwd := s.dispatchOutgoing(req, dr, d, &sel, dest, mf, branch)
 	if req.IsInvite() {
 		now := time.Now()
-		s.branches.put(branch, hop{addr: dest.HostPort(), proto: dest.EffectiveTransport()}, now)
-		if sel.LoadAdded && !s.loads.pending.put(dr.CallID, sel.SetID, now) {
+		_, again := s.branches.get(branch, now)
+		s.branches.put(branch, sentInvite{d: d, sel: sel}, now)
+		if sel.LoadAdded && !again && !s.loads.pending.put(dr.CallID, sel.SetID, now) {
 			// Untracked, the entry would only leave by expiry.
 			s.removeLoad(sel.SetID, dr.CallID)
 		}
