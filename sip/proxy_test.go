@@ -132,3 +132,33 @@ func TestManyCalls(t *testing.T) {
 		})
 	}
 }
+
+// The gateway retransmits its 200 until the ACK comes; every copy reaches
+// the caller (RFC 3261 §16.7 step 5), in both modes.
+func Test2xxRetransmissionsForwarded(t *testing.T) {
+	for _, mode := range []string{ModeStateful, ModeStateless} {
+		t.Run(mode, func(t *testing.T) {
+			gw := newGateway(t, "retransmit")
+			d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw.dest(1)}})
+			_, proxy := startProxy(t, testConfig(mode), d, dispatchRoute(1))
+			u := newUAC(t)
+			inv := u.request(sipmsg.INVITE, proxy, nil)
+			rs := u.final(t, inv)
+			ok := rs[len(rs)-1]
+			count200 := func() int {
+				n := 0
+				for _, c := range u.wireCodes(inv.CallID().Value()) {
+					if c == 200 {
+						n++
+					}
+				}
+				return n
+			}
+			waitFor(t, "three copies of the 200", 3*time.Second, func() bool { return count200() >= 3 })
+			if err := u.cli.WriteRequest(inDialog(sipmsg.ACK, inv, ok, inv.CSeq().SeqNo)); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "ACK at gateway", 2*time.Second, func() bool { return gw.acks.Load() >= 1 })
+		})
+	}
+}

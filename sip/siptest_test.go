@@ -170,8 +170,9 @@ func startProxy(t *testing.T, cfg Config, d Dispatcher, r Routes) (*Server, stri
 }
 
 // gateway is a sipgo UAS standing for a PSTN gateway. Its mode says how it
-// answers an INVITE: "answer" (180 then 200), "503", "silent" (nothing), or
-// "ring" (180, then wait for the CANCEL).
+// answers an INVITE: "answer" (180 then 200), "retransmit" (180, then the
+// 200 three times), "503", "silent" (nothing), or "ring" (180, then wait for
+// the CANCEL).
 type gateway struct {
 	addr string
 	port int
@@ -252,6 +253,13 @@ func (g *gateway) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 			case <-cancelled:
 			case <-time.After(10 * time.Second):
 			}
+		}
+	case "retransmit":
+		// A UAS core retransmits its 2xx until the ACK (RFC 3261 §13.3.1.4).
+		respond(180, "Ringing")
+		for range 3 {
+			respond(200, "OK")
+			time.Sleep(20 * time.Millisecond)
 		}
 	default:
 		respond(180, "Ringing")
