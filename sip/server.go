@@ -39,7 +39,7 @@ type Server struct {
 
 	loads    *loadTracker
 	branches *expiringMap[sentInvite] // stateless mode: INVITEs forwarded, by our branch
-	early    sync.Map          // branch -> chan *sipmsg.Response: provisional replies in wire order
+	early    sync.Map                 // branch -> chan *sipmsg.Response: provisional replies in wire order
 
 	dropped atomic.Int64 // messages dropped: unparsable, or not answerable
 
