@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -160,5 +161,28 @@ func Test2xxRetransmissionsForwarded(t *testing.T) {
 			}
 			waitFor(t, "ACK at gateway", 2*time.Second, func() bool { return gw.acks.Load() >= 1 })
 		})
+	}
+}
+
+// An initial request with a preloaded Route to the proxy (outbound proxy
+// use) loses that Route on the way (RFC 3261 §16.4); a foreign Route below
+// it stays.
+func TestPreloadedRoutePopped(t *testing.T) {
+	gw := newGateway(t, "answer")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw.dest(1)}})
+	_, proxy := startProxy(t, testConfig(ModeStateful), d, dispatchRoute(1))
+	host, port, _ := sipmsg.ParseAddr(proxy)
+	u := newUAC(t)
+	inv := u.request(sipmsg.INVITE, proxy, nil)
+	own := sipmsg.Uri{Scheme: "sip", Host: host, Port: port}
+	own.UriParams.Add("lr", "")
+	inv.AppendHeader(&sipmsg.RouteHeader{Address: own})
+	inv.AppendHeader(&sipmsg.RouteHeader{Address: sipmsg.Uri{Scheme: "sip", Host: "next.example.net"}})
+	if rs := u.final(t, inv); rs[len(rs)-1].StatusCode != 200 {
+		t.Fatalf("INVITE answered %v", codes(rs))
+	}
+	routes := gw.lastInvite.Load().GetHeaders("Route")
+	if len(routes) != 1 || !strings.Contains(routes[0].Value(), "next.example.net") {
+		t.Fatalf("gateway got Route %v, want only the foreign one", routes)
 	}
 }

@@ -483,15 +483,12 @@ func (s *Server) hasForeignRoute(req *sipmsg.Request) bool {
 	return false
 }
 
-// nextHop is loose routing (RFC 3261 §16.4, §16.12): the leading Route
-// values naming this node are consumed (pop of them) and the request goes to
-// the next Route value, else to the Request-URI. loadSet is the set id our
-// Record-Route carried (;ds=N), -1 when none. ok is false when nothing but
-// ourselves is left to route to.
-func (s *Server) nextHop(req *sipmsg.Request) (h hop, pop int, loadSet int, ok bool) {
+// ownRoutes counts the leading Route values naming this node, which RFC 3261
+// §16.4 says to remove, and returns the set id our Record-Route carried in
+// them (;ds=N), -1 when none.
+func (s *Server) ownRoutes(req *sipmsg.Request) (pop, loadSet int) {
 	loadSet = -1
-	routes := req.GetHeaders("Route")
-	for _, rh := range routes {
+	for _, rh := range req.GetHeaders("Route") {
 		r, isRoute := rh.(*sipmsg.RouteHeader)
 		if !isRoute || !s.isSelf(r.Address.Host, r.Address.Port, r.Address.Scheme) {
 			break
@@ -503,7 +500,15 @@ func (s *Server) nextHop(req *sipmsg.Request) (h hop, pop int, loadSet int, ok b
 		}
 		pop++
 	}
-	if pop < len(routes) {
+	return pop, loadSet
+}
+
+// nextHop is loose routing (RFC 3261 §16.4, §16.12): after our own Route
+// values (pop of them) the request goes to the next Route value, else to the
+// Request-URI. ok is false when nothing but ourselves is left to route to.
+func (s *Server) nextHop(req *sipmsg.Request) (h hop, pop int, loadSet int, ok bool) {
+	pop, loadSet = s.ownRoutes(req)
+	if routes := req.GetHeaders("Route"); pop < len(routes) {
 		r, isRoute := routes[pop].(*sipmsg.RouteHeader)
 		if !isRoute {
 			return hop{}, 0, loadSet, false
@@ -705,7 +710,8 @@ func (s *Server) onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 // ds_select_domain's R-URI rewrite, the route's headers, Record-Route.
 func (s *Server) dispatchOutgoing(req *sipmsg.Request, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, mf int, branch string) *sipmsg.Request {
 	h := hop{addr: dest.HostPort(), proto: dest.EffectiveTransport()}
-	fwd := s.outgoing(req, h, mf, 0, branch)
+	pop, _ := s.ownRoutes(req) // a preloaded Route to us
+	fwd := s.outgoing(req, h, mf, pop, branch)
 	if d.Domain {
 		fwd.Recipient.Host = dest.Host
 		fwd.Recipient.Port = dest.Port
