@@ -15,46 +15,46 @@ import (
 // RouteConfig is one entry of the `routes:` list (SPEC §6) as decoded from YAML.
 type RouteConfig struct {
 	Name     string          `yaml:"name"`
-	Match    MatchConfig     `yaml:"match"`
-	Dispatch *DispatchConfig `yaml:"dispatch"`
-	Reply    *ReplyConfig    `yaml:"reply"`
+	Match    MatchConfig     `yaml:"match,omitempty"`
+	Dispatch *DispatchConfig `yaml:"dispatch,omitempty"`
+	Reply    *ReplyConfig    `yaml:"reply,omitempty"`
 }
 
 // MatchConfig are a route's conditions; all given ones must hold. Regexes use
 // Go's RE2 syntax and, like Kamailio's `=~`, match anywhere in the value
 // unless anchored with ^ and $.
 type MatchConfig struct {
-	FromSet    *int         `yaml:"from_set"`    // ds_is_from_list(set): source matches a destination of the set
-	Methods    []string     `yaml:"methods"`     // request methods, any of
-	RURIUser   string       `yaml:"ruri_user"`   // regex on the Request-URI user
-	RURIDomain string       `yaml:"ruri_domain"` // regex on the Request-URI host
-	FromURI    string       `yaml:"from_uri"`    // regex on the From URI
-	ToURI      string       `yaml:"to_uri"`      // regex on the To URI
-	Header     *HeaderMatch `yaml:"header"`      // regex on a header value
-	Source     string       `yaml:"source"`      // CIDR (or address) the source must be in; several separated by commas
+	FromSet    *int         `yaml:"from_set,omitempty"`    // ds_is_from_list(set): source matches a destination of the set
+	Methods    []string     `yaml:"methods,omitempty"`     // request methods, any of
+	RURIUser   string       `yaml:"ruri_user,omitempty"`   // regex on the Request-URI user
+	RURIDomain string       `yaml:"ruri_domain,omitempty"` // regex on the Request-URI host
+	FromURI    string       `yaml:"from_uri,omitempty"`    // regex on the From URI
+	ToURI      string       `yaml:"to_uri,omitempty"`      // regex on the To URI
+	Header     *HeaderMatch `yaml:"header,omitempty"`      // regex on a header value
+	Source     string       `yaml:"source,omitempty"`      // CIDR (or address) the source must be in; several separated by commas
 }
 
 // HeaderMatch matches one header's value. An empty Regex only requires the
 // header to be present.
 type HeaderMatch struct {
 	Name  string `yaml:"name"`
-	Regex string `yaml:"regex"`
+	Regex string `yaml:"regex,omitempty"`
 }
 
 // DispatchConfig sends matching requests to a set.
 type DispatchConfig struct {
 	Set      int               `yaml:"set"`
-	Alg      int               `yaml:"alg"`
-	Mode     string            `yaml:"mode"`  // "dst" (ds_select_dst, default) or "domain" (ds_select_domain: rewrite R-URI host)
-	Limit    int               `yaml:"limit"` // 0 = no cap on the selection length
+	Alg      int               `yaml:"alg,omitempty"`
+	Mode     string            `yaml:"mode,omitempty"`  // "dst" (ds_select_dst, default) or "domain" (ds_select_domain: rewrite R-URI host)
+	Limit    int               `yaml:"limit,omitempty"` // 0 = no cap on the selection length
 	Failover FailoverConfig    `yaml:"failover"`
-	Headers  map[string]string `yaml:"headers"` // added to the forwarded request; values are templates
+	Headers  map[string]string `yaml:"headers,omitempty"` // added to the forwarded request; values are templates
 }
 
 // FailoverConfig says which final replies move a call to the next destination.
 type FailoverConfig struct {
-	On   []string `yaml:"on"`   // codes ("503"), classes ("5xx") or "timeout" (= 408); absent: DefaultFailoverOn; [] = never
-	Mark string   `yaml:"mark"` // ds_mark_dst state applied on failover ("" = no marking), e.g. "ip", "t"
+	On   []string `yaml:"on"`             // codes ("503"), classes ("5xx") or "timeout" (= 408); absent: DefaultFailoverOn; [] = never
+	Mark string   `yaml:"mark,omitempty"` // ds_mark_dst state applied on failover ("" = no marking), e.g. "ip", "t"
 }
 
 // DefaultFailoverOn is what a route fails over on when `failover.on` is
@@ -64,10 +64,24 @@ type FailoverConfig struct {
 // stops forwarding on a 6xx); list "6xx" to fail over on it anyway.
 var DefaultFailoverOn = []string{"408", "5xx"}
 
+// MarshalYAML writes `on` only when it was given, so that writing a
+// configuration back keeps an absent `on` (the default) apart from `on: []`
+// (never fail over).
+func (f FailoverConfig) MarshalYAML() (any, error) {
+	m := map[string]any{}
+	if f.On != nil {
+		m["on"] = f.On
+	}
+	if f.Mark != "" {
+		m["mark"] = f.Mark
+	}
+	return m, nil
+}
+
 // ReplyConfig answers matching requests locally.
 type ReplyConfig struct {
 	Code   int    `yaml:"code"`
-	Reason string `yaml:"reason"`
+	Reason string `yaml:"reason,omitempty"`
 }
 
 // Route is a compiled route.
