@@ -82,7 +82,7 @@ type yamlPair struct{ key, value *yaml.Node }
 // UnmarshalYAML decodes the keys of dispatch.Config and sets the rest aside.
 func (d *dispatcherConfig) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: dispatcher must be a mapping", n.Line)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: dispatcher must be a mapping of keys", n.Line)}}
 	}
 	known := &yaml.Node{Kind: yaml.MappingNode, Tag: n.Tag, Line: n.Line, Column: n.Column}
 	d.other = nil
@@ -208,6 +208,10 @@ func loadConfig(path string) (fileConfig, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return c, c.yamlErrors(err)
 	}
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return c, fmt.Errorf("%sonly one YAML document is allowed", c.at(more.Line))
+	}
 	if err := c.Dispatcher.checkOther(&c); err != nil {
 		return c, err
 	}
@@ -273,6 +277,7 @@ func recordLines(n *yaml.Node, prefix string, lines map[string]int) {
 var (
 	unknownFieldRe = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
 	lineRe         = regexp.MustCompile(`^line (\d+): (.*)$`)
+	goTypeRe       = regexp.MustCompile(`\b(main|sip|dispatch)\.[A-Za-z]+`)
 )
 
 // yamlErrors rewrites yaml.v3's errors as file:line: key: reason, one per line.
@@ -290,7 +295,8 @@ func (c *fileConfig) yamlErrors(err error) error {
 		}
 		if m := lineRe.FindStringSubmatch(e); m != nil {
 			line, _ := strconv.Atoi(m[1])
-			msg := m[2]
+			// Go type names mean nothing to the reader; all of ours are mappings.
+			msg := goTypeRe.ReplaceAllString(m[2], "a mapping of keys")
 			if strings.Contains(msg, "time.Duration") {
 				msg += ` (durations are written with a unit: "5s", "1500ms", "2m")`
 			}

@@ -65,7 +65,7 @@ func TestDefaultConfig(t *testing.T) {
 }
 
 func TestLoadEmptyFileIsDefaults(t *testing.T) {
-	p := writeConfig(t, "# nothing set\n")
+	p := writeConfig(t, "# nothing set\nnode:\ndispatcher:\nroutes:\n")
 	c, err := loadConfig(p)
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +245,11 @@ func TestTypeErrors(t *testing.T) {
 		{"dispatcher:\n  flags: two\n", `:2: cannot unmarshal !!str`},
 		{"dispatcher:\n  ds_probing_threshhold: many\n", `:2: dispatcher.ds_probing_threshhold:`},
 		{"listen: udp:127.0.0.1:5060\n", `:1: cannot unmarshal`},
-		{"node: [a, b]\n", `:1: cannot unmarshal`},
+		{"node: [a, b]\n", `:1: cannot unmarshal !!seq into a mapping of keys`},
+		{"- a\n", `:1: cannot unmarshal !!seq into a mapping of keys`},
+		{"dispatcher: 5\n", `:1: dispatcher must be a mapping of keys`},
+		{"routes:\n  - name: a\n    dispatch: 4\n", `:3: cannot unmarshal !!int ` + "`4`" + ` into a mapping of keys`},
+		{"node: {name: a}\n---\nnode: {name: b}\n", `:2: only one YAML document is allowed`},
 		{"node: {name: a\n", `.yaml:1: did not find expected ',' or '}'`},
 	}
 	for _, tt := range tests {
