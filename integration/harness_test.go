@@ -1,0 +1,242 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the sipdispatch binary built once for the whole test run.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sipdispatch-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "sipdispatch")
+	build := exec.Command("go", "build", "-race", "-o", binary, "../cmd/sipdispatch")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building sipdispatch:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// nextAddr hands out distinct loopback addresses so concurrent tests and
+// leftover sockets never collide: 127.0.0.10, .11, ...
+var addrSeq atomic.Int32
+
+func nextIP() string { return fmt.Sprintf("127.0.0.%d", 10+addrSeq.Add(1)%200) }
+
+// freeUDPPort returns a port free on ip for both UDP and TCP at the time of the call.
+func freeUDPPort(t *testing.T, ip string) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		pc, err := net.ListenPacket("udp", ip+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		pc.Close()
+		if l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port)); err == nil {
+			l.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Node is one sipdispatch process started from the built binary.
+type Node struct {
+	t       *testing.T
+	Dir     string
+	SIPAddr string // ip:port of its UDP/TCP SIP listener
+	APIAddr string
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+	exited  chan struct{}
+}
+
+// startNode writes config and list into a temp dir and starts `serve`. config
+// is the YAML body; %SIP% and %API% in it are replaced by the node's addresses.
+func startNode(t *testing.T, config, list string) *Node {
+	t.Helper()
+	ip := nextIP()
+	n := &Node{t: t, Dir: t.TempDir(), log: &bytes.Buffer{}, exited: make(chan struct{})}
+	n.SIPAddr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
+	n.APIAddr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
+	config = strings.NewReplacer("%SIP%", n.SIPAddr, "%API%", n.APIAddr).Replace(config)
+	if err := os.WriteFile(filepath.Join(n.Dir, "sipdispatch.yaml"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.Dir, "dispatcher.list"), []byte(list), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.cmd = exec.Command(binary, "serve", "-config", filepath.Join(n.Dir, "sipdispatch.yaml"))
+	n.cmd.Dir = n.Dir
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { n.cmd.Wait(); close(n.exited) }()
+	t.Cleanup(func() {
+		n.Stop()
+		if t.Failed() {
+			t.Logf("node %s log:\n%s", n.SIPAddr, n.log.String())
+		}
+	})
+	waitFor(t, "node "+n.SIPAddr+" to answer OPTIONS", 20*time.Second, func() bool {
+		select {
+		case <-n.exited:
+			t.Fatalf("node exited during start-up:\n%s", n.log.String())
+		default:
+		}
+		return sipPing(n.SIPAddr) == 200
+	})
+	return n
+}
+
+// Stop ends the node with SIGTERM (SIGKILL after 10 s) and waits for it.
+func (n *Node) Stop() {
+	select {
+	case <-n.exited:
+		return
+	default:
+	}
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+	case <-time.After(10 * time.Second):
+		n.cmd.Process.Kill()
+		<-n.exited
+	}
+}
+
+// sipPing sends one OPTIONS over UDP and returns the status code, 0 on no answer.
+func sipPing(addr string) int {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	la := c.LocalAddr().(*net.UDPAddr)
+	msg := fmt.Sprintf("OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-ping-%d;rport\r\n"+
+		"From: <sip:probe@%s>;tag=p\r\nTo: <sip:%s>\r\nCall-ID: ping-%d@test\r\nCSeq: 1 OPTIONS\r\n"+
+		"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n", addr, la, time.Now().UnixNano(), la.IP, addr, time.Now().UnixNano())
+	c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return 0
+	}
+	buf := make([]byte, 4096)
+	for {
+		k, err := c.Read(buf)
+		if err != nil {
+			return 0
+		}
+		line, _, _ := bufio.NewReader(bytes.NewReader(buf[:k])).ReadLine()
+		var code int
+		if _, err := fmt.Sscanf(string(line), "SIP/2.0 %d", &code); err == nil && code >= 200 {
+			return code
+		}
+	}
+}
+
+// sipp runs SIPp with args (bounded by timeout) and returns its exit code and
+// combined output. SIPp exits 0 only when every call succeeded.
+func sipp(t *testing.T, timeout time.Duration, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sipp", append([]string{"-nostdin", "-timeout", fmt.Sprintf("%ds", int(timeout.Seconds()))}, args...)...)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("sipp %v timed out after %v:\n%s", args, timeout, tail(string(out), 40))
+	}
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		}
+		t.Fatalf("sipp: %v", err)
+	}
+	return 0, string(out)
+}
+
+// startSIPpGateway runs a SIPp UAS on ip:port in the background until the test ends.
+func startSIPpGateway(t *testing.T, ip string, port int, proto string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "sipp", "-nostdin", "-sf", testdata("uas_gateway.xml"), "-i", ip, "-p", fmt.Sprint(port),
+		"-t", proto, "-timeout", "600s", "-buff_size", "4194304")
+	cmd.Dir = t.TempDir()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	waitFor(t, fmt.Sprintf("SIPp gateway on %s:%d", ip, port), 10*time.Second, func() bool {
+		select {
+		case <-done:
+			t.Fatalf("SIPp gateway exited:\n%s", out.String())
+		default:
+		}
+		return udpBound(ip, port)
+	})
+}
+
+// udpBound reports whether something listens on ip:port/udp.
+func udpBound(ip string, port int) bool {
+	pc, err := net.ListenPacket("udp", fmt.Sprintf("%s:%d", ip, port))
+	if err != nil {
+		return true
+	}
+	pc.Close()
+	return false
+}
+
+func testdata(name string) string {
+	p, _ := filepath.Abs(filepath.Join("testdata", name))
+	return p
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
