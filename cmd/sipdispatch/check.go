@@ -94,7 +94,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		printRoutes(stdout, stderr, c.Routes, r, sets)
+		errs = append(errs, printRoutes(stdout, stderr, &c, r, sets)...)
 	}
 	return errors.Join(errs...)
 }
@@ -109,9 +109,12 @@ func checkList(name string) ([]dispatch.Set, error) {
 	return dispatch.ParseList(f, name)
 }
 
-// printRoutes lists the compiled routes and warns about what Kamailio would
-// silently do differently than the user probably meant.
-func printRoutes(stdout, stderr io.Writer, cfg []sip.RouteConfig, r *sip.Router, sets []dispatch.Set) {
+// printRoutes lists the compiled routes, warns about an algorithm sipdispatch
+// does not implement, and reports routes to a set the list does not have
+// (Kamailio's ds_select_dst would fail on every such request).
+func printRoutes(stdout, stderr io.Writer, c *fileConfig, r *sip.Router, sets []dispatch.Set) []error {
+	var errs []error
+	cfg := c.Routes
 	known := map[int]bool{}
 	for _, s := range sets {
 		known[s.ID] = true
@@ -139,9 +142,11 @@ func printRoutes(stdout, stderr io.Writer, cfg []sip.RouteConfig, r *sip.Router,
 			fmt.Fprintf(stderr, "warning: route %d %s: algorithm %d is not implemented; the first destination is used, as in Kamailio\n", i, rt.Name, int(d.Alg))
 		}
 		if len(sets) > 0 && !known[d.Set] {
-			fmt.Fprintf(stderr, "warning: route %d %s: set %d is not in the list; its requests get 503\n", i, rt.Name, d.Set)
+			path := fmt.Sprintf("routes[%d].dispatch.set", i)
+			errs = append(errs, fmt.Errorf("%sroutes[%d] %q: dispatch.set: %d: no such set in %s", c.lineOf(path), i, rt.Name, d.Set, c.Dispatcher.ListFile))
 		}
 	}
+	return errs
 }
 
 // describeMatch renders a route's conditions for `check`, " all" if none.

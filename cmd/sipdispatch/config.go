@@ -153,9 +153,8 @@ type tlsConfig struct {
 
 // Default ports of a listen entry without one (RFC 3261 §19.1.2).
 const (
-	defaultSIPPort    = 5060
-	defaultSIPSPort   = 5061
-	defaultGossipPort = 7946
+	defaultSIPPort  = 5060
+	defaultSIPSPort = 5061
 )
 
 // defaultConfig returns SPEC §3's defaults: `serve` without a file runs one

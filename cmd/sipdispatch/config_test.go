@@ -573,16 +573,30 @@ func TestCheckConfigGood(t *testing.T) {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
 	}
 	for _, want := range []string{"set 1 (2 destinations)", "set 2 (1 destinations)",
-		"route 0 to-pbx: methods=INVITE dispatch set 2 alg 4 (round-robin)", "route 1 odd: all dispatch set 9 alg 31"} {
+		"route 0 to-pbx: methods=INVITE dispatch set 2 alg 4 (round-robin)", "route 1 odd: all dispatch set 1 alg 31"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout)
 		}
 	}
-	for _, want := range []string{"route 1 odd: algorithm 31 is not implemented", "route 1 odd: set 9 is not in the list"} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("stderr lacks %q:\n%s", want, stderr)
-		}
+	if want := "route 1 odd: algorithm 31 is not implemented"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
 	}
+
+	// The same routes pointing at a set the list lacks fail the check.
+	p := writeConfig(t, "dispatcher: {list_file: "+filepath.Join(mustAbs(t, "testdata"), "good.list")+"}\nroutes:\n  - name: lost\n    dispatch: {set: 9}\n")
+	code, _, stderr = runCLI("check", "-config", p)
+	if code != exitError || !strings.Contains(stderr, p+`:4: routes[0] "lost": dispatch.set: 9: no such set`) {
+		t.Errorf("missing set: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 func TestCheckConfigBadList(t *testing.T) {
