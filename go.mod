@@ -2,7 +2,10 @@ module github.com/sipdispatch/sipdispatch
 
 go 1.26
 
-require github.com/emiago/sipgo v1.7.3
+require (
+	github.com/emiago/sipgo v1.7.3
+	gopkg.in/yaml.v3 v3.0.1
+)
 
 require (
 	github.com/gobwas/httphead v0.1.0 // indirect
@@ -10,6 +13,7 @@ require (
 	github.com/gobwas/ws v1.3.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/icholy/digest v1.2.0 // indirect
+	github.com/kr/text v0.2.0 // indirect
 	golang.org/x/sync v0.16.0 // indirect
 	golang.org/x/sys v0.24.0 // indirect
 )
