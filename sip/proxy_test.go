@@ -186,3 +186,36 @@ func TestPreloadedRoutePopped(t *testing.T) {
 		t.Fatalf("gateway got Route %v, want only the foreign one", routes)
 	}
 }
+
+// The route's headers are added with their templates expanded per
+// destination, and domain mode (ds_select_domain) rewrites the R-URI host.
+func TestDispatchHeadersAndDomain(t *testing.T) {
+	gw := newGateway(t, "answer")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{5: {gw.dest(5)}})
+	tmpl := func(s string) *dispatch.Template {
+		x, err := dispatch.ParseTemplate(s)
+		if err != nil {
+			t.Fatalf("ParseTemplate(%q): %v", s, err)
+		}
+		return x
+	}
+	rt := &Route{Name: "hdrs", Dispatch: &Dispatch{Set: 5, Alg: dispatch.AlgRoundRobin, Domain: true, Headers: []HeaderTemplate{
+		{Name: "X-Dispatch-Set", Value: tmpl("$ds.set")},
+		{Name: "X-Gw", Value: tmpl("$ds.uri/$rU")},
+	}}}
+	_, proxy := startProxy(t, testConfig(ModeStateful), d, fixedRoutes{rt})
+	u := newUAC(t)
+	if rs := u.final(t, u.request(sipmsg.INVITE, proxy, nil)); rs[len(rs)-1].StatusCode != 200 {
+		t.Fatalf("INVITE answered %v", codes(rs))
+	}
+	inv := gw.lastInvite.Load()
+	if h := inv.GetHeader("X-Dispatch-Set"); h == nil || h.Value() != "5" {
+		t.Fatalf("X-Dispatch-Set %v, want 5", h)
+	}
+	if h := inv.GetHeader("X-Gw"); h == nil || h.Value() != gw.dest(5).URI+"/+15550100" {
+		t.Fatalf("X-Gw %v, want %s/+15550100", h, gw.dest(5).URI)
+	}
+	if got := inv.Recipient; got.Host != "127.0.0.1" || got.Port != gw.port || got.User != "+15550100" {
+		t.Fatalf("R-URI %s, want the gateway's host:port with the user kept", got.String())
+	}
+}
