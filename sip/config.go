@@ -117,6 +117,10 @@ func (c *Config) Validate() error {
 			continue
 		}
 		tls = tls || la.proto == "tls"
+		if host, _, _ := net.SplitHostPort(la.addr); (host == "" || net.ParseIP(host).IsUnspecified()) && c.Advertise == "" {
+			// Via and Record-Route need an address peers can reach.
+			errs = append(errs, fmt.Errorf("listen %q: a wildcard address needs advertise", l))
+		}
 	}
 	if tls && (c.TLSCert == "" || c.TLSKey == "") {
 		errs = append(errs, errors.New("listen: a tls listener needs a certificate and key"))

@@ -22,6 +22,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad listens", change: func(c *Config) {
 			c.Listen = []string{"sctp:127.0.0.1:5060", "udp:127.0.0.1", "tcp:example.com:5060", "udp:127.0.0.1:70000"}
 		}, errs: []string{`unknown transport "sctp"`, `"udp:127.0.0.1"`, "must be an IP", "bad port"}},
+		{name: "wildcard without advertise", change: func(c *Config) { c.Listen = []string{"udp:0.0.0.0:5060", "tcp::5060"} },
+			errs: []string{`"udp:0.0.0.0:5060": a wildcard address needs advertise`, `"tcp::5060": a wildcard`}},
+		{name: "wildcard with advertise", change: func(c *Config) { c.Listen = []string{"udp:0.0.0.0:5060"}; c.Advertise = "192.0.2.10" }},
 		{name: "tls without cert", change: func(c *Config) { c.Listen = []string{"tls:127.0.0.1:5061"} }, errs: []string{"certificate"}},
 		{name: "bad advertise port", change: func(c *Config) { c.Advertise = "h:0" }, errs: []string{"advertise"}},
 		{name: "everything else", change: func(c *Config) {

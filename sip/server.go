@@ -119,11 +119,11 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 	s.ua = ua
 	ua.TransportLayer().OnMessage(s.onWire)
 	if s.srv, err = sipgo.NewServer(ua, sipgo.WithServerLogger(sipLog)); err != nil {
-		s.closeSockets()
+		s.close()
 		return nil, fmt.Errorf("sip server: %w", err)
 	}
 	if s.cli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(sipLog)); err != nil {
-		s.closeSockets()
+		s.close()
 		return nil, fmt.Errorf("sip client: %w", err)
 	}
 	s.srv.OnNoRoute(s.onRequest)
@@ -286,14 +286,11 @@ func (s *Server) socketFor(proto string) *socket {
 // proto: the advertised address, else the listener's (port 0 lets sipgo
 // fill in the connection's).
 func (s *Server) sentBy(proto string) (string, int) {
-	k := s.socketFor(proto)
-	if k == nil && len(s.socks) > 0 {
-		k = s.socks[0]
-		k = &socket{ip: k.ip}
-	}
 	host, port := "", 0
-	if k != nil {
+	if k := s.socketFor(proto); k != nil {
 		host, port = k.ip.String(), k.port
+	} else if len(s.socks) > 0 {
+		host = s.socks[0].ip.String() // no listener of proto: its address, port from the connection
 	}
 	if s.advHost != "" {
 		host = s.advHost
