@@ -52,7 +52,6 @@ func watchCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) *cancelWatch 
 // route asks and tries the next one; the caller gets the last final reply.
 func (s *Server) statefulInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
 	c := watchCancel(req, tx)
-	s.trying(req, tx)
 	var out outcome
 	for i := range sel.Dests {
 		if c.fired() {
@@ -93,7 +92,7 @@ func (s *Server) statefulInDialog(req *sipmsg.Request, tx sipmsg.ServerTransacti
 }
 
 // trying answers an INVITE with 100 at once (RFC 3261 §16.2), so that the
-// caller stops retransmitting while we select and forward.
+// caller stops retransmitting while we route, select and forward.
 func (s *Server) trying(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	if req.IsInvite() {
 		s.reply(req, tx, 100, "Trying")

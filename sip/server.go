@@ -593,6 +593,9 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		return
 	}
 	d := rt.Dispatch
+	if s.cfg.Mode == ModeStateful {
+		s.trying(req, tx)
+	}
 	if s.cfg.Mode == ModeStateless && req.IsInvite() {
 		// A retransmission must take the same way as the original, whatever
 		// the algorithm would pick now (RFC 3261 §16.11).
