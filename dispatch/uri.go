@@ -52,8 +52,9 @@ func parseDestURI(raw string) (destURI, error) {
 		return destURI{}, fmt.Errorf("bad URI %q: empty", raw)
 	}
 	if !hasSIPScheme(raw) {
-		// Kamailio retries with "sip:" prepended only for 5..499 bytes.
-		if len(raw) < minBareURILn || len(raw) >= maxBareURI {
+		// Kamailio retries with "sip:" prepended only for 5..499 bytes; its
+		// parser takes tel: and urn: URIs too, which cannot be gateways.
+		if len(raw) < minBareURILn || len(raw) >= maxBareURI || hasOtherScheme(raw) {
 			return destURI{}, fmt.Errorf("bad URI %q: not a sip: or sips: URI", raw)
 		}
 		u, err := parseSIPURI("sip:" + raw)
@@ -67,6 +68,15 @@ func parseDestURI(raw string) (destURI, error) {
 		return destURI{}, fmt.Errorf("bad URI %q: %w", raw, err)
 	}
 	return u, nil
+}
+
+func hasOtherScheme(s string) bool {
+	for _, p := range []string{"tel:", "tels:", "urn:"} {
+		if len(s) >= len(p) && strings.EqualFold(s[:len(p)], p) {
+			return true
+		}
+	}
+	return false
 }
 
 func hasSIPScheme(s string) bool {
