@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -62,7 +63,9 @@ func (s *SetState) LoadAdd(callID string, i int, now time.Time) error {
 		return fmt.Errorf("load add %q: %w", callID, ErrLoadExists)
 	}
 	exp := now.Add(time.Duration(s.cfg.HashInitExpire) * time.Second)
-	s.load.m[callID] = loadEntry{expires: exp.UnixNano(), dest: int32(i)}
+	// Clone: the Call-ID may point into a whole SIP message the table must
+	// not keep alive for hours.
+	s.load.m[strings.Clone(callID)] = loadEntry{expires: exp.UnixNano(), dest: int32(i)}
 	s.State[i].Load++
 	return nil
 }
@@ -148,7 +151,7 @@ func (s *SetState) LoadRestore(e LoadEntry) error {
 	if _, ok := s.load.m[e.CallID]; ok {
 		return fmt.Errorf("load restore %q: %w", e.CallID, ErrLoadExists)
 	}
-	s.load.m[e.CallID] = loadEntry{expires: e.Expires.UnixNano(), dest: int32(e.Dest), confirmed: e.Confirmed}
+	s.load.m[strings.Clone(e.CallID)] = loadEntry{expires: e.Expires.UnixNano(), dest: int32(e.Dest), confirmed: e.Confirmed}
 	s.State[e.Dest].Load++
 	return nil
 }

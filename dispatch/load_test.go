@@ -267,3 +267,28 @@ func BenchmarkLoadExpire100k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLoadMemory reports the heap bytes one call-load entry costs in a
+// table of a million calls (Call-IDs of 32 bytes, counted in the figure).
+func BenchmarkLoadMemory(b *testing.B) {
+	const calls = 1000000
+	for n := 0; n < b.N; n++ {
+		s := newLoadSet(b)
+		id := []byte("0123456789abcdef0123456789abcdef")
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := 0; i < calls; i++ {
+			for j, v := 0, i; j < 8; j, v = j+1, v>>4 {
+				id[j] = "0123456789abcdef"[v&15]
+			}
+			if err := s.LoadAdd(string(id), i%3, t0); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/calls, "B/entry")
+		runtime.KeepAlive(s)
+	}
+}
