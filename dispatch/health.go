@@ -238,7 +238,7 @@ func (s *SetState) Probe(i int, res ProbeResult, now time.Time) (Event, bool) {
 		s.updateLatency(&st.Latency, res)
 	}
 	mode := s.cfg.ProbingMode
-	if mode == 3 && st.Flags&FlagProbing == 0 || st.Flags&FlagDisabled != 0 {
+	if (mode == 3 && st.Flags&FlagProbing == 0) || st.Flags&FlagDisabled != 0 {
 		return Event{}, false
 	}
 	var set Flags

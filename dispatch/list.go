@@ -46,8 +46,15 @@ func (e *ListError) Error() string {
 //   - A destination without sip:/sips: gets "sip:" prepended (see NewDestination).
 //
 // Where Kamailio reads garbage as zero (a set id "abc" is set 0, flags "8x" are
-// 8 followed by priority 0 and attrs "x"), ParseList reports the line instead.
-// Lines longer than Kamailio's 1023-byte buffer are read whole, not split.
+// 8 followed by priority 0 and attrs "x"), ParseList reports the line instead;
+// so it does for lines Kamailio 5.6.3 loads although they cannot work: port 0,
+// an unknown transport, an invalid IPv4 address, tel: URIs, and the attribute
+// mistakes listed at ParseAttrs. Lines longer than Kamailio's 1023-byte buffer
+// are read whole, not split. Host names are not resolved here (Kamailio
+// resolves them at load unless flag 16 is set).
+//
+// A URI or duid listed twice in a set is kept twice, as Kamailio does (a
+// doubled line doubles the share in hash and round-robin algorithms).
 //
 // The sets come back in the order Kamailio's dispatcher.list RPC prints them
 // (a post-order walk of its AVL tree of set ids, built in order of first

@@ -172,6 +172,7 @@ func TestParseListGoodLines(t *testing.T) {
 		{"sips", "1 sips:gw.example.com:5071", Destination{SetID: 1, URI: "sips:gw.example.com:5071", Scheme: "sips", Host: "gw.example.com", Port: 5071}},
 		{"ipv6", "1 sip:[2001:db8::1]:5070;transport=tls", Destination{SetID: 1, URI: "sip:[2001:db8::1]:5070;transport=tls", Scheme: "sip", Host: "2001:db8::1", Port: 5070, Transport: "tls"}},
 		{"user part", "1 sip:pbx@10.0.0.9", Destination{SetID: 1, URI: "sip:pbx@10.0.0.9", Scheme: "sip", Host: "10.0.0.9"}},
+		{"upper-case scheme kept", "1 SIP:127.0.0.1:5004", Destination{SetID: 1, URI: "SIP:127.0.0.1:5004", Scheme: "sip", Host: "127.0.0.1", Port: 5004}},
 		{"bare ipv4 gets sip:", "1 127.0.0.1:5060", Destination{SetID: 1, URI: "sip:127.0.0.1:5060", Scheme: "sip", Host: "127.0.0.1", Port: 5060}},
 		{"bare ipv6 gets sip:", "1 [::1]:5070", Destination{SetID: 1, URI: "sip:[::1]:5070", Scheme: "sip", Host: "::1", Port: 5070}},
 		{"bare host gets sip:", "1 gw.example.net", Destination{SetID: 1, URI: "sip:gw.example.net", Scheme: "sip", Host: "gw.example.net"}},
