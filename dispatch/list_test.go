@@ -437,3 +437,13 @@ func FuzzParseList(f *testing.F) {
 		}
 	})
 }
+
+func TestParseListKeepsDuplicates(t *testing.T) {
+	sets, err := parseListString(t, "1 sip:10.0.0.1 0 0 duid=a\n1 sip:10.0.0.1 0 0 duid=a\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sets) != 1 || len(sets[0].Dests) != 2 || sets[0].Dests[0].Source != "t.list:2" {
+		t.Fatalf("sets %+v", sets)
+	}
+}
