@@ -46,7 +46,7 @@ type rpcList struct {
 // TestParseListMatchesKamailio parses the list Kamailio 5.6.3 was loaded with
 // and compares sets, order, flags and attributes with its real RPC answer.
 func TestParseListMatchesKamailio(t *testing.T) {
-	const dir = "../../shared/testdata/kamailio-rpc/"
+	const dir = "testdata/kamailio-rpc/"
 	f, err := os.Open(dir + "dispatcher.list")
 	if err != nil {
 		t.Fatal(err)
