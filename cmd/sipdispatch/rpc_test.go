@@ -479,7 +479,7 @@ func (f *fakeBackend) Ready() error {
 // set 3 with one gateway without attributes.
 func fakeSets() []actors.SetStatus {
 	gw1 := dest(1, "sip:10.0.0.1:5060", 0, 0, dispatch.Attrs{
-		Raw: "duid=gw1;maxload=20;socket=udp:10.0.0.9:5060;sockname=lan;obproxy=sip:10.0.0.254",
+		Raw:  "duid=gw1;maxload=20;socket=udp:10.0.0.9:5060;sockname=lan;obproxy=sip:10.0.0.254",
 		DUID: "gw1", MaxLoad: 20, Socket: "udp:10.0.0.9:5060", OBProxy: "sip:10.0.0.254",
 		Pairs: []dispatch.Attr{{Name: "duid", Value: "gw1"}, {Name: "maxload", Value: "20"},
 			{Name: "socket", Value: "udp:10.0.0.9:5060"}, {Name: "sockname", Value: "lan"}, {Name: "obproxy", Value: "sip:10.0.0.254"}},
