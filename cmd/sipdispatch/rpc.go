@@ -146,11 +146,13 @@ type apiServer struct {
 }
 
 // newAPIServer returns the management API handler: POST /RPC (JSON-RPC 2.0
-// with Kamailio's dispatcher methods), GET /healthz and GET /readyz. With a
-// token every /RPC call needs "Authorization: Bearer TOKEN"; without one only
-// loopback clients may call it. The health endpoints are open: orchestrator
-// probes carry no credentials and the endpoints disclose no state.
-func newAPIServer(b backend, token string, log *slog.Logger) *apiServer {
+// with Kamailio's dispatcher methods), GET /metrics when m is not nil (its
+// destination series then come from b), GET /healthz and GET /readyz. With a
+// token every /RPC and /metrics call needs "Authorization: Bearer TOKEN";
+// without one only loopback clients may call them. The health endpoints are
+// open: orchestrator probes carry no credentials and the endpoints disclose
+// no state.
+func newAPIServer(b backend, token string, log *slog.Logger, m *metrics) *apiServer {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -174,6 +176,10 @@ func newAPIServer(b backend, token string, log *slog.Logger) *apiServer {
 		"ds_reload":    s.reload,
 	}
 	s.mux.Handle("POST /RPC", s.auth(http.HandlerFunc(s.serveRPC)))
+	if m != nil {
+		m.dests.b.Store(&b)
+		s.mux.Handle("GET /metrics", s.auth(m.handler(log)))
+	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
 	})

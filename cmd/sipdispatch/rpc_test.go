@@ -75,7 +75,7 @@ func newFixtureNode(t *testing.T) (*httptest.Server, *registryBackend) {
 		Cfg:        &cfg,
 		ReloadFunc: func(ctx context.Context) error { return reg.Replace(ctx, fixtureSets()) },
 	}
-	srv := httptest.NewServer(newAPIServer(rb, "", discardLog))
+	srv := httptest.NewServer(newAPIServer(rb, "", discardLog, nil))
 	t.Cleanup(srv.Close)
 	return srv, rb
 }
@@ -500,7 +500,7 @@ func fakeSets() []actors.SetStatus {
 
 func newFakeServer(t *testing.T, f *fakeBackend, token string) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(newAPIServer(f, token, discardLog))
+	srv := httptest.NewServer(newAPIServer(f, token, discardLog, nil))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -714,8 +714,8 @@ func TestRPCAuth(t *testing.T) {
 		h.ServeHTTP(rec, req)
 		return rec.Code
 	}
-	withToken := newAPIServer(f, "s3cret", discardLog)
-	open := newAPIServer(f, "", discardLog)
+	withToken := newAPIServer(f, "s3cret", discardLog, nil)
+	open := newAPIServer(f, "", discardLog, nil)
 	for _, tc := range []struct {
 		name   string
 		h      http.Handler
