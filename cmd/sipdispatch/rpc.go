@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
@@ -117,6 +118,35 @@ func (r *registryBackend) Ready() error {
 	}
 	return nil
 }
+
+// serveAPI serves h on ln until ctx ends, then shuts down gracefully,
+// giving calls in flight up to apiShutdownGrace to finish.
+func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), apiShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("api %s: shutdown: %w", ln.Addr(), err)
+	}
+	<-errc // http.ErrServerClosed
+	return nil
+}
+
+// apiShutdownGrace bounds how long serveAPI waits for calls in flight.
+const apiShutdownGrace = 5 * time.Second
 
 // readTokenFile reads an API token file: the token is the file's content
 // without surrounding white space, and must not be empty.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
@@ -803,5 +805,37 @@ func TestReadTokenFile(t *testing.T) {
 	}
 	if _, err := readTokenFile(filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing token file accepted")
+	}
+}
+
+func TestServeAPI(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serveAPI(ctx, ln, newAPIServer(newFake(dispatch.DefaultConfig(), fakeSets()...), "", discardLog, nil), discardLog)
+	}()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("healthz: %d", resp.StatusCode)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serveAPI after cancel: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serveAPI did not return after its context ended")
+	}
+	if _, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
+		t.Error("still serving after shutdown")
 	}
 }
