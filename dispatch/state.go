@@ -52,6 +52,13 @@ type SetState struct {
 	wlast  int
 	rwlist []int // algorithm 11: 100 slots over the active destinations
 	rwlast int
+	pwlist []int // algorithm 15: 100 slots over the best live priority group
+	pwlast int
+
+	rrSerial  bool      // algorithm 14 round-robins (all priorities equal and > 0)
+	seeds     []uint64  // algorithm 16: per-destination rendezvous seeds
+	anyWeight bool      // algorithm 16: some destination has a weight
+	scores    []float64 // algorithm 16: scratch for ordering the failover list
 
 	load LoadTable
 
@@ -90,7 +97,10 @@ func (s *SetState) Config() *Config { return s.cfg }
 
 // stateChanged recomputes what depends on which destinations are active; every
 // method that changes a destination's flags calls it.
-func (s *SetState) stateChanged() { s.initRelativeWeights() }
+func (s *SetState) stateChanged() {
+	s.initRelativeWeights()
+	s.initPriorityWeights()
+}
 
 // Find returns the index of the destination with this URI, or -1.
 func (s *SetState) Find(uri string) int {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"net"
 	"os"
@@ -13,14 +12,6 @@ import (
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
-// runCLI runs the sipdispatch command line in-process.
-func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	code = run(args, &out, &errb)
-	return code, out.String(), errb.String()
-}
-
 func TestAdminList(t *testing.T) {
 	cfg := dispatch.DefaultConfig()
 	cfg.HashSize = 4
@@ -28,7 +19,7 @@ func TestAdminList(t *testing.T) {
 	f := newFake(cfg, fakeSets()...)
 	srv := newFakeServer(t, f, "")
 
-	code, out, errs := runCLI(t, "list", "-api", srv.URL)
+	code, out, errs := runCLI("list", "-api", srv.URL)
 	if code != 0 {
 		t.Fatalf("list: exit %d, stderr %q", code, errs)
 	}
@@ -44,7 +35,7 @@ func TestAdminList(t *testing.T) {
 	}
 
 	// --json prints the result exactly as the API sends it, key order kept.
-	code, out, errs = runCLI(t, "list", "--json", "-api", srv.URL)
+	code, out, errs = runCLI("list", "--json", "-api", srv.URL)
 	if code != 0 {
 		t.Fatalf("list --json: exit %d, stderr %q", code, errs)
 	}
@@ -92,7 +83,7 @@ func TestAdminCommands(t *testing.T) {
 		{[]string{"load", "--nosuch"}, 2, "", "flag provided but not defined: -nosuch"},
 	} {
 		args := append([]string{tc.args[0], "-api", srv.URL}, tc.args[1:]...)
-		code, out, errs := runCLI(t, args...)
+		code, out, errs := runCLI(args...)
 		if code != tc.code || out != tc.out || !strings.Contains(errs, tc.errIn) {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr containing %q",
 				tc.args, code, out, errs, tc.code, tc.out, tc.errIn)
@@ -106,7 +97,7 @@ func TestAdminCommands(t *testing.T) {
 	}
 
 	// "load" without --set lists every set.
-	code, out, _ := runCLI(t, "load", "-api", srv.URL)
+	code, out, _ := runCLI("load", "-api", srv.URL)
 	if code != 0 || !strings.Contains(out, "set 1: 5 calls in progress\nset 3: 0 calls in progress\n") {
 		t.Errorf("load: exit %d\n%s", code, out)
 	}
@@ -127,26 +118,26 @@ func TestAdminSetState(t *testing.T) {
 		}
 		return ""
 	}
-	code, out, errs := runCLI(t, "set-state", "-api", srv.URL, "ip", "1", "sip:10.0.0.2")
+	code, out, errs := runCLI("set-state", "-api", srv.URL, "ip", "1", "sip:10.0.0.2")
 	if code != 0 || out != "Ok. Dispatcher state updated.\n" {
 		t.Fatalf("set-state: exit %d %q %q", code, out, errs)
 	}
 	if got := flags(1, 1); got != "IP" {
 		t.Errorf("after set-state ip: %s", got)
 	}
-	if code, _, errs = runCLI(t, "set-duid-state", "-api", srv.URL, "a", "1", "gw1"); code != 0 {
+	if code, _, errs = runCLI("set-duid-state", "-api", srv.URL, "a", "1", "gw1"); code != 0 {
 		t.Fatalf("set-duid-state: exit %d %q", code, errs)
 	}
 	if got := flags(1, 0); got != "AX" {
 		t.Errorf("after set-duid-state a: %s", got)
 	}
-	if code, _, errs = runCLI(t, "set-state", "-api", srv.URL, "d", "3", "all"); code != 0 {
+	if code, _, errs = runCLI("set-state", "-api", srv.URL, "d", "3", "all"); code != 0 {
 		t.Fatalf("set-state all: exit %d %q", code, errs)
 	}
 	if got := flags(3, 0); got != "DX" {
 		t.Errorf("after set-state d all: %s", got)
 	}
-	code, _, errs = runCLI(t, "set-state", "-api", srv.URL, "a", "1", "sip:10.9.9.9")
+	code, _, errs = runCLI("set-state", "-api", srv.URL, "a", "1", "sip:10.9.9.9")
 	if code != 1 || errs != "sipdispatch set-state: State Update Failed\n" {
 		t.Errorf("unknown destination: exit %d %q", code, errs)
 	}
@@ -158,7 +149,7 @@ func TestAdminAuthAndEndpoint(t *testing.T) {
 	t.Setenv(envAPI, "")
 	t.Setenv(envToken, "")
 
-	code, _, errs := runCLI(t, "reload", "-api", srv.URL)
+	code, _, errs := runCLI("reload", "-api", srv.URL)
 	if code != 1 || !strings.Contains(errs, "HTTP 401") {
 		t.Errorf("no token: exit %d %q", code, errs)
 	}
@@ -167,21 +158,21 @@ func TestAdminAuthAndEndpoint(t *testing.T) {
 	if err := os.WriteFile(tokFile, []byte("tok-123\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errs := runCLI(t, "reload", "-api", srv.URL, "-token-file", tokFile); code != 0 {
+	if code, _, errs := runCLI("reload", "-api", srv.URL, "-token-file", tokFile); code != 0 {
 		t.Errorf("token file: exit %d %q", code, errs)
 	}
-	if code, _, errs := runCLI(t, "reload", "-api", srv.URL, "-token-file", filepath.Join(dir, "none")); code != 1 || !strings.Contains(errs, "token file") {
+	if code, _, errs := runCLI("reload", "-api", srv.URL, "-token-file", filepath.Join(dir, "none")); code != 1 || !strings.Contains(errs, "token file") {
 		t.Errorf("missing token file: exit %d %q", code, errs)
 	}
 
 	// Environment: the API address without a scheme, and the token.
 	t.Setenv(envAPI, strings.TrimPrefix(srv.URL, "http://"))
 	t.Setenv(envToken, "tok-123")
-	if code, out, errs := runCLI(t, "reload"); code != 0 || out != "Ok. Dispatcher successfully reloaded.\n" {
+	if code, out, errs := runCLI("reload"); code != 0 || out != "Ok. Dispatcher successfully reloaded.\n" {
 		t.Errorf("from environment: exit %d %q %q", code, out, errs)
 	}
 	t.Setenv(envToken, "wrong")
-	if code, _, _ := runCLI(t, "reload"); code != 1 {
+	if code, _, _ := runCLI("reload"); code != 1 {
 		t.Errorf("wrong token from environment: exit %d", code)
 	}
 	if f.reloads != 2 {
@@ -195,7 +186,7 @@ func TestAdminAuthAndEndpoint(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	code, _, errs = runCLI(t, "list", "-api", "http://"+addr)
+	code, _, errs = runCLI("list", "-api", "http://"+addr)
 	if code != 1 || !strings.Contains(errs, "sipdispatch list: dispatcher.list: ") {
 		t.Errorf("no node: exit %d %q", code, errs)
 	}

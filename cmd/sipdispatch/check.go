@@ -1,13 +1,17 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip"
 )
 
 // runHash prints Kamailio's dispatcher.hash for the values: the hash id and
@@ -29,26 +33,143 @@ func runHash(args []string, stdout, _ io.Writer) error {
 	return nil
 }
 
-// runCheck parses a list file and prints its sets in selection order; every
-// bad line is reported as file:line: reason and the exit code is 1.
+// runCheck validates a configuration file (-config) and the list file it
+// names, or one list file alone (-list; with -config it replaces list_file),
+// and prints the sets in selection order and the routes. Every problem is
+// reported, as file:line: reason where there is a line, and the exit code is 1.
 func runCheck(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	list := fs.String("list", "", "Kamailio-format list file to check")
-	if err := fs.Parse(args); err != nil {
+	flags := flag.NewFlagSet("check", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	config := flags.String("config", "", "configuration file (YAML) to check, with the list file it names")
+	list := flags.String("list", "", "Kamailio-format list file to check")
+	if err := flags.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if *list == "" || fs.NArg() != 0 {
-		return fmt.Errorf("%w: check -list FILE", errUsage)
+	if (*list == "" && *config == "") || flags.NArg() != 0 {
+		return fmt.Errorf("%w: check [-config FILE] [-list FILE]", errUsage)
 	}
-	f, err := os.Open(*list)
+	if *config == "" {
+		sets, err := checkList(*list)
+		printSets(stdout, sets)
+		return err
+	}
+	c, err := loadConfig(*config)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	sets, perr := dispatch.ParseList(f, *list)
+	if *list != "" {
+		c.Dispatcher.ListFile = *list
+		delete(c.lines, "dispatcher.list_file")
+	}
+	for _, w := range c.Warnings() {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	var errs []error
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	} else {
+		fmt.Fprintf(stdout, "config %s: node %s, listen %s, proxy %s\n", *config, c.Node.Name, strings.Join(c.Listen, " "), c.Proxy.Mode)
+	}
+	var sets []dispatch.Set
+	switch {
+	case c.Dispatcher.DBURL != "":
+		fmt.Fprintf(stderr, "warning: dispatcher.db_url is set: check does not read databases; the list is not checked\n")
+	default:
+		var lerr error
+		sets, lerr = checkList(c.Dispatcher.ListFile)
+		var perr *fs.PathError
+		if errors.As(lerr, &perr) {
+			lerr = fmt.Errorf("%sdispatcher.list_file: %w", c.lineOf("dispatcher.list_file"), lerr)
+		}
+		if lerr != nil && c.Dispatcher.LoadMode == 0 && len(sets) > 0 {
+			// ds_load_mode 0: serve skips bad lines, so they do not fail the check.
+			fmt.Fprintf(stderr, "warning: ds_load_mode 0 skips these lines:\n%v\n", lerr)
+		} else if lerr != nil {
+			errs = append(errs, lerr)
+		}
+	}
 	printSets(stdout, sets)
-	return perr
+	if len(errs) == 0 {
+		r, err := c.router(sets)
+		if err != nil {
+			return err
+		}
+		errs = append(errs, printRoutes(stdout, stderr, &c, r, sets)...)
+	}
+	return errors.Join(errs...)
+}
+
+// checkList parses one list file; the error names every bad line.
+func checkList(name string) ([]dispatch.Set, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return dispatch.ParseList(f, name)
+}
+
+// printRoutes lists the compiled routes, warns about an algorithm sipdispatch
+// does not implement, and reports routes to a set the list does not have
+// (Kamailio's ds_select_dst would fail on every such request).
+func printRoutes(stdout, stderr io.Writer, c *fileConfig, r *sip.Router, sets []dispatch.Set) []error {
+	var errs []error
+	cfg := c.Routes
+	known := map[int]bool{}
+	for _, s := range sets {
+		known[s.ID] = true
+	}
+	for i, rt := range r.Routes() {
+		cond := ""
+		if i < len(cfg) {
+			cond = describeMatch(&cfg[i].Match)
+		}
+		if rt.Reply != nil {
+			fmt.Fprintf(stdout, "route %d %s:%s reply %d %s\n", i, rt.Name, cond, rt.Reply.Code, rt.Reply.Reason)
+			continue
+		}
+		d := rt.Dispatch
+		mode := "dst"
+		if d.Domain {
+			mode = "domain"
+		}
+		fmt.Fprintf(stdout, "route %d %s:%s dispatch set %d alg %d (%s) mode %s", i, rt.Name, cond, d.Set, int(d.Alg), d.Alg, mode)
+		if d.Limit > 0 {
+			fmt.Fprintf(stdout, " limit %d", d.Limit)
+		}
+		fmt.Fprintln(stdout)
+		if !d.Alg.Known() {
+			fmt.Fprintf(stderr, "warning: route %d %s: algorithm %d is not implemented; the first destination is used, as in Kamailio\n", i, rt.Name, int(d.Alg))
+		}
+		if len(sets) > 0 && !known[d.Set] {
+			path := fmt.Sprintf("routes[%d].dispatch.set", i)
+			errs = append(errs, fmt.Errorf("%sroutes[%d] %q: dispatch.set: %d: no such set in %s", c.lineOf(path), i, rt.Name, d.Set, c.Dispatcher.ListFile))
+		}
+	}
+	return errs
+}
+
+// describeMatch renders a route's conditions for `check`, " all" if none.
+func describeMatch(m *sip.MatchConfig) string {
+	var b strings.Builder
+	if m.FromSet != nil {
+		fmt.Fprintf(&b, " from_set=%d", *m.FromSet)
+	}
+	if len(m.Methods) > 0 {
+		fmt.Fprintf(&b, " methods=%s", strings.Join(m.Methods, ","))
+	}
+	for _, kv := range [][2]string{{"ruri_user", m.RURIUser}, {"ruri_domain", m.RURIDomain}, {"from_uri", m.FromURI}, {"to_uri", m.ToURI}, {"source", m.Source}} {
+		if kv[1] != "" {
+			fmt.Fprintf(&b, " %s=%s", kv[0], kv[1])
+		}
+	}
+	if m.Header != nil {
+		fmt.Fprintf(&b, " header %s=%s", m.Header.Name, m.Header.Regex)
+	}
+	if b.Len() == 0 {
+		return " all"
+	}
+	return b.String()
 }
 
 func printSets(w io.Writer, sets []dispatch.Set) {

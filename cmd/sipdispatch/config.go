@@ -1,0 +1,706 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip"
+)
+
+// fileConfig is the whole configuration file of SPEC §3. Every field has a
+// default (defaultConfig); docs/configuration.md describes each key.
+type fileConfig struct {
+	Node       nodeConfig        `yaml:"node"`
+	Listen     []string          `yaml:"listen"`    // PROTO:HOST[:PORT], PROTO udp, tcp or tls
+	Advertise  string            `yaml:"advertise"` // host[:port] for Record-Route/Via; "" = the listen address
+	Proxy      proxyConfig       `yaml:"proxy"`
+	API        apiConfig         `yaml:"api"`
+	Log        logConfig         `yaml:"log"`
+	Dispatcher dispatcherConfig  `yaml:"dispatcher"`
+	Routes     []sip.RouteConfig `yaml:"routes"`
+	Cluster    clusterConfig     `yaml:"cluster"`
+
+	// path is the file the values came from; "" for built-in defaults.
+	path string
+	// lines maps a key path ("dispatcher.ds_ping_interval", "routes[1].dispatch.alg")
+	// to its line in path, so errors point at the line to fix.
+	lines map[string]int
+	// warnings are notices about accepted keys that have no effect.
+	warnings []string
+}
+
+type nodeConfig struct {
+	Name    string `yaml:"name"`     // unique in a cluster
+	DataDir string `yaml:"data_dir"` // raft log, snapshots; relative to the config file
+}
+
+type proxyConfig struct {
+	Mode        string        `yaml:"mode"`         // stateful | stateless
+	RecordRoute bool          `yaml:"record_route"` // add Record-Route with the advertise address
+	MaxForwards int           `yaml:"max_forwards"` // set on requests without Max-Forwards
+	FrTimer     time.Duration `yaml:"fr_timer"`     // final reply timeout (tm fr_timer)
+	FrInvTimer  time.Duration `yaml:"fr_inv_timer"` // INVITE final reply timeout after a provisional (tm fr_inv_timer)
+	TLSCert     string        `yaml:"tls_cert"`     // PEM certificate for tls: listeners
+	TLSKey      string        `yaml:"tls_key"`      // PEM key for tls: listeners
+}
+
+type apiConfig struct {
+	Listen    string `yaml:"listen"`     // HOST:PORT of the management API
+	TokenFile string `yaml:"token_file"` // file holding the bearer token; "" = loopback callers only
+}
+
+type logConfig struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// dispatcherConfig is dispatch.Config with Kamailio's modparam names plus the
+// other Kamailio keys a migrated file may carry: those are kept in other and
+// checked by name (checkOther), so an unknown key is still an error.
+type dispatcherConfig struct {
+	dispatch.Config `yaml:",inline"`
+	other           []yamlPair
+}
+
+type yamlPair struct{ key, value *yaml.Node }
+
+// UnmarshalYAML decodes the keys of dispatch.Config and sets the rest aside.
+func (d *dispatcherConfig) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: dispatcher must be a mapping of keys", n.Line)}}
+	}
+	known := &yaml.Node{Kind: yaml.MappingNode, Tag: n.Tag, Line: n.Line, Column: n.Column}
+	d.other = nil
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if dispatcherKeys[k.Value] {
+			known.Content = append(known.Content, k, v)
+		} else {
+			d.other = append(d.other, yamlPair{k, v})
+		}
+	}
+	return known.Decode(&d.Config)
+}
+
+// dispatcherKeys are the yaml names of dispatch.Config's fields.
+var dispatcherKeys = func() map[string]bool {
+	m := map[string]bool{}
+	t := reflect.TypeFor[dispatch.Config]()
+	for i := 0; i < t.NumField(); i++ {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" {
+			m[name] = true
+		}
+	}
+	return m
+}()
+
+// thresholdTypo is Kamailio's old spelling of ds_probing_threshold, still
+// accepted by Kamailio's documentation examples.
+const thresholdTypo = "ds_probing_threshhold"
+
+// noopParams name Kamailio script variables (AVPs, XAVPs, PVs) that receive
+// the selection. sipdispatch exposes the same data as the $ds.* template
+// variables, so these keys are accepted and ignored.
+var noopParams = map[string]bool{
+	"dst_avp": true, "grp_avp": true, "cnt_avp": true, "dstid_avp": true, "attrs_avp": true,
+	"sock_avp": true, "setid_pvar": true, "setid_pvname": true, "attrs_pvname": true,
+	"xavp_dst": true, "xavp_dst_mode": true, "xavp_ctx": true, "xavp_ctx_mode": true,
+	"ds_attrs_none": true,
+}
+
+type clusterConfig struct {
+	Enabled         bool          `yaml:"enabled"`
+	Gossip          gossipConfig  `yaml:"gossip"`
+	Raft            raftConfig    `yaml:"raft"`
+	LoadReplication string        `yaml:"load_replication"` // sync | async
+	DeadNodeReap    time.Duration `yaml:"dead_node_reap"`   // a failed node is removed after this long
+}
+
+type gossipConfig struct {
+	Bind           string   `yaml:"bind"`             // HOST:PORT for memberlist
+	Advertise      string   `yaml:"advertise"`        // HOST:PORT other nodes reach; "" = bind
+	Join           []string `yaml:"join"`             // HOST[:PORT] of existing members
+	EncryptKeyFile string   `yaml:"encrypt_key_file"` // base64 AES key; "" = plain gossip
+}
+
+type raftConfig struct {
+	Bind            string    `yaml:"bind"`             // HOST:PORT for raft
+	Advertise       string    `yaml:"advertise"`        // HOST:PORT other nodes reach; "" = bind
+	BootstrapExpect int       `yaml:"bootstrap_expect"` // nodes that form the first cluster
+	TLS             tlsConfig `yaml:"tls"`
+}
+
+type tlsConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	CA   string `yaml:"ca"`
+}
+
+// Default ports of a listen entry without one (RFC 3261 §19.1.2).
+const (
+	defaultSIPPort  = 5060
+	defaultSIPSPort = 5061
+)
+
+// defaultConfig returns SPEC §3's defaults: `serve` without a file runs one
+// node on UDP+TCP 127.0.0.1:5060 with ./dispatcher.list and ./data.
+func defaultConfig() fileConfig {
+	return fileConfig{
+		Node:   nodeConfig{Name: "n1", DataDir: "./data"},
+		Listen: []string{"udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"},
+		Proxy: proxyConfig{
+			Mode: "stateful", RecordRoute: true, MaxForwards: 70,
+			FrTimer: 5 * time.Second, FrInvTimer: 120 * time.Second,
+		},
+		API:        apiConfig{Listen: "127.0.0.1:9060"},
+		Log:        logConfig{Level: "info", Format: "text"},
+		Dispatcher: dispatcherConfig{Config: dispatch.DefaultConfig()},
+		Cluster: clusterConfig{
+			Gossip:          gossipConfig{Bind: "0.0.0.0:7946"},
+			Raft:            raftConfig{Bind: "0.0.0.0:7947", BootstrapExpect: 1},
+			LoadReplication: "sync",
+			DeadNodeReap:    24 * time.Hour,
+		},
+	}
+}
+
+// loadConfig reads path over the defaults. Unknown keys and values of the
+// wrong type are errors naming the file, line and key; relative paths in the
+// file are taken relative to the file's folder. It does not Validate.
+func loadConfig(path string) (fileConfig, error) {
+	c := defaultConfig()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	c.path = path
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		msg := cleanYAMLError(err).Error()
+		if m := lineRe.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return c, fmt.Errorf("%s%s", c.at(line), m[2])
+		}
+		return c, fmt.Errorf("%s: %s", path, msg)
+	}
+	c.lines = map[string]int{}
+	if len(doc.Content) > 0 {
+		recordLines(doc.Content[0], "", c.lines)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, c.yamlErrors(err)
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return c, fmt.Errorf("%sonly one YAML document is allowed", c.at(more.Line))
+	}
+	if err := c.Dispatcher.checkOther(&c); err != nil {
+		return c, err
+	}
+	c.resolvePaths(filepath.Dir(path))
+	return c, nil
+}
+
+// checkOther applies the old threshold spelling and turns the no-op keys into
+// warnings; any other key is unknown.
+func (d *dispatcherConfig) checkOther(c *fileConfig) error {
+	var errs []error
+	for _, p := range d.other {
+		k := p.key.Value
+		at := c.at(p.key.Line)
+		switch {
+		case k == thresholdTypo:
+			if _, both := c.lines["dispatcher.ds_probing_threshold"]; both {
+				errs = append(errs, fmt.Errorf("%sdispatcher.%s: ds_probing_threshold is set too; keep one", at, k))
+				continue
+			}
+			if err := p.value.Decode(&d.ProbingThreshold); err != nil {
+				errs = append(errs, fmt.Errorf("%sdispatcher.%s: %v", at, k, cleanYAMLError(err)))
+			}
+			c.lines["dispatcher.ds_probing_threshold"] = p.key.Line
+		case noopParams[k]:
+			c.warnings = append(c.warnings, fmt.Sprintf("%sdispatcher.%s: Kamailio script variable; it has no effect here (routes use $ds.set, $ds.uri, $ds.duid, $ds.attrs, $ds.count)", at, k))
+		default:
+			errs = append(errs, fmt.Errorf("%sunknown key %q", at, "dispatcher."+k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// at is the "file:line: " prefix for a line of the config file, or "".
+func (c *fileConfig) at(line int) string {
+	if c.path == "" || line == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d: ", c.path, line)
+}
+
+// recordLines maps each key path under n to the line of its key.
+func recordLines(n *yaml.Node, prefix string, lines map[string]int) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := n.Content[i].Value
+			if prefix != "" {
+				p = prefix + "." + p
+			}
+			lines[p] = n.Content[i].Line
+			recordLines(n.Content[i+1], p, lines)
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", prefix, i)
+			lines[p] = item.Line
+			recordLines(item, p, lines)
+		}
+	}
+}
+
+var (
+	unknownFieldRe = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
+	lineRe         = regexp.MustCompile(`^line (\d+): (.*)$`)
+	goTypeRe       = regexp.MustCompile(`\b(main|sip|dispatch)\.[A-Za-z]+`)
+)
+
+// yamlErrors rewrites yaml.v3's errors as file:line: key: reason, one per line.
+func (c *fileConfig) yamlErrors(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%s: %w", c.path, cleanYAMLError(err))
+	}
+	var errs []error
+	for _, e := range te.Errors {
+		if m := unknownFieldRe.FindStringSubmatch(e); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			errs = append(errs, fmt.Errorf("%sunknown key %q", c.at(line), c.pathAt(line, m[2])))
+			continue
+		}
+		if m := lineRe.FindStringSubmatch(e); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			// Go type names mean nothing to the reader; all of ours are mappings.
+			msg := goTypeRe.ReplaceAllString(m[2], "a mapping of keys")
+			if strings.Contains(msg, "time.Duration") {
+				msg += ` (durations are written with a unit: "5s", "1500ms", "2m")`
+			}
+			errs = append(errs, fmt.Errorf("%s%s", c.at(line), msg))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", c.path, e))
+	}
+	return errors.Join(errs...)
+}
+
+// pathAt finds the full path of key on line (the shortest if several match).
+func (c *fileConfig) pathAt(line int, key string) string {
+	best := ""
+	for p, l := range c.lines {
+		if l != line || (p != key && !strings.HasSuffix(p, "."+key)) {
+			continue
+		}
+		if best == "" || len(p) < len(best) || (len(p) == len(best) && p < best) {
+			best = p
+		}
+	}
+	if best == "" {
+		return key
+	}
+	return best
+}
+
+// cleanYAMLError drops yaml.v3's "yaml: " prefix; the caller adds the file.
+func cleanYAMLError(err error) error {
+	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+// resolvePaths makes relative file names of the config file relative to dir,
+// so the file works from any working directory.
+func (c *fileConfig) resolvePaths(dir string) {
+	for _, p := range []*string{
+		&c.Node.DataDir, &c.Dispatcher.ListFile, &c.API.TokenFile,
+		&c.Proxy.TLSCert, &c.Proxy.TLSKey, &c.Cluster.Gossip.EncryptKeyFile,
+		&c.Cluster.Raft.TLS.Cert, &c.Cluster.Raft.TLS.Key, &c.Cluster.Raft.TLS.CA,
+	} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+// Warnings returns notices about keys that were accepted but have no effect.
+func (c *fileConfig) Warnings() []string { return c.warnings }
+
+// Validate reports every bad field, each as "file:line: key: value: reason"
+// when the value came from the file.
+func (c *fileConfig) Validate() error {
+	var errs []error
+	bad := func(path string, v any, why string) {
+		errs = append(errs, fmt.Errorf("%s%s: %v: %s", c.lineOf(path), path, v, why))
+	}
+	q := strconv.Quote
+	if c.Node.Name == "" || strings.ContainsAny(c.Node.Name, " \t\r\n") {
+		bad("node.name", q(c.Node.Name), "must be one non-empty word")
+	}
+	if c.Node.DataDir == "" {
+		bad("node.data_dir", `""`, "required")
+	}
+	if len(c.Listen) == 0 {
+		bad("listen", "[]", "at least one PROTO:HOST:PORT is required")
+	}
+	seen := map[string]bool{}
+	for i, l := range c.Listen {
+		a, err := parseListen(l)
+		if err != nil {
+			bad(fmt.Sprintf("listen[%d]", i), q(l), err.Error())
+			continue
+		}
+		if seen[a.String()] {
+			bad(fmt.Sprintf("listen[%d]", i), q(l), "listed twice")
+		}
+		seen[a.String()] = true
+		if a.Proto == "tls" && c.Proxy.TLSCert == "" {
+			bad(fmt.Sprintf("listen[%d]", i), q(l), "a tls: listener needs proxy.tls_cert and proxy.tls_key")
+		}
+	}
+	if c.Advertise != "" {
+		if err := checkHostPort(c.Advertise, false); err != nil {
+			bad("advertise", q(c.Advertise), err.Error())
+		}
+	}
+	if c.Proxy.Mode != "stateful" && c.Proxy.Mode != "stateless" {
+		bad("proxy.mode", q(c.Proxy.Mode), "must be stateful or stateless")
+	}
+	if c.Proxy.MaxForwards < 1 || c.Proxy.MaxForwards > 255 {
+		bad("proxy.max_forwards", c.Proxy.MaxForwards, "must be 1..255")
+	}
+	if c.Proxy.FrTimer <= 0 {
+		bad("proxy.fr_timer", c.Proxy.FrTimer, "must be > 0")
+	}
+	if c.Proxy.FrInvTimer <= 0 {
+		bad("proxy.fr_inv_timer", c.Proxy.FrInvTimer, "must be > 0")
+	}
+	if (c.Proxy.TLSCert == "") != (c.Proxy.TLSKey == "") {
+		bad("proxy.tls_key", q(c.Proxy.TLSKey), "tls_cert and tls_key go together")
+	}
+	if err := checkHostPort(c.API.Listen, true); err != nil {
+		bad("api.listen", q(c.API.Listen), err.Error())
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", q(c.Log.Level), "must be debug, info, warn or error")
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", q(c.Log.Format), "must be text or json")
+	}
+	if err := c.Dispatcher.Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			// dispatch.Config.Validate names the key first: "dispatcher.KEY: ...".
+			path, _, _ := strings.Cut(e.Error(), ":")
+			errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
+		}
+	}
+	if _, err := sip.NewRouter(c.Routes, 0); err != nil {
+		for _, e := range unjoin(err) {
+			var re *sip.RouteError
+			path := "routes"
+			if errors.As(e, &re) {
+				path = fmt.Sprintf("routes[%d].%s", re.Index, re.Field)
+			}
+			errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
+		}
+	}
+	errs = append(errs, c.checkRouteNeeds()...)
+	c.validateCluster(bad)
+	return errors.Join(errs...)
+}
+
+// checkRouteNeeds reports algorithms whose dispatcher parameter is missing;
+// Kamailio fails those selections at run time, here the file is refused.
+func (c *fileConfig) checkRouteNeeds() []error {
+	var errs []error
+	for i, r := range c.Routes {
+		if r.Dispatch == nil {
+			continue
+		}
+		need := ""
+		switch dispatch.Algorithm(r.Dispatch.Alg) {
+		case dispatch.AlgHashPVar:
+			if c.Dispatcher.HashPVar == "" {
+				need = "algorithm 7 hashes dispatcher.hash_pvar, which is empty"
+			}
+		case dispatch.AlgCallLoad:
+			if c.Dispatcher.HashSize <= 0 {
+				need = "algorithm 10 needs dispatcher.ds_hash_size > 0 (the call-load table)"
+			}
+		case dispatch.AlgLatency:
+			if c.Dispatcher.PingLatencyStats != 1 {
+				need = "algorithm 13 needs dispatcher.ds_ping_latency_stats: 1"
+			}
+		}
+		if need != "" {
+			path := fmt.Sprintf("routes[%d].dispatch.alg", i)
+			errs = append(errs, fmt.Errorf("%sroutes[%d] %q: dispatch.alg: %d: %s", c.lineOf(path), i, r.Name, r.Dispatch.Alg, need))
+		}
+	}
+	return errs
+}
+
+func (c *fileConfig) validateCluster(bad func(string, any, string)) {
+	q := strconv.Quote
+	g, r := &c.Cluster.Gossip, &c.Cluster.Raft
+	for _, f := range []struct {
+		path, v string
+		opt     bool
+	}{
+		{"cluster.gossip.bind", g.Bind, false}, {"cluster.gossip.advertise", g.Advertise, true},
+		{"cluster.raft.bind", r.Bind, false}, {"cluster.raft.advertise", r.Advertise, true},
+	} {
+		if f.opt && f.v == "" {
+			continue
+		}
+		if err := checkHostPort(f.v, true); err != nil {
+			bad(f.path, q(f.v), err.Error())
+		}
+	}
+	for i, j := range g.Join {
+		if err := checkHostPort(j, false); err != nil {
+			bad(fmt.Sprintf("cluster.gossip.join[%d]", i), q(j), err.Error())
+		}
+	}
+	if r.BootstrapExpect < 1 {
+		bad("cluster.raft.bootstrap_expect", r.BootstrapExpect, "must be >= 1")
+	}
+	if (r.TLS.Cert == "") != (r.TLS.Key == "") {
+		bad("cluster.raft.tls.key", q(r.TLS.Key), "cert and key go together")
+	}
+	if r.TLS.CA != "" && r.TLS.Cert == "" {
+		bad("cluster.raft.tls.ca", q(r.TLS.CA), "needs cert and key too")
+	}
+	if c.Cluster.LoadReplication != "sync" && c.Cluster.LoadReplication != "async" {
+		bad("cluster.load_replication", q(c.Cluster.LoadReplication), "must be sync or async")
+	}
+	if c.Cluster.DeadNodeReap <= 0 {
+		bad("cluster.dead_node_reap", c.Cluster.DeadNodeReap, "must be > 0")
+	}
+}
+
+// lineOf is the "file:line: " prefix of the nearest key path that came from
+// the file ("routes[1].dispatch.alg", else "routes[1].dispatch", ...).
+func (c *fileConfig) lineOf(path string) string {
+	for p := path; p != ""; {
+		if l, ok := c.lines[p]; ok {
+			return c.at(l)
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return ""
+}
+
+// unjoin lists the errors of an errors.Join (or just err).
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// listenAddr is one parsed `listen` entry.
+type listenAddr struct {
+	Proto string // udp, tcp or tls
+	Host  string // IP or name, no brackets
+	Port  int
+}
+
+func (a listenAddr) String() string {
+	return a.Proto + ":" + net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
+}
+
+// parseListen reads PROTO:HOST[:PORT] (IPv6 hosts in brackets); a missing
+// port is 5060, or 5061 for tls, as Kamailio's listen.
+func parseListen(s string) (listenAddr, error) {
+	proto, hp, ok := strings.Cut(s, ":")
+	if !ok {
+		return listenAddr{}, errors.New("want PROTO:HOST[:PORT] with PROTO udp, tcp or tls")
+	}
+	a := listenAddr{Proto: strings.ToLower(proto), Port: defaultSIPPort}
+	switch a.Proto {
+	case "udp", "tcp":
+	case "tls":
+		a.Port = defaultSIPSPort
+	default:
+		return listenAddr{}, fmt.Errorf("protocol %q: want udp, tcp or tls", proto)
+	}
+	host, port, err := splitHostPort(hp)
+	if err != nil {
+		return listenAddr{}, err
+	}
+	if port != 0 {
+		a.Port = port
+	}
+	a.Host = host
+	return a, nil
+}
+
+// splitHostPort splits HOST[:PORT]; port 0 means none was given.
+func splitHostPort(s string) (string, int, error) {
+	host, port := s, ""
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+	}
+	if host == "" {
+		return "", 0, errors.New("missing host")
+	}
+	if strings.Contains(host, ":") {
+		// Only a bracketed address gets here with a colon; unbracketed
+		// "::1:5060" is refused, as it reads as an address with no port.
+		if _, err := netip.ParseAddr(host); err != nil || !strings.HasPrefix(s, "[") {
+			return "", 0, errors.New("bad host (IPv6 addresses go in brackets: [::1]:5060)")
+		}
+	} else if strings.ContainsAny(host, " /@;[]") {
+		return "", 0, fmt.Errorf("bad host %q", host)
+	}
+	if port == "" {
+		return host, 0, nil
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return "", 0, fmt.Errorf("bad port %q: want 1..65535", port)
+	}
+	return host, n, nil
+}
+
+// checkHostPort validates HOST:PORT, or HOST[:PORT] when needPort is false.
+func checkHostPort(s string, needPort bool) error {
+	_, port, err := splitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if needPort && port == 0 {
+		return errors.New("want HOST:PORT")
+	}
+	return nil
+}
+
+// router compiles the routes for the loaded sets; with no routes, the default
+// route sends everything to the lowest set id (SPEC §3).
+func (c *fileConfig) router(sets []dispatch.Set) (*sip.Router, error) {
+	def := 0
+	for i, s := range sets {
+		if i == 0 || s.ID < def {
+			def = s.ID
+		}
+	}
+	return sip.NewRouter(c.Routes, def)
+}
+
+// serveFlags are the `serve` flags that override the file.
+type serveFlags struct {
+	config                                              string
+	listen, join                                        stringList
+	advertise, list, dataDir, api, mode, logLevel, name string
+}
+
+// stringList is a repeatable flag; each use may also hold a comma list.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+// registerServeFlags declares the override flags on fs.
+func registerServeFlags(fs *flag.FlagSet) *serveFlags {
+	f := &serveFlags{}
+	fs.StringVar(&f.config, "config", "", "configuration file (YAML); none = built-in defaults")
+	fs.Var(&f.listen, "listen", "PROTO:HOST:PORT to listen on, repeatable or comma-separated (replaces listen)")
+	fs.StringVar(&f.advertise, "advertise", "", "host[:port] for Record-Route/Via (advertise)")
+	fs.StringVar(&f.list, "list", "", "destination list file (dispatcher.list_file)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (node.data_dir)")
+	fs.StringVar(&f.api, "api", "", "management API HOST:PORT (api.listen)")
+	fs.StringVar(&f.mode, "mode", "", "stateful or stateless (proxy.mode)")
+	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (log.level)")
+	fs.Var(&f.join, "join", "gossip HOST:PORT to join, repeatable (cluster.gossip.join; enables the cluster)")
+	fs.StringVar(&f.name, "name", "", "node name (node.name)")
+	return f
+}
+
+// applyServeFlags overrides c with the flags actually given on the command
+// line (fs.Visit), so a flag's default never hides a value from the file.
+// Paths given as flags stay relative to the working directory.
+func applyServeFlags(fs *flag.FlagSet, f *serveFlags, c *fileConfig) {
+	fs.Visit(func(fl *flag.Flag) {
+		var path string
+		switch fl.Name {
+		case "listen":
+			c.Listen, path = append([]string(nil), f.listen...), "listen"
+		case "advertise":
+			c.Advertise, path = f.advertise, "advertise"
+		case "list":
+			c.Dispatcher.ListFile, path = f.list, "dispatcher.list_file"
+		case "data-dir":
+			c.Node.DataDir, path = f.dataDir, "node.data_dir"
+		case "api":
+			c.API.Listen, path = f.api, "api.listen"
+		case "mode":
+			c.Proxy.Mode, path = f.mode, "proxy.mode"
+		case "log-level":
+			c.Log.Level, path = f.logLevel, "log.level"
+		case "join":
+			c.Cluster.Gossip.Join, path = append([]string(nil), f.join...), "cluster.gossip.join"
+			c.Cluster.Enabled = true
+		case "name":
+			c.Node.Name, path = f.name, "node.name"
+		default:
+			return
+		}
+		// An error about this value must not point at the file's line.
+		for p := range c.lines {
+			if p == path || strings.HasPrefix(p, path+"[") || strings.HasPrefix(p, path+".") {
+				delete(c.lines, p)
+			}
+		}
+	})
+}
+
+// configFromFlags builds the serve configuration: the file named by -config
+// (or the defaults), then the flags, then Validate.
+func configFromFlags(fs *flag.FlagSet, f *serveFlags) (fileConfig, error) {
+	c := defaultConfig()
+	if f.config != "" {
+		var err error
+		if c, err = loadConfig(f.config); err != nil {
+			return c, err
+		}
+	}
+	applyServeFlags(fs, f, &c)
+	return c, c.Validate()
+}
