@@ -667,7 +667,7 @@ func (s *apiServer) mark(ctx context.Context, p params, byDUID bool) (any, *rpcE
 		err = s.b.Mark(ctx, set, target, op)
 	}
 	if err != nil {
-		// Kamailio's reply has no detail; it is logged by call().
+		// Kamailio's reply has no detail; the cause goes to the log only.
 		s.log.Warn("api: set_state", "set", set, "target", target, "state", state, "err", err)
 		return nil, &rpcError{Code: 500, Message: "State Update Failed"}
 	}
