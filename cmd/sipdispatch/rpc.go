@@ -676,11 +676,11 @@ func (s *apiServer) mark(ctx context.Context, p params, byDUID bool) (any, *rpcE
 
 // rpcMarkOp parses set_state's STATE. Kamailio's RPC sets the state as given
 // (ds_reinit_state), without the failure and success thresholds that a
-// failover mark goes through. MERGE: dispatch.MarkOp gains a Direct field in
-// the dispatch helper's branch; set op.Direct = true here when it lands
-// (TestRPCSetStateIsDirect fails until then).
+// failover mark goes through: hence a Direct MarkOp.
 func rpcMarkOp(state string) (dispatch.MarkOp, error) {
-	return dispatch.ParseMarkState(state)
+	op, err := dispatch.ParseMarkState(state)
+	op.Direct = true
+	return op, err
 }
 
 // reload serves dispatcher.reload. Unlike Kamailio, destination state and
