@@ -139,7 +139,9 @@ func (s *Set) handle(m any) {
 	case statusMsg:
 		m.reply <- s.status()
 	case replaceMsg:
-		m.next.CarryOver(s.state)
+		if dropped := m.next.CarryOver(s.state); dropped > 0 {
+			s.log.Warn("reload dropped call-load entries of removed destinations", "count", dropped)
+		}
 		s.state = m.next
 		s.publish()
 		m.reply <- struct{}{}

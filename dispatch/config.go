@@ -56,9 +56,9 @@ type Config struct {
 	// PingLatencyStats: 1 keeps latency statistics from keepalives (needed by
 	// algorithm 13). Default 0.
 	PingLatencyStats int `yaml:"ds_ping_latency_stats"`
-	// LatencyEstimatorAlpha is the weight, in per-mille of 1000 as Kamailio
-	// scales it (0..1000), of the old estimate in the latency EWMA. Default 100
-	// as in the seed; Kamailio 5.x uses 900.
+	// LatencyEstimatorAlpha is the weight, in per-mille (0..1000), of each new
+	// round-trip sample in the latency estimate (EWMA), as Kamailio computes
+	// it. Default 100 as in the seed; Kamailio 5.x defaults to 900.
 	LatencyEstimatorAlpha int `yaml:"ds_latency_estimator_alpha"`
 
 	// HashSize is log2 of the call-load table's slots; > 0 enables algorithm 10.

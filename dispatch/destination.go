@@ -50,7 +50,7 @@ func (f Flags) Letters() string {
 // names are parsed into fields; every pair, known or not, stays in Pairs in
 // file order so that nothing is lost and the RPC can show the original text.
 type Attrs struct {
-	Raw      string // the attribute text as written
+	Raw      string // the attribute text as written, less one trailing ";" (Kamailio's BODY)
 	DUID     string // duid: stable destination id, carries state over reloads
 	Weight   int    // weight: percent share for algorithm 9 (and 15, 16)
 	RWeight  int    // rweight: relative weight 1..100 for algorithm 11
@@ -79,7 +79,7 @@ func (a Attrs) Get(name string) (string, bool) {
 // Destination is one gateway of a set, as loaded from a list file or table.
 type Destination struct {
 	SetID    int
-	URI      string // as written in the source
+	URI      string // as written in the source, "sip:" prepended when it had no scheme (as Kamailio)
 	Flags    Flags  // initial flags from the source
 	Priority int
 	Attrs    Attrs

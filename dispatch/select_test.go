@@ -7,10 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-	"time"
 )
-
-var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // gw is a destination for fixtures; the tests build sets by hand so that
 // they do not depend on the list parser.

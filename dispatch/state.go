@@ -1,6 +1,9 @@
 package dispatch
 
-import "math/rand/v2"
+import (
+	"fmt"
+	"math/rand/v2"
+)
 
 // DestState is the runtime state of one destination. It lives in a SetState
 // and changes only through SetState's methods.
@@ -60,7 +63,8 @@ type SetState struct {
 	anyWeight bool      // algorithm 16: some destination has a weight
 	scores    []float64 // algorithm 16: scratch for ordering the failover list
 
-	load LoadTable
+	load  LoadTable
+	codes ReplyCodes // parsed cfg.PingReplyCodes, for Probe
 
 	scratch []byte // reused buffer for template expansion; owned by the set's single user
 }
@@ -84,8 +88,14 @@ func NewSetState(set Set, cfg *Config, rng *rand.Rand) (*SetState, error) {
 		}
 		s.tmpl = t
 	}
+	codes, err := ParseReplyCodes(cfg.PingReplyCodes)
+	if err != nil {
+		return nil, fmt.Errorf("ds_ping_reply_codes: %w", err)
+	}
+	s.codes = codes
 	for i := range set.Dests {
 		s.State[i].Flags = set.Dests[i].Flags
+		s.State[i].Latency = initialLatency(set.Dests[i].Attrs)
 	}
 	s.initWeights()
 	s.stateChanged()

@@ -36,6 +36,15 @@ var commands = map[string]command{
 	"version": {"print version, commit and Go version", runVersion},
 	"hash":    {"NSLOTS V1 [V2]: Kamailio's dispatcher.hash, computed locally", runHash},
 	"check":   {"validate a list file (-list FILE) and print its sets in selection order", runCheck},
+
+	// Admin commands (admin.go) call a running node's management API.
+	"list":           {"[--json]: the running node's destination sets (dispatcher.list)", runList},
+	"set-state":      {"STATE SET URI|all: set a destination's state (a, i, t, d, +p)", runSetState},
+	"set-duid-state": {"STATE SET DUID: set the state of the destination with this duid", runSetDUIDState},
+	"reload":         {"reload the destination source", runReload},
+	"add":            {"SET URI [FLAGS [PRIORITY [ATTRS]]]: add a destination at runtime", runAdd},
+	"remove":         {"SET URI: remove a destination at runtime", runRemove},
+	"load":           {"[--set N]: call load per destination", runLoad},
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// metricsScrapeTimeout bounds how long a scrape waits for the set actors'
+// status; a busy node answers the scrape without destination series instead
+// of holding it.
+const metricsScrapeTimeout = 5 * time.Second
+
+// metrics is the node's Prometheus registry (SPEC §8), served on GET
+// /metrics by the management API. Other parts of the node register their
+// own collectors on reg.
+type metrics struct {
+	reg    *prometheus.Registry
+	events *prometheus.CounterVec
+	dests  *destCollector
+}
+
+// newMetrics builds the registry with the Go runtime and process collectors,
+// the destination event counter and the destination collector (fed once
+// newAPIServer hands it a backend). Create it before the actors registry so
+// that OnEvent can be its actors.Options.OnEvent.
+func newMetrics(log *slog.Logger) *metrics {
+	m := &metrics{
+		dests: &destCollector{log: log},
+		reg:   prometheus.NewRegistry(),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipdispatch_destination_events_total",
+			Help: "Destination state changes between selectable and not (dst-up, dst-down).",
+		}, []string{"set", "uri", "event"}),
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.events,
+		m.dests,
+	)
+	return m
+}
+
+// OnEvent counts a dst-up/dst-down event. It never blocks, as the actors
+// require of their OnEvent hook.
+func (m *metrics) OnEvent(ev dispatch.Event) {
+	name := "dst-down"
+	if ev.Up {
+		name = "dst-up"
+	}
+	m.events.WithLabelValues(strconv.Itoa(ev.SetID), ev.URI, name).Inc()
+}
+
+func (m *metrics) handler(log *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+}
+
+// destCollector turns the backend's Status into per-destination series at
+// scrape time, so nothing has to keep gauges in step with the actors.
+// Until a backend is set it reports no destination series.
+type destCollector struct {
+	b   atomic.Pointer[backend]
+	log *slog.Logger
+}
+
+var (
+	descDestUp = prometheus.NewDesc("sipdispatch_destination_up",
+		"1 when the destination may be selected (not inactive or disabled), else 0.",
+		[]string{"set", "uri"}, nil)
+	descDestState = prometheus.NewDesc("sipdispatch_destination_state",
+		"1 for the destination's current state (active, trying, inactive, disabled), 0 for the others.",
+		[]string{"set", "uri", "state"}, nil)
+	descDestCalls = prometheus.NewDesc("sipdispatch_destination_calls",
+		"Calls in progress on the destination (call load, algorithm 10).",
+		[]string{"set", "uri"}, nil)
+	descSetCalls = prometheus.NewDesc("sipdispatch_set_calls",
+		"Call-load entries of the set.",
+		[]string{"set"}, nil)
+	descRTT = prometheus.NewDesc("sipdispatch_probe_rtt_seconds",
+		"Keepalive round trip: running mean (avg), estimate (est) and largest (max); with ds_ping_latency_stats.",
+		[]string{"set", "uri", "stat"}, nil)
+	descTimeouts = prometheus.NewDesc("sipdispatch_probe_timeouts_total",
+		"Keepalives that got no reply; with ds_ping_latency_stats.",
+		[]string{"set", "uri"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *destCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descDestUp, descDestState, descDestCalls, descSetCalls, descRTT, descTimeouts} {
+		ch <- d
+	}
+}
+
+// stateName names the state the way an operator reads Kamailio's flag letter.
+func stateName(f dispatch.Flags) string {
+	switch f.Letters()[0] {
+	case 'D':
+		return "disabled"
+	case 'I':
+		return "inactive"
+	case 'T':
+		return "trying"
+	}
+	return "active"
+}
+
+var stateNames = []string{"active", "trying", "inactive", "disabled"}
+
+// Collect implements prometheus.Collector.
+func (c *destCollector) Collect(ch chan<- prometheus.Metric) {
+	bp := c.b.Load()
+	if bp == nil {
+		return
+	}
+	b := *bp
+	ctx, cancel := context.WithTimeout(context.Background(), metricsScrapeTimeout)
+	defer cancel()
+	sets, err := b.Status(ctx)
+	if err != nil {
+		c.log.Warn("metrics: destination status", "err", err)
+		ch <- prometheus.NewInvalidMetric(descDestUp, err)
+		return
+	}
+	latency := b.Config().PingLatencyStats != 0
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, set := range sets {
+		sid := strconv.Itoa(set.ID)
+		gauge(descSetCalls, float64(set.Calls), sid)
+		for _, d := range set.Dests {
+			up := 1.0
+			if d.State.Flags.Skip() {
+				up = 0
+			}
+			gauge(descDestUp, up, sid, d.URI)
+			cur := stateName(d.State.Flags)
+			for _, s := range stateNames {
+				v := 0.0
+				if s == cur {
+					v = 1
+				}
+				gauge(descDestState, v, sid, d.URI, s)
+			}
+			gauge(descDestCalls, float64(d.State.Load), sid, d.URI)
+			if latency {
+				l := d.State.Latency
+				gauge(descRTT, l.Avg/1000, sid, d.URI, "avg")
+				gauge(descRTT, l.Est/1000, sid, d.URI, "est")
+				gauge(descRTT, l.Max/1000, sid, d.URI, "max")
+				ch <- prometheus.MustNewConstMetric(descTimeouts, prometheus.CounterValue, float64(l.Timeouts), sid, d.URI)
+			}
+		}
+	}
+}

@@ -1,0 +1,814 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// backend is what the management API needs from a running node. The API
+// handlers call it from HTTP goroutines, concurrently; every method may block
+// for as long as ctx allows (a set actor's reply, a raft commit).
+type backend interface {
+	// Config is the dispatcher configuration; dispatcher.list reads
+	// ds_hash_size and ds_ping_latency_stats from it to shape its reply.
+	Config() *dispatch.Config
+	// Status returns every set's destinations and runtime state.
+	Status(ctx context.Context) ([]actors.SetStatus, error)
+	// Mark applies op to destination uri of set ("all" for every one).
+	Mark(ctx context.Context, set int, uri string, op dispatch.MarkOp) error
+	// MarkDUID applies op to the destination with duid in set.
+	MarkDUID(ctx context.Context, set int, duid string, op dispatch.MarkOp) error
+	// Reload reads the destination source again and installs it.
+	Reload(ctx context.Context) error
+	// Add adds a destination at runtime (attrs in list-file syntax).
+	Add(ctx context.Context, set int, uri string, flags dispatch.Flags, priority int, attrs string) error
+	// Remove removes a destination at runtime.
+	Remove(ctx context.Context, set int, uri string) error
+	// PingActive reports Kamailio's ping_active state (1: keepalives on).
+	PingActive() int
+	// SetPingActive changes it and returns the previous value.
+	SetPingActive(v int) (old int)
+	// Ready returns nil when the node can serve traffic, else the reason.
+	Ready() error
+}
+
+// registryBackend serves the API from an actors.Registry. What the registry
+// cannot do alone (reload, add, remove: they involve the destination source
+// and the cluster) is delegated to funcs the caller wires; a nil func makes
+// that method fail with errNotWired.
+type registryBackend struct {
+	*actors.Registry
+	// Cfg is the configuration the registry runs under.
+	Cfg *dispatch.Config
+	// ReloadFunc, AddFunc and RemoveFunc implement the corresponding methods.
+	ReloadFunc func(ctx context.Context) error
+	AddFunc    func(ctx context.Context, set int, uri string, flags dispatch.Flags, priority int, attrs string) error
+	RemoveFunc func(ctx context.Context, set int, uri string) error
+	// ReadyFunc decides readiness; nil means ready once at least one set is loaded.
+	ReadyFunc func() error
+
+	// pingOff is the negation of ping_active so that the zero value means
+	// "keepalives on", as Kamailio starts.
+	pingOff atomic.Int64
+}
+
+var _ backend = (*registryBackend)(nil)
+
+// errNotWired is returned by registryBackend methods whose func is nil.
+var errNotWired = errors.New("not available on this node")
+
+// Config implements backend.
+func (r *registryBackend) Config() *dispatch.Config { return r.Cfg }
+
+// Reload implements backend.
+func (r *registryBackend) Reload(ctx context.Context) error {
+	if r.ReloadFunc == nil {
+		return fmt.Errorf("reload: %w", errNotWired)
+	}
+	return r.ReloadFunc(ctx)
+}
+
+// Add implements backend.
+func (r *registryBackend) Add(ctx context.Context, set int, uri string, flags dispatch.Flags, priority int, attrs string) error {
+	if r.AddFunc == nil {
+		return fmt.Errorf("add: %w", errNotWired)
+	}
+	return r.AddFunc(ctx, set, uri, flags, priority, attrs)
+}
+
+// Remove implements backend.
+func (r *registryBackend) Remove(ctx context.Context, set int, uri string) error {
+	if r.RemoveFunc == nil {
+		return fmt.Errorf("remove: %w", errNotWired)
+	}
+	return r.RemoveFunc(ctx, set, uri)
+}
+
+// PingActive implements backend; the prober should skip keepalives while it is 0.
+func (r *registryBackend) PingActive() int { return int(1 - r.pingOff.Load()) }
+
+// SetPingActive implements backend.
+func (r *registryBackend) SetPingActive(v int) int { return int(1 - r.pingOff.Swap(int64(1-v))) }
+
+// Ready implements backend.
+func (r *registryBackend) Ready() error {
+	if r.ReadyFunc != nil {
+		return r.ReadyFunc()
+	}
+	if len(r.IDs()) == 0 {
+		return errors.New("no destination sets loaded")
+	}
+	return nil
+}
+
+// serveAPI serves h on ln until ctx ends, then shuts down gracefully,
+// giving calls in flight up to apiShutdownGrace to finish.
+func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), apiShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("api %s: shutdown: %w", ln.Addr(), err)
+	}
+	<-errc // http.ErrServerClosed
+	return nil
+}
+
+// apiShutdownGrace bounds how long serveAPI waits for calls in flight.
+const apiShutdownGrace = 5 * time.Second
+
+// readTokenFile reads an API token file: the token is the file's content
+// without surrounding white space, and must not be empty.
+func readTokenFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("token file %s: empty", path)
+	}
+	return tok, nil
+}
+
+// maxRPCBody bounds a JSON-RPC request body; the largest legitimate request
+// (dispatcher.add with attributes, or a small batch) is far below it.
+const maxRPCBody = 1 << 20
+
+// apiServer is the management API's HTTP handler (SPEC §8).
+type apiServer struct {
+	b       backend
+	token   []byte
+	log     *slog.Logger
+	mux     *http.ServeMux
+	methods map[string]rpcMethod
+}
+
+// newAPIServer returns the management API handler: POST /RPC (JSON-RPC 2.0
+// with Kamailio's dispatcher methods), GET /metrics when m is not nil (its
+// destination series then come from b), GET /healthz and GET /readyz. With a
+// token every /RPC and /metrics call needs "Authorization: Bearer TOKEN";
+// without one only loopback clients may call them. The health endpoints are
+// open: orchestrator probes carry no credentials and the endpoints disclose
+// no state.
+func newAPIServer(b backend, token string, log *slog.Logger, m *metrics) *apiServer {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &apiServer{b: b, log: log, mux: http.NewServeMux()}
+	if token != "" {
+		s.token = []byte(token)
+	}
+	s.methods = map[string]rpcMethod{
+		"dispatcher.list":           s.list,
+		"dispatcher.set_state":      s.setState,
+		"dispatcher.set_duid_state": s.setDUIDState,
+		"dispatcher.reload":         s.reload,
+		"dispatcher.add":            s.add,
+		"dispatcher.remove":         s.remove,
+		"dispatcher.ping_active":    s.pingActive,
+		"dispatcher.hash":           s.hash,
+		"dispatcher.load":           s.load,
+		// Old MI names, kept by Kamailio's users' scripts.
+		"ds_list":      s.list,
+		"ds_set_state": s.setState,
+		"ds_reload":    s.reload,
+	}
+	s.mux.Handle("POST /RPC", s.auth(http.HandlerFunc(s.serveRPC)))
+	if m != nil {
+		m.dests.b.Store(&b)
+		s.mux.Handle("GET /metrics", s.auth(m.handler(log)))
+	}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.b.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// auth enforces SPEC §8: a bearer token when one is configured (compared in
+// constant time), else a loopback client.
+func (s *apiServer) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.token != nil {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), s.token) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="sipdispatch"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !isLoopback(r.RemoteAddr) {
+			s.log.Warn("api: refused non-loopback client without a token configured", "remote", r.RemoteAddr)
+			http.Error(w, "forbidden: no API token configured, only loopback clients are allowed", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// obj is a JSON object that keeps its keys in insertion order: Kamailio's
+// replies have a fixed key order that scripts and our fixtures rely on.
+type obj []field
+
+type field struct {
+	k string
+	v any
+}
+
+// MarshalJSON implements json.Marshaler.
+func (o obj) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, f := range o {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, err := json.Marshal(f.k)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		v, err := json.Marshal(f.v)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %w", f.k, err)
+		}
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// rpcError is a JSON-RPC error object. Code and Message follow Kamailio's
+// jsonrpcs (500 and a short fixed text for method failures); Data, when set,
+// carries the underlying cause where Kamailio only logs it.
+type rpcError struct {
+	Code    int
+	Message string
+	Data    string
+}
+
+func (e *rpcError) Error() string {
+	if e.Data != "" {
+		return e.Message + ": " + e.Data
+	}
+	return e.Message
+}
+
+func (e *rpcError) object() obj {
+	o := obj{{"code", e.Code}, {"message", e.Message}}
+	if e.Data != "" {
+		o = append(o, field{"data", e.Data})
+	}
+	return o
+}
+
+// Standard JSON-RPC 2.0 errors for requests that never reach a method;
+// method-level errors use Kamailio's 500 codes.
+var (
+	errParse          = &rpcError{Code: -32700, Message: "Parse Error"}
+	errInvalidRequest = &rpcError{Code: -32600, Message: "Invalid Request"}
+	errMethodNotFound = &rpcError{Code: 500, Message: "Method Not Found"}
+	errInvalidParams  = &rpcError{Code: 500, Message: "Invalid Parameters"}
+)
+
+func failed(msg string, err error) *rpcError {
+	return &rpcError{Code: 500, Message: msg, Data: err.Error()}
+}
+
+// rpcMethod serves one method; params are the request's positional params.
+type rpcMethod func(ctx context.Context, p params) (any, *rpcError)
+
+type rpcRequest struct {
+	JSONRPC *string         `json:"jsonrpc"`
+	Method  *string         `json:"method"`
+	Params  json.RawMessage `json:"params"`
+	ID      json.RawMessage `json:"id"`
+}
+
+// serveRPC handles one JSON-RPC request or a batch (a JSON array).
+func (s *apiServer) serveRPC(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRPCBody))
+	if err != nil {
+		s.reply(w, http.StatusRequestEntityTooLarge, envelope(nil, nil, &rpcError{Code: -32600, Message: "Invalid Request", Data: err.Error()}))
+		return
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) > 0 && body[0] == '[' {
+		var batch []json.RawMessage
+		if err := json.Unmarshal(body, &batch); err != nil {
+			s.reply(w, http.StatusBadRequest, envelope(nil, nil, errParse))
+			return
+		}
+		if len(batch) == 0 {
+			s.reply(w, http.StatusBadRequest, envelope(nil, nil, errInvalidRequest))
+			return
+		}
+		out := make([]obj, len(batch))
+		for i, raw := range batch {
+			out[i], _ = s.call(r.Context(), raw)
+		}
+		s.reply(w, http.StatusOK, out)
+		return
+	}
+	resp, status := s.call(r.Context(), body)
+	s.reply(w, status, resp)
+}
+
+// call runs one request and returns its response and the HTTP status
+// Kamailio would use for it: 200, or the error code when it is an HTTP code.
+func (s *apiServer) call(ctx context.Context, raw []byte) (obj, int) {
+	var req rpcRequest
+	if err := json.Unmarshal(raw, &req); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) || len(raw) == 0 {
+			return envelope(nil, nil, errParse), http.StatusBadRequest
+		}
+		return envelope(nil, nil, errInvalidRequest), http.StatusBadRequest
+	}
+	if req.JSONRPC == nil || *req.JSONRPC != "2.0" || req.Method == nil {
+		return envelope(req.ID, nil, errInvalidRequest), http.StatusBadRequest
+	}
+	m, ok := s.methods[*req.Method]
+	if !ok {
+		s.log.Debug("api: unknown method", "method", *req.Method)
+		return envelope(req.ID, nil, errMethodNotFound), httpStatus(errMethodNotFound)
+	}
+	var p params
+	if len(req.Params) > 0 && !bytes.Equal(req.Params, []byte("null")) {
+		if err := json.Unmarshal(req.Params, &p); err != nil {
+			return envelope(req.ID, nil, errInvalidParams), httpStatus(errInvalidParams)
+		}
+	}
+	res, rerr := m(ctx, p)
+	if rerr != nil {
+		s.log.Warn("api call failed", "method", *req.Method, "code", rerr.Code, "err", rerr.Error())
+		return envelope(req.ID, nil, rerr), httpStatus(rerr)
+	}
+	s.log.Debug("api call", "method", *req.Method)
+	return envelope(req.ID, res, nil), http.StatusOK
+}
+
+// envelope builds a JSON-RPC response in Kamailio's key order; like Kamailio
+// it answers a request without id (a notification) too, just without "id".
+func envelope(id json.RawMessage, result any, e *rpcError) obj {
+	o := obj{{"jsonrpc", "2.0"}}
+	if e != nil {
+		o = append(o, field{"error", e.object()})
+	} else {
+		o = append(o, field{"result", result})
+	}
+	if len(id) > 0 {
+		o = append(o, field{"id", id})
+	}
+	return o
+}
+
+func httpStatus(e *rpcError) int {
+	if e.Code >= 400 && e.Code <= 599 {
+		return e.Code
+	}
+	return http.StatusInternalServerError
+}
+
+func (s *apiServer) reply(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.log.Error("api: encode reply", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// params are a request's positional parameters. Like Kamailio's rpc->scan,
+// an integer may also be given as a numeric string and a string as a number.
+type params []json.RawMessage
+
+func (p params) has(i int) bool { return i < len(p) }
+
+func (p params) int(i int) (int, *rpcError) {
+	if i >= len(p) {
+		return 0, errInvalidParams
+	}
+	var n json.Number
+	if err := json.Unmarshal(p[i], &n); err != nil {
+		var str string
+		if json.Unmarshal(p[i], &str) != nil {
+			return 0, errInvalidParams
+		}
+		n = json.Number(strings.TrimSpace(str))
+	}
+	v, err := strconv.Atoi(n.String())
+	if err != nil {
+		return 0, errInvalidParams
+	}
+	return v, nil
+}
+
+func (p params) str(i int) (string, *rpcError) {
+	if i >= len(p) {
+		return "", errInvalidParams
+	}
+	var str string
+	if err := json.Unmarshal(p[i], &str); err == nil {
+		return str, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(p[i], &n); err == nil {
+		return n.String(), nil
+	}
+	return "", errInvalidParams
+}
+
+// kamailioSetOrder returns set ids in the order Kamailio's dispatcher.list
+// prints them. Kamailio keeps its sets in an AVL tree keyed by id and prints
+// it in post-order (both subtrees, then the node); we build the same tree by
+// inserting the ids in ascending order, as a list file or table sorted by set
+// id loads them. Checked against Kamailio 5.6.3: sets 1..7 list as
+// 1,3,2,5,7,6,4.
+func kamailioSetOrder(ids []int) []int {
+	sorted := slices.Sorted(slices.Values(ids))
+	var root *avlNode
+	for _, id := range sorted {
+		root = root.insert(id)
+	}
+	out := make([]int, 0, len(ids))
+	root.postOrder(&out)
+	return out
+}
+
+type avlNode struct {
+	id          int
+	height      int
+	left, right *avlNode
+}
+
+func (n *avlNode) h() int {
+	if n == nil {
+		return 0
+	}
+	return n.height
+}
+
+func (n *avlNode) fix() *avlNode {
+	n.height = 1 + max(n.left.h(), n.right.h())
+	return n
+}
+
+func (n *avlNode) rotateRight() *avlNode {
+	l := n.left
+	n.left = l.right
+	l.right = n.fix()
+	return l.fix()
+}
+
+func (n *avlNode) rotateLeft() *avlNode {
+	r := n.right
+	n.right = r.left
+	r.left = n.fix()
+	return r.fix()
+}
+
+func (n *avlNode) insert(id int) *avlNode {
+	if n == nil {
+		return &avlNode{id: id, height: 1}
+	}
+	switch {
+	case id < n.id:
+		n.left = n.left.insert(id)
+	case id > n.id:
+		n.right = n.right.insert(id)
+	default:
+		return n
+	}
+	n.fix()
+	switch bal := n.left.h() - n.right.h(); {
+	case bal > 1:
+		if id > n.left.id {
+			n.left = n.left.rotateLeft()
+		}
+		return n.rotateRight()
+	case bal < -1:
+		if id < n.right.id {
+			n.right = n.right.rotateRight()
+		}
+		return n.rotateLeft()
+	}
+	return n
+}
+
+func (n *avlNode) postOrder(out *[]int) {
+	if n == nil {
+		return
+	}
+	n.left.postOrder(out)
+	n.right.postOrder(out)
+	*out = append(*out, n.id)
+}
+
+// strOrNull renders an absent attribute as null, as Kamailio does.
+func strOrNull(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// list serves dispatcher.list ["short"]: Kamailio's shape, key order and
+// flag letters; "short" leaves out ATTRS.
+func (s *apiServer) list(ctx context.Context, p params) (any, *rpcError) {
+	short := false
+	if p.has(0) {
+		mode, rerr := p.str(0)
+		if rerr != nil {
+			return nil, rerr
+		}
+		short = strings.EqualFold(mode, "short")
+	}
+	sets, err := s.b.Status(ctx)
+	if err != nil {
+		return nil, failed("Internal error sets structure", err)
+	}
+	if len(sets) == 0 {
+		return nil, &rpcError{Code: 500, Message: "No Destination Sets"}
+	}
+	cfg := s.b.Config()
+	byID := make(map[int]*actors.SetStatus, len(sets))
+	ids := make([]int, 0, len(sets))
+	for i := range sets {
+		byID[sets[i].ID] = &sets[i]
+		ids = append(ids, sets[i].ID)
+	}
+	records := make([]obj, 0, len(sets))
+	for _, id := range kamailioSetOrder(ids) {
+		set := byID[id]
+		targets := make([]obj, 0, len(set.Dests))
+		for _, d := range set.Dests {
+			targets = append(targets, obj{{"DEST", destObject(&d, cfg, short)}})
+		}
+		records = append(records, obj{{"SET", obj{{"ID", set.ID}, {"TARGETS", targets}}}})
+	}
+	return obj{{"NRSETS", len(sets)}, {"RECORDS", records}}, nil
+}
+
+func destObject(d *actors.DestStatus, cfg *dispatch.Config, short bool) obj {
+	o := obj{{"URI", d.URI}, {"FLAGS", d.State.Flags.Letters()}, {"PRIORITY", d.Priority}}
+	if a := d.Attrs; !short && a.Raw != "" {
+		sockname, _ := a.Get("sockname")
+		o = append(o, field{"ATTRS", obj{
+			{"BODY", a.Raw},
+			{"DUID", strOrNull(a.DUID)},
+			{"MAXLOAD", a.MaxLoad},
+			{"WEIGHT", a.Weight},
+			{"RWEIGHT", a.RWeight},
+			{"SOCKET", strOrNull(a.Socket)},
+			{"SOCKNAME", strOrNull(sockname)},
+			{"OBPROXY", strOrNull(a.OBProxy)},
+		}})
+	}
+	if cfg.PingLatencyStats != 0 {
+		l := d.State.Latency
+		o = append(o, field{"LATENCY", obj{
+			{"AVG", l.Avg},
+			{"STD", l.Std},
+			{"EST", l.Est},
+			{"MAX", int64(l.Max)},
+			{"TIMEOUT", l.Timeouts},
+		}})
+	}
+	if cfg.HashSize > 0 {
+		o = append(o, field{"RUNTIME", obj{{"DLGLOAD", d.State.Load}}})
+	}
+	return o
+}
+
+// setState serves dispatcher.set_state [STATE, SET, URI|"all"].
+func (s *apiServer) setState(ctx context.Context, p params) (any, *rpcError) {
+	return s.mark(ctx, p, false)
+}
+
+// setDUIDState serves dispatcher.set_duid_state [STATE, SET, DUID].
+func (s *apiServer) setDUIDState(ctx context.Context, p params) (any, *rpcError) {
+	return s.mark(ctx, p, true)
+}
+
+func (s *apiServer) mark(ctx context.Context, p params, byDUID bool) (any, *rpcError) {
+	state, e1 := p.str(0)
+	set, e2 := p.int(1)
+	target, e3 := p.str(2)
+	if e1 != nil || e2 != nil || e3 != nil {
+		return nil, errInvalidParams
+	}
+	if state == "" {
+		return nil, &rpcError{Code: 500, Message: "Invalid State Parameter"}
+	}
+	op, err := rpcMarkOp(state)
+	if err != nil {
+		return nil, &rpcError{Code: 500, Message: "Unknown State Value"}
+	}
+	if byDUID && target != "all" {
+		err = s.b.MarkDUID(ctx, set, target, op)
+	} else {
+		err = s.b.Mark(ctx, set, target, op)
+	}
+	if err != nil {
+		// Kamailio's reply has no detail; the cause goes to the log only.
+		s.log.Warn("api: set_state", "set", set, "target", target, "state", state, "err", err)
+		return nil, &rpcError{Code: 500, Message: "State Update Failed"}
+	}
+	return "Ok. Dispatcher state updated.", nil
+}
+
+// rpcMarkOp parses set_state's STATE. Kamailio's RPC sets the state as given
+// (ds_reinit_state), without the failure and success thresholds that a
+// failover mark goes through: hence a Direct MarkOp.
+func rpcMarkOp(state string) (dispatch.MarkOp, error) {
+	op, err := dispatch.ParseMarkState(state)
+	op.Direct = true
+	return op, err
+}
+
+// reload serves dispatcher.reload. Unlike Kamailio, destination state and
+// call load carry over (SPEC §7).
+func (s *apiServer) reload(ctx context.Context, _ params) (any, *rpcError) {
+	if err := s.b.Reload(ctx); err != nil {
+		return nil, failed("Reload Failed", err)
+	}
+	return "Ok. Dispatcher successfully reloaded.", nil
+}
+
+// add serves dispatcher.add [SET, URI, FLAGS?, PRIORITY?, ATTRS?].
+func (s *apiServer) add(ctx context.Context, p params) (any, *rpcError) {
+	set, e1 := p.int(0)
+	uri, e2 := p.str(1)
+	if e1 != nil || e2 != nil || uri == "" {
+		return nil, errInvalidParams
+	}
+	var flags, prio int
+	var attrs string
+	var rerr *rpcError
+	if p.has(2) {
+		if flags, rerr = p.int(2); rerr != nil || flags < 0 {
+			return nil, errInvalidParams
+		}
+	}
+	if p.has(3) {
+		if prio, rerr = p.int(3); rerr != nil {
+			return nil, rerr
+		}
+	}
+	if p.has(4) {
+		if attrs, rerr = p.str(4); rerr != nil {
+			return nil, rerr
+		}
+	}
+	if err := s.b.Add(ctx, set, uri, dispatch.Flags(flags), prio, attrs); err != nil {
+		return nil, failed("Adding dispatcher dst failed", err)
+	}
+	return "Ok. Dispatcher destination added.", nil
+}
+
+// remove serves dispatcher.remove [SET, URI].
+func (s *apiServer) remove(ctx context.Context, p params) (any, *rpcError) {
+	set, e1 := p.int(0)
+	uri, e2 := p.str(1)
+	if e1 != nil || e2 != nil || uri == "" {
+		return nil, errInvalidParams
+	}
+	if err := s.b.Remove(ctx, set, uri); err != nil {
+		return nil, failed("Removing dispatcher dst failed", err)
+	}
+	return "Ok. Dispatcher destination removed.", nil
+}
+
+// pingActive serves dispatcher.ping_active [STATE?]: without a parameter it
+// reads the state, with one it sets it.
+func (s *apiServer) pingActive(_ context.Context, p params) (any, *rpcError) {
+	if !p.has(0) {
+		return obj{{"OldPingState", s.b.PingActive()}}, nil
+	}
+	v, rerr := p.int(0)
+	if rerr != nil {
+		return nil, rerr
+	}
+	if v != 0 && v != 1 {
+		return nil, &rpcError{Code: 500, Message: "Ping State Update Failed", Data: "state must be 0 or 1"}
+	}
+	old := s.b.SetPingActive(v)
+	return obj{{"NewPingState", v}, {"OldPingState", old}}, nil
+}
+
+// hash serves dispatcher.hash [NSLOTS, V1, V2?] with Kamailio's hash.
+func (s *apiServer) hash(_ context.Context, p params) (any, *rpcError) {
+	n, e1 := p.int(0)
+	v1, e2 := p.str(1)
+	if e1 != nil || e2 != nil {
+		return nil, errInvalidParams
+	}
+	var v2 string
+	if p.has(2) {
+		var rerr *rpcError
+		if v2, rerr = p.str(2); rerr != nil {
+			return nil, rerr
+		}
+	}
+	h := dispatch.Hash(v1, v2)
+	var slot uint32
+	if n > 0 {
+		slot = h % uint32(n)
+	}
+	return obj{{"hashid", h}, {"slot", slot}}, nil
+}
+
+// load serves dispatcher.load [SET?], sipdispatch's own method: the call
+// load of every destination (algorithm 10), sets in ascending id order.
+func (s *apiServer) load(ctx context.Context, p params) (any, *rpcError) {
+	only, all := 0, true
+	if p.has(0) {
+		var rerr *rpcError
+		if only, rerr = p.int(0); rerr != nil {
+			return nil, rerr
+		}
+		all = false
+	}
+	sets, err := s.b.Status(ctx)
+	if err != nil {
+		return nil, failed("Internal error sets structure", err)
+	}
+	out := []obj{}
+	for _, set := range sets {
+		if !all && set.ID != only {
+			continue
+		}
+		targets := make([]obj, 0, len(set.Dests))
+		for _, d := range set.Dests {
+			targets = append(targets, obj{
+				{"URI", d.URI},
+				{"DUID", strOrNull(d.Attrs.DUID)},
+				{"FLAGS", d.State.Flags.Letters()},
+				{"LOAD", d.State.Load},
+				{"MAXLOAD", d.Attrs.MaxLoad},
+			})
+		}
+		out = append(out, obj{{"ID", set.ID}, {"CALLS", set.Calls}, {"TARGETS", targets}})
+	}
+	if !all && len(out) == 0 {
+		return nil, &rpcError{Code: 404, Message: "Destination Group Not Found"}
+	}
+	return obj{{"SETS", out}}, nil
+}
