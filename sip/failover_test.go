@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -12,23 +13,26 @@ import (
 )
 
 // failoverRouter compiles one catch-all route to set with failover on 408
-// and 5xx through the public Router API, then asks it to mark failed
-// destinations inactive.
+// and 5xx, marking failed destinations "ip", through the public Router API.
 func failoverRouter(t *testing.T, set int) *Router {
 	t.Helper()
 	r, err := NewRouter([]RouteConfig{{
 		Name:     "pstn",
-		Dispatch: &DispatchConfig{Set: set, Alg: 4, Failover: FailoverConfig{On: []string{"408", "5xx"}}},
+		Dispatch: &DispatchConfig{Set: set, Alg: 4, Failover: FailoverConfig{On: []string{"408", "5xx"}, Mark: "ip"}},
 	}}, set)
 	if err != nil {
 		t.Fatalf("NewRouter: %v", err)
 	}
-	rt := r.Match(&dispatch.Request{Method: "INVITE"}, func(int) bool { return false })
-	if rt == nil || rt.Dispatch == nil {
-		t.Fatalf("catch-all route not matched: %+v", rt)
-	}
-	rt.Dispatch.Mark = &dispatch.MarkOp{Set: dispatch.FlagInactive}
 	return r
+}
+
+// markIP is the ds_mark_dst operation "ip" the route asks for.
+func markIP(t *testing.T) dispatch.MarkOp {
+	op, err := dispatch.ParseMarkState("ip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return op
 }
 
 // A gateway answering 503 is marked and the call lands on the next one; the
@@ -47,7 +51,7 @@ func TestFailoverOn503(t *testing.T) {
 		t.Fatalf("INVITEs: failing gateway %d, next gateway %d; want 1 and 1", bad.invites.Load(), good.invites.Load())
 	}
 	waitFor(t, "Mark of the failing gateway", 2*time.Second, func() bool {
-		return slices.Equal(d.snapshot(&d.marks), []string{"1 " + bad.dest(1).URI})
+		return slices.Equal(d.snapshot(&d.marks), []string{fmt.Sprintf("1 %s %+v", bad.dest(1).URI, markIP(t))})
 	})
 }
 
@@ -70,7 +74,7 @@ func TestFailoverOnTimeout(t *testing.T) {
 		t.Fatalf("INVITEs: silent %d, next %d", silent.invites.Load(), good.invites.Load())
 	}
 	waitFor(t, "Mark of the silent gateway", 2*time.Second, func() bool {
-		return slices.Equal(d.snapshot(&d.marks), []string{"1 " + silent.dest(1).URI})
+		return slices.Equal(d.snapshot(&d.marks), []string{fmt.Sprintf("1 %s %+v", silent.dest(1).URI, markIP(t))})
 	})
 }
 

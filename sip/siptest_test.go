@@ -44,7 +44,7 @@ type fakeDispatcher struct {
 	mu       sync.Mutex
 	sets     map[int][]dispatch.Destination
 	rr       map[int]int
-	marks    []string // "set uri"
+	marks    []string // "set uri op"
 	confirms []string // "set callid"
 	removes  []string // "set callid"
 	probes   []probeReport
@@ -86,7 +86,7 @@ func (f *fakeDispatcher) Select(ctx context.Context, setID int, alg dispatch.Alg
 func (f *fakeDispatcher) Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.marks = append(f.marks, fmt.Sprintf("%d %s", setID, uri))
+	f.marks = append(f.marks, fmt.Sprintf("%d %s %+v", setID, uri, op))
 	return nil
 }
 
