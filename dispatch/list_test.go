@@ -469,7 +469,8 @@ func TestBuildSetsRuntimeAdd(t *testing.T) {
 			got = append(got, strconv.Itoa(s.ID)+" "+d.URI)
 		}
 	}
-	want := []string{"1 sip:10.0.0.1", "1 sip:10.0.0.4", "1 sip:10.0.0.2", "2 sip:10.0.0.3"}
+	// Sets in Kamailio's tree post-order: set 2 (right child) before set 1 (root).
+	want := []string{"2 sip:10.0.0.3", "1 sip:10.0.0.1", "1 sip:10.0.0.4", "1 sip:10.0.0.2"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("order %v, want %v", got, want)
 	}
