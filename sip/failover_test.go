@@ -1,0 +1,132 @@
+package sip
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// failoverRouter compiles one catch-all route to set with failover on 408
+// and 5xx through the public Router API, then asks it to mark failed
+// destinations inactive.
+func failoverRouter(t *testing.T, set int) *Router {
+	t.Helper()
+	r, err := NewRouter([]RouteConfig{{
+		Name:     "pstn",
+		Dispatch: &DispatchConfig{Set: set, Alg: 4, Failover: FailoverConfig{On: []string{"408", "5xx"}}},
+	}}, set)
+	if err != nil {
+		t.Fatalf("NewRouter: %v", err)
+	}
+	rt := r.Match(&dispatch.Request{Method: "INVITE"}, func(int) bool { return false })
+	if rt == nil || rt.Dispatch == nil {
+		t.Fatalf("catch-all route not matched: %+v", rt)
+	}
+	rt.Dispatch.Mark = &dispatch.MarkOp{Set: dispatch.FlagInactive}
+	return r
+}
+
+// A gateway answering 503 is marked and the call lands on the next one; the
+// caller never sees the 503.
+func TestFailoverOn503(t *testing.T) {
+	routes := failoverRouter(t, 1)
+	bad, good := newGateway(t, "503"), newGateway(t, "answer")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {bad.dest(1), good.dest(1)}})
+	_, proxy := startProxy(t, testConfig(ModeStateful), d, routes)
+	u := newUAC(t)
+	_, wire := u.call(t, proxy)
+	if slices.Contains(wire, 503) {
+		t.Fatalf("caller saw %v; the 503 must stay at the proxy", wire)
+	}
+	if bad.invites.Load() != 1 || good.invites.Load() != 1 {
+		t.Fatalf("INVITEs: failing gateway %d, next gateway %d; want 1 and 1", bad.invites.Load(), good.invites.Load())
+	}
+	waitFor(t, "Mark of the failing gateway", 2*time.Second, func() bool {
+		return slices.Equal(d.snapshot(&d.marks), []string{"1 " + bad.dest(1).URI})
+	})
+}
+
+// A gateway that never answers is given up after fr_timer (408) and the call
+// goes to the next gateway.
+func TestFailoverOnTimeout(t *testing.T) {
+	routes := failoverRouter(t, 1)
+	silent, good := newGateway(t, "silent"), newGateway(t, "answer")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {silent.dest(1), good.dest(1)}})
+	cfg := testConfig(ModeStateful)
+	cfg.FRTimer = 300 * time.Millisecond
+	_, proxy := startProxy(t, cfg, d, routes)
+	u := newUAC(t)
+	start := time.Now()
+	u.call(t, proxy)
+	if took := time.Since(start); took < cfg.FRTimer {
+		t.Fatalf("call took %s, less than fr_timer %s: the silent gateway was not waited for", took, cfg.FRTimer)
+	}
+	if silent.invites.Load() == 0 || good.invites.Load() != 1 {
+		t.Fatalf("INVITEs: silent %d, next %d", silent.invites.Load(), good.invites.Load())
+	}
+	waitFor(t, "Mark of the silent gateway", 2*time.Second, func() bool {
+		return slices.Equal(d.snapshot(&d.marks), []string{"1 " + silent.dest(1).URI})
+	})
+}
+
+// Without failover a gateway's 503 reaches the caller and nothing is marked.
+func TestNoFailoverRelays503(t *testing.T) {
+	bad, good := newGateway(t, "503"), newGateway(t, "answer")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {bad.dest(1), good.dest(1)}})
+	_, proxy := startProxy(t, testConfig(ModeStateful), d, dispatchRoute(1))
+	u := newUAC(t)
+	rs := u.final(t, u.request(sipmsg.INVITE, proxy, nil))
+	if c := rs[len(rs)-1].StatusCode; c != 503 {
+		t.Fatalf("final %d, want the gateway's 503", c)
+	}
+	if good.invites.Load() != 0 {
+		t.Fatalf("next gateway got %d INVITEs without failover", good.invites.Load())
+	}
+}
+
+// CANCEL of a ringing call: the caller gets 200 for the CANCEL and 487, the
+// gateway gets a CANCEL, and the call's load entry is removed.
+func TestCancelRingingCall(t *testing.T) {
+	gw := newGateway(t, "ring")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw.dest(1)}})
+	d.loadAdded = true
+	_, proxy := startProxy(t, testConfig(ModeStateful), d, dispatchRoute(1))
+	u := newUAC(t)
+	inv := u.request(sipmsg.INVITE, proxy, nil)
+	tx, err := u.cli.TransactionRequest(context.Background(), inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	callID := inv.CallID().Value()
+	waitFor(t, "180 at the caller", 3*time.Second, func() bool { return slices.Contains(u.wireCodes(callID), 180) })
+
+	cancel := sipmsg.NewRequest(sipmsg.CANCEL, inv.Recipient)
+	cancel.AppendHeader(sipmsg.HeaderClone(inv.Via()))
+	cancel.AppendHeader(sipmsg.HeaderClone(inv.From()))
+	cancel.AppendHeader(sipmsg.HeaderClone(inv.To()))
+	cancel.AppendHeader(sipmsg.HeaderClone(inv.CallID()))
+	cancel.AppendHeader(&sipmsg.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sipmsg.CANCEL})
+	cancel.SetDestination(proxy)
+	cancel.SetTransport("UDP")
+	cres := u.final(t, cancel)
+	if c := cres[len(cres)-1].StatusCode; c != 200 {
+		t.Fatalf("CANCEL answered %d, want 200", c)
+	}
+	rs := collect(t, tx, 5*time.Second)
+	if c := rs[len(rs)-1].StatusCode; c != 487 {
+		t.Fatalf("INVITE final %d, want 487", c)
+	}
+	waitFor(t, "CANCEL at the gateway", 3*time.Second, func() bool { return gw.cancels.Load() == 1 })
+	waitFor(t, "load removed", 2*time.Second, func() bool {
+		return slices.Equal(d.snapshot(&d.removes), []string{"1 " + callID})
+	})
+	if c := d.snapshot(&d.confirms); len(c) != 0 {
+		t.Fatalf("cancelled call confirmed: %v", c)
+	}
+}

@@ -1,0 +1,35 @@
+package sip
+
+import (
+	"context"
+
+	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// Dispatcher is what the proxy needs from the destination sets. The actors
+// package implements it; the proxy calls it from its per-request goroutines,
+// so every method must be safe for concurrent use. Methods taking a ctx may
+// block until the set's owner answers; ReportProbe must not block.
+type Dispatcher interface {
+	// Select picks destinations for req from set setID with alg; for an alg-10 INVITE it records the
+	// call load (Selection.LoadAdded). Errors: dispatch.ErrUnknownSet, dispatch.ErrNoDestination, or a busy/stopped error.
+	Select(ctx context.Context, setID int, alg dispatch.Algorithm, req *dispatch.Request, limit int) (actors.Selection, error)
+	// Mark applies ds_mark_dst to the destination uri of set setID.
+	Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error
+	// LoadConfirm marks the call answered (2xx to an INVITE).
+	LoadConfirm(ctx context.Context, setID int, callID string) error
+	// LoadRemove ends the call (>=300, CANCEL, BYE); setID -1 = any set.
+	LoadRemove(ctx context.Context, setID int, callID string) error
+	// ReportProbe hands in the outcome of one keepalive; non-blocking.
+	ReportProbe(setID int, uri string, res dispatch.ProbeResult)
+	// ProbeTargets lists the destinations due for a keepalive now.
+	ProbeTargets(ctx context.Context) ([]actors.ProbeTarget, error)
+	// FromSet answers ds_is_from_list: does the source match a destination of set setID.
+	FromSet(setID int, ip string, port int, proto string) bool
+}
+
+// Routes decides what happens to an initial request; *Router satisfies it.
+type Routes interface {
+	Match(req *dispatch.Request, fromSet func(setID int) bool) *Route
+}

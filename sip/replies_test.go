@@ -1,0 +1,147 @@
+package sip
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// Requests the proxy answers itself (SPEC §6 steps 1, 4 and 7).
+func TestLocalReplies(t *testing.T) {
+	gw := newGateway(t, "answer")
+	sets := map[int][]dispatch.Destination{1: {gw.dest(1)}, 2: {}}
+	tests := []struct {
+		name       string
+		routes     Routes
+		mode       string
+		build      func(u *uac, proxy string) *sipmsg.Request
+		code       int
+		retryAfter bool
+	}{
+		{name: "max-forwards 0", routes: dispatchRoute(1), code: 483, build: func(u *uac, p string) *sipmsg.Request {
+			r := u.request(sipmsg.INVITE, p, nil)
+			mf := sipmsg.MaxForwardsHeader(0)
+			r.AppendHeader(&mf)
+			return r
+		}},
+		{name: "no route", routes: fixedRoutes{}, code: 404},
+		{name: "unknown set", routes: dispatchRoute(7), code: 503, retryAfter: true},
+		{name: "no destination", routes: dispatchRoute(2), code: 503, retryAfter: true},
+		{name: "no destination stateless", routes: dispatchRoute(2), mode: ModeStateless, code: 503, retryAfter: true},
+		{name: "reply route", routes: fixedRoutes{&Route{Name: "busy", Reply: &ReplyConfig{Code: 486}}}, code: 486},
+		{name: "options to the proxy", routes: fixedRoutes{}, code: 200, build: func(u *uac, p string) *sipmsg.Request {
+			host, port, _ := sipmsg.ParseAddr(p)
+			r := sipmsg.NewRequest(sipmsg.OPTIONS, sipmsg.Uri{Scheme: "sip", Host: host, Port: port})
+			r.SetDestination(p)
+			r.SetTransport("UDP")
+			return r
+		}},
+		{name: "bye outside any dialog we know", routes: dispatchRoute(1), code: 404, build: func(u *uac, p string) *sipmsg.Request {
+			host, port, _ := sipmsg.ParseAddr(p)
+			r := sipmsg.NewRequest(sipmsg.BYE, sipmsg.Uri{Scheme: "sip", User: "x", Host: host, Port: port})
+			r.AppendHeader(&sipmsg.ToHeader{Address: sipmsg.Uri{Scheme: "sip", Host: "example.net"}, Params: sipmsg.HeaderParams{{K: "tag", V: "abc"}}})
+			r.SetDestination(p)
+			r.SetTransport("UDP")
+			return r
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mode := tc.mode
+			if mode == "" {
+				mode = ModeStateful
+			}
+			d := newFakeDispatcher(sets)
+			_, proxy := startProxy(t, testConfig(mode), d, tc.routes)
+			u := newUAC(t)
+			req := u.request(sipmsg.INVITE, proxy, nil)
+			if tc.build != nil {
+				req = tc.build(u, proxy)
+			}
+			rs := u.final(t, req)
+			res := rs[len(rs)-1]
+			if res.StatusCode != tc.code {
+				t.Fatalf("answered %d %s, want %d", res.StatusCode, res.Reason, tc.code)
+			}
+			if h := res.GetHeader("Retry-After"); (h != nil) != tc.retryAfter {
+				t.Fatalf("Retry-After %v, want present=%v", h, tc.retryAfter)
+			}
+			if n := gw.invites.Load(); n != 0 && tc.code != 200 {
+				t.Fatalf("gateway got %d INVITEs for a locally answered request", n)
+			}
+		})
+	}
+}
+
+// An INVITE with a 3 KB SDP goes out over UDP intact (sipgo's default limit
+// is 1300 bytes).
+func TestLargeInviteOverUDP(t *testing.T) {
+	for _, mode := range []string{ModeStateful, ModeStateless} {
+		t.Run(mode, func(t *testing.T) {
+			gw := newGateway(t, "answer")
+			d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw.dest(1)}})
+			_, proxy := startProxy(t, testConfig(mode), d, dispatchRoute(1))
+			u := newUAC(t)
+			sdp := []byte("v=0\r\n" + strings.Repeat("a=x-padding:0123456789abcdef0123456789abcdef\r\n", 70))
+			if len(sdp) < 3000 {
+				t.Fatalf("SDP only %d bytes", len(sdp))
+			}
+			rs := u.final(t, u.request(sipmsg.INVITE, proxy, sdp))
+			if c := rs[len(rs)-1].StatusCode; c != 200 {
+				t.Fatalf("large INVITE answered %d", c)
+			}
+			if got := gw.lastInvite.Load().Body(); !bytes.Equal(got, sdp) {
+				t.Fatalf("gateway got a %d-byte body, want the %d-byte SDP", len(got), len(sdp))
+			}
+		})
+	}
+}
+
+// Algorithm-10 call load: the 2xx confirms the entry, our Record-Route
+// carries the set, and the BYE removes the entry from that set.
+func TestCallLoadTracking(t *testing.T) {
+	for _, mode := range []string{ModeStateful, ModeStateless} {
+		t.Run(mode, func(t *testing.T) {
+			gw := newGateway(t, "answer")
+			d := newFakeDispatcher(map[int][]dispatch.Destination{3: {gw.dest(3)}})
+			d.loadAdded = true
+			_, proxy := startProxy(t, testConfig(mode), d, dispatchRoute(3))
+			u := newUAC(t)
+			ok, _ := u.call(t, proxy)
+			callID := ok.CallID().Value()
+			if ds, _ := ok.RecordRoute().Address.UriParams.Get("ds"); ds != "3" {
+				t.Fatalf("Record-Route %s: want ;ds=3", ok.RecordRoute().Value())
+			}
+			want := []string{"3 " + callID}
+			waitFor(t, "LoadConfirm", 2*time.Second, func() bool { return slices.Equal(d.snapshot(&d.confirms), want) })
+			waitFor(t, "LoadRemove by the BYE", 2*time.Second, func() bool { return slices.Equal(d.snapshot(&d.removes), want) })
+		})
+	}
+}
+
+// A failed alg-10 INVITE removes its load entry.
+func TestCallLoadRemovedOnFailure(t *testing.T) {
+	for _, mode := range []string{ModeStateful, ModeStateless} {
+		t.Run(mode, func(t *testing.T) {
+			gw := newGateway(t, "503")
+			d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw.dest(1)}})
+			d.loadAdded = true
+			_, proxy := startProxy(t, testConfig(mode), d, dispatchRoute(1))
+			u := newUAC(t)
+			inv := u.request(sipmsg.INVITE, proxy, nil)
+			rs := u.final(t, inv)
+			if c := rs[len(rs)-1].StatusCode; c != 503 {
+				t.Fatalf("final %d, want 503", c)
+			}
+			waitFor(t, "LoadRemove", 2*time.Second, func() bool {
+				return slices.Equal(d.snapshot(&d.removes), []string{"1 " + inv.CallID().Value()})
+			})
+		})
+	}
+}

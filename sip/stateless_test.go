@@ -1,0 +1,82 @@
+package sip
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// Stateless CANCEL follows its INVITE to the same gateway with the same
+// branch (RFC 3261 §16.11): the gateway matches it, answers 200, the INVITE
+// ends 487, and the call's load entry goes.
+func TestStatelessCancel(t *testing.T) {
+	gw1, gw2 := newGateway(t, "ring"), newGateway(t, "ring")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw1.dest(1), gw2.dest(1)}})
+	d.loadAdded = true
+	_, proxy := startProxy(t, testConfig(ModeStateless), d, dispatchRoute(1))
+	u := newUAC(t)
+	inv := u.request(sipmsg.INVITE, proxy, nil)
+	tx, err := u.cli.TransactionRequest(context.Background(), inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	callID := inv.CallID().Value()
+	waitFor(t, "180 at the caller", 3*time.Second, func() bool { return slices.Contains(u.wireCodes(callID), 180) })
+
+	cancel := sipmsg.NewRequest(sipmsg.CANCEL, inv.Recipient)
+	cancel.AppendHeader(sipmsg.HeaderClone(inv.Via()))
+	cancel.AppendHeader(sipmsg.HeaderClone(inv.From()))
+	cancel.AppendHeader(sipmsg.HeaderClone(inv.To()))
+	cancel.AppendHeader(sipmsg.HeaderClone(inv.CallID()))
+	cancel.AppendHeader(&sipmsg.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sipmsg.CANCEL})
+	cancel.SetDestination(proxy)
+	cancel.SetTransport("UDP")
+	if c := u.final(t, cancel); c[len(c)-1].StatusCode != 200 {
+		t.Fatalf("CANCEL answered %v", codes(c))
+	}
+	if rs := collect(t, tx, 5*time.Second); rs[len(rs)-1].StatusCode != 487 {
+		t.Fatalf("INVITE final %v, want 487", codes(rs))
+	}
+	if gw1.cancels.Load()+gw2.cancels.Load() != 1 || gw1.invites.Load()+gw2.invites.Load() != 1 {
+		t.Fatalf("gateways got INVITEs %d/%d and CANCELs %d/%d; want one INVITE and its CANCEL",
+			gw1.invites.Load(), gw2.invites.Load(), gw1.cancels.Load(), gw2.cancels.Load())
+	}
+	waitFor(t, "load removed", 2*time.Second, func() bool { return slices.Contains(d.snapshot(&d.removes), "1 "+callID) })
+}
+
+// A retransmitted INVITE goes where the first copy went, not where
+// round-robin would send it now.
+func TestStatelessRetransmissionSameGateway(t *testing.T) {
+	gw1, gw2 := newGateway(t, "silent"), newGateway(t, "silent")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw1.dest(1), gw2.dest(1)}})
+	_, proxy := startProxy(t, testConfig(ModeStateless), d, dispatchRoute(1))
+	c, err := net.Dial("udp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	la := c.LocalAddr().String()
+	inv := fmt.Sprintf("INVITE sip:+15550100@pstn.example.net SIP/2.0\r\n"+
+		"Via: SIP/2.0/UDP %s;branch=z9hG4bKretrans1;rport\r\n"+
+		"From: <sip:a@example.net>;tag=1\r\nTo: <sip:+15550100@pstn.example.net>\r\n"+
+		"Call-ID: retrans-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", la)
+	for i := range 3 {
+		if _, err := c.Write([]byte(inv)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "copy "+itoa(i+1)+" at a gateway", 2*time.Second, func() bool {
+			return int(gw1.invites.Load()+gw2.invites.Load()) == i+1
+		})
+	}
+	if gw1.invites.Load() != 3 && gw2.invites.Load() != 3 {
+		t.Fatalf("copies split %d/%d between gateways; all 3 must go to one", gw1.invites.Load(), gw2.invites.Load())
+	}
+}
