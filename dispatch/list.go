@@ -65,6 +65,17 @@ func (e *ListError) Error() string {
 // reason, and the sets hold the good lines, for ds_load_mode 0. A read error
 // is returned as is, with no sets.
 func ParseList(r io.Reader, name string) ([]Set, error) {
+	dests, err := ReadList(r, name)
+	if dests == nil && err != nil {
+		return nil, err
+	}
+	return BuildSets(dests), err
+}
+
+// ReadList parses a list file into its destinations in line order, the form
+// that runtime additions extend before BuildSets orders them. Errors are as
+// ParseList's: a *ListError still comes with the good lines.
+func ReadList(r io.Reader, name string) ([]Destination, error) {
 	var (
 		dests  []Destination
 		errs   []LineError
@@ -92,11 +103,10 @@ func ParseList(r io.Reader, name string) ([]Set, error) {
 			break
 		}
 	}
-	sets := BuildSets(dests)
 	if len(errs) > 0 {
-		return sets, &ListError{Lines: errs}
+		return dests, &ListError{Lines: errs}
 	}
-	return sets, nil
+	return dests, nil
 }
 
 // BuildSets groups destinations given in source order (list lines, table
