@@ -65,13 +65,19 @@ func (e *ListError) Error() string {
 // reason, and the sets hold the good lines, for ds_load_mode 0. A read error
 // is returned as is, with no sets.
 func ParseList(r io.Reader, name string) ([]Set, error) {
-	type entry struct {
-		d    Destination
-		line int
+	dests, err := ReadList(r, name)
+	if dests == nil && err != nil {
+		return nil, err
 	}
+	return BuildSets(dests), err
+}
+
+// ReadList parses a list file into its destinations in line order, the form
+// that runtime additions extend before BuildSets orders them. Errors are as
+// ParseList's: a *ListError still comes with the good lines.
+func ReadList(r io.Reader, name string) ([]Destination, error) {
 	var (
-		bySet  = map[int][]entry{}
-		order  setTree
+		dests  []Destination
 		errs   []LineError
 		br     = bufio.NewReader(r)
 		lineNo int
@@ -91,34 +97,50 @@ func ParseList(r io.Reader, name string) ([]Set, error) {
 			errs = append(errs, LineError{File: name, Line: lineNo, Reason: err.Error()})
 		case d != nil:
 			d.Source = name + ":" + strconv.Itoa(lineNo)
-			if _, ok := bySet[d.SetID]; !ok {
-				order.insert(d.SetID)
-			}
-			bySet[d.SetID] = append(bySet[d.SetID], entry{*d, lineNo})
+			dests = append(dests, *d)
 		}
 		if rerr != nil {
 			break
 		}
 	}
+	if len(errs) > 0 {
+		return dests, &ListError{Lines: errs}
+	}
+	return dests, nil
+}
+
+// BuildSets groups destinations given in source order (list lines, table
+// rows, then runtime additions) into sets ordered as Kamailio orders them:
+// sets by a post-order walk of the AVL tree of set ids in order of first
+// appearance, and inside a set higher priority first and, among equal
+// priorities, the later source entry first.
+func BuildSets(dests []Destination) []Set {
+	bySet := map[int][]int{}
+	var order setTree
+	for i := range dests {
+		id := dests[i].SetID
+		if _, ok := bySet[id]; !ok {
+			order.insert(id)
+		}
+		bySet[id] = append(bySet[id], i)
+	}
 	sets := make([]Set, 0, len(bySet))
 	order.postOrder(func(id int) {
-		es := bySet[id]
-		sort.SliceStable(es, func(i, j int) bool {
-			if es[i].d.Priority != es[j].d.Priority {
-				return es[i].d.Priority > es[j].d.Priority
+		idx := bySet[id]
+		sort.SliceStable(idx, func(a, b int) bool {
+			pa, pb := dests[idx[a]].Priority, dests[idx[b]].Priority
+			if pa != pb {
+				return pa > pb
 			}
-			return es[i].line > es[j].line
+			return idx[a] > idx[b]
 		})
-		dests := make([]Destination, len(es))
-		for i := range es {
-			dests[i] = es[i].d
+		out := make([]Destination, len(idx))
+		for k, i := range idx {
+			out[k] = dests[i]
 		}
-		sets = append(sets, Set{ID: id, Dests: dests})
+		sets = append(sets, Set{ID: id, Dests: out})
 	})
-	if len(errs) > 0 {
-		return sets, &ListError{Lines: errs}
-	}
-	return sets, nil
+	return sets
 }
 
 // parseListLine parses one line; it returns nil, nil for blank and comment lines.

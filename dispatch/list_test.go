@@ -447,3 +447,31 @@ func TestParseListKeepsDuplicates(t *testing.T) {
 		t.Fatalf("sets %+v", sets)
 	}
 }
+
+// A destination added after the source (runtime add) sorts like a new last
+// line: first among its priority, after higher priorities.
+func TestBuildSetsRuntimeAdd(t *testing.T) {
+	var flat []Destination
+	for _, l := range []struct {
+		set  int
+		uri  string
+		prio int
+	}{{1, "sip:10.0.0.1", 5}, {1, "sip:10.0.0.2", 0}, {2, "sip:10.0.0.3", 0}, {1, "sip:10.0.0.4", 0}} {
+		d, err := NewDestination(l.set, l.uri, 0, l.prio, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		flat = append(flat, d)
+	}
+	var got []string
+	for _, s := range BuildSets(flat) {
+		for _, d := range s.Dests {
+			got = append(got, strconv.Itoa(s.ID)+" "+d.URI)
+		}
+	}
+	// Sets in Kamailio's tree post-order: set 2 (right child) before set 1 (root).
+	want := []string{"2 sip:10.0.0.3", "1 sip:10.0.0.1", "1 sip:10.0.0.4", "1 sip:10.0.0.2"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+}

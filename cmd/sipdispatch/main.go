@@ -35,7 +35,8 @@ type command struct {
 var commands = map[string]command{
 	"version": {"print version, commit and Go version", runVersion},
 	"hash":    {"NSLOTS V1 [V2]: Kamailio's dispatcher.hash, computed locally", runHash},
-	"check":   {"validate a list file (-list FILE) and print its sets in selection order", runCheck},
+	"check":   {"[-config FILE] [-list FILE]: validate config and destinations, print the sets in selection order", runCheck},
+	"serve":   {"[-config FILE] [flags]: run a node (SIP proxy + management API)", runServe},
 
 	// Admin commands (admin.go) call a running node's management API.
 	"list":           {"[--json]: the running node's destination sets (dispatcher.list)", runList},

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip"
+)
+
+// runServe runs one node until SIGINT/SIGTERM: it loads the destination
+// source, starts one actor per set, then the SIP proxy. SIGHUP reloads the
+// source; a bad reload keeps the running sets.
+func runServe(args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := registerServeFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: serve takes flags only, got %q", errUsage, fs.Args())
+	}
+	c, err := configFromFlags(fs, f)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c.Log, stderr)
+	if err != nil {
+		return err
+	}
+	for _, w := range c.Warnings() {
+		log.Warn("config", "notice", w)
+	}
+	if c.Cluster.Enabled {
+		return errors.New("cluster.enabled: clustering is not available in this build yet; run without it")
+	}
+	if err := os.MkdirAll(c.Node.DataDir, 0o755); err != nil {
+		return fmt.Errorf("failed to create data dir: %w", err)
+	}
+	dests, err := loadDests(&c, log)
+	if err != nil {
+		return fmt.Errorf("failed to load destinations: %w", err)
+	}
+	sets := dispatch.BuildSets(dests)
+	m := newMetrics(log)
+	reg, err := actors.NewRegistry(&c.Dispatcher.Config, sets, actors.Options{Logger: log, OnEvent: m.OnEvent})
+	if err != nil {
+		return fmt.Errorf("failed to start set actors: %w", err)
+	}
+	defer reg.Stop()
+	src := &sources{c: &c, reg: reg, log: log, dests: dests}
+	router, err := c.router(sets)
+	if err != nil {
+		return fmt.Errorf("failed to compile routes: %w", err)
+	}
+	rb := &registryBackend{Registry: reg, Cfg: &c.Dispatcher.Config,
+		ReloadFunc: src.reload, AddFunc: src.add, RemoveFunc: src.remove}
+	srv, err := sip.NewServer(c.sipConfig(), pingGate{reg, rb}, router, log)
+	if err != nil {
+		return fmt.Errorf("failed to create SIP server: %w", err)
+	}
+	token := ""
+	if c.API.TokenFile != "" {
+		if token, err = readTokenFile(c.API.TokenFile); err != nil {
+			return fmt.Errorf("failed to read api.token_file: %w", err)
+		}
+	}
+	apiLn, err := net.Listen("tcp", c.API.Listen)
+	if err != nil {
+		return fmt.Errorf("failed to listen for the API: %w", err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if c.Dispatcher.HashSize > 0 {
+		go reg.RunExpiry(ctx, time.Duration(c.Dispatcher.HashCheckInterval)*time.Second)
+	}
+	go reloadOnHUP(ctx, src, log)
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- serveAPI(ctx, apiLn, newAPIServer(rb, token, log, m), log) }()
+
+	log.Info("sipdispatch serving", "version", version, "listen", strings.Join(c.Listen, ","),
+		"mode", c.Proxy.Mode, "sets", len(sets), "list_file", c.Dispatcher.ListFile)
+	serveErr := srv.Serve(ctx)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("SIP server shutdown", "err", err)
+	}
+	stop()
+	if err := <-apiDone; err != nil {
+		log.Warn("API server", "err", err)
+	}
+	if serveErr != nil && !errors.Is(serveErr, context.Canceled) {
+		return serveErr
+	}
+	log.Info("sipdispatch stopped")
+	return nil
+}
+
+// reloadOnHUP re-reads the source on SIGHUP; a failed reload keeps the sets.
+func reloadOnHUP(ctx context.Context, src *sources, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := src.reload(ctx); err != nil {
+				log.Error("reload failed; running sets kept", "err", err)
+			}
+		}
+	}
+}
+
+// pingGate is the proxy's view of the registry with Kamailio's ping_active
+// switch applied: while keepalives are off, no destination is due.
+type pingGate struct {
+	*actors.Registry
+	rb *registryBackend
+}
+
+// ProbeTargets implements sip.Dispatcher.
+func (g pingGate) ProbeTargets(ctx context.Context) ([]actors.ProbeTarget, error) {
+	if g.rb.PingActive() == 0 {
+		return nil, nil
+	}
+	return g.Registry.ProbeTargets(ctx)
+}
+
+// sipConfig maps the file's listen/proxy/dispatcher keys to the proxy's config.
+func (c *fileConfig) sipConfig() sip.Config {
+	s := sip.DefaultConfig()
+	s.Listen = c.Listen
+	s.Advertise = c.Advertise
+	s.Mode = c.Proxy.Mode
+	s.RecordRoute = c.Proxy.RecordRoute
+	s.MaxForwards = c.Proxy.MaxForwards
+	s.FRTimer = c.Proxy.FrTimer
+	s.FRInvTimer = c.Proxy.FrInvTimer
+	s.TLSCert, s.TLSKey = c.Proxy.TLSCert, c.Proxy.TLSKey
+	s.PingInterval = time.Duration(c.Dispatcher.PingInterval) * time.Second
+	s.PingMethod = c.Dispatcher.PingMethod
+	s.PingFrom = c.Dispatcher.PingFrom
+	s.UserAgent = "sipdispatch/" + version
+	return s
+}
+
+// newLogger builds the slog logger of log.level and log.format.
+func newLogger(lc logConfig, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
+		return nil, fmt.Errorf("log.level %q: %w", lc.Level, err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// sources owns what the set actors run: the destinations as loaded from the
+// list file, in source order, plus runtime additions and removals. Reload,
+// add and remove each build the new sets first and hand them to the registry
+// in one Replace, so a failure of any kind leaves the running sets as they were.
+type sources struct {
+	c   *fileConfig
+	reg *actors.Registry
+	log *slog.Logger
+
+	// mu serialises changes; dests is guarded by it.
+	mu    sync.Mutex
+	dests []dispatch.Destination // source order: list lines, then runtime adds
+}
+
+// loadDests reads the list file. With ds_load_mode 1 any bad line fails the
+// load; with 0 bad lines are skipped with a warning each.
+func loadDests(c *fileConfig, log *slog.Logger) ([]dispatch.Destination, error) {
+	if c.Dispatcher.DBURL != "" {
+		return nil, errors.New("dispatcher.db_url: database sources are not available in this build yet")
+	}
+	fh, err := os.Open(c.Dispatcher.ListFile)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	dests, err := dispatch.ReadList(fh, c.Dispatcher.ListFile)
+	if err != nil {
+		var le *dispatch.ListError
+		if c.Dispatcher.LoadMode != 0 || !errors.As(err, &le) {
+			return nil, err
+		}
+		for _, l := range le.Lines {
+			log.Warn("skipped bad list line (ds_load_mode 0)", "err", l.Error())
+		}
+	}
+	return dests, nil
+}
+
+// reload re-reads the list file and replaces the sets, keeping runtime state.
+func (s *sources) reload(ctx context.Context) error {
+	dests, err := loadDests(s.c, s.log)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.reg.Replace(ctx, dispatch.BuildSets(dests)); err != nil {
+		return err
+	}
+	s.dests = dests
+	s.log.Info("destinations reloaded", "destinations", len(dests))
+	return nil
+}
+
+// add inserts a destination at runtime (dispatcher.add), as if it were a new
+// last line of the list. It is not written back to the file.
+func (s *sources) add(ctx context.Context, set int, uri string, flags dispatch.Flags, priority int, attrs string) error {
+	d, err := dispatch.NewDestination(set, uri, flags, priority, attrs)
+	if err != nil {
+		return err
+	}
+	d.Source = "runtime"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := append(append([]dispatch.Destination(nil), s.dests...), d)
+	if err := s.reg.Replace(ctx, dispatch.BuildSets(next)); err != nil {
+		return err
+	}
+	s.dests = next
+	s.log.Info("destination added", "set", set, "uri", uri)
+	return nil
+}
+
+// remove deletes every destination with uri from set (dispatcher.remove).
+func (s *sources) remove(ctx context.Context, set int, uri string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := make([]dispatch.Destination, 0, len(s.dests))
+	for _, d := range s.dests {
+		if d.SetID != set || d.URI != uri {
+			next = append(next, d)
+		}
+	}
+	if len(next) == len(s.dests) {
+		return fmt.Errorf("set %d: %q: %w", set, uri, dispatch.ErrUnknownDestination)
+	}
+	if err := s.reg.Replace(ctx, dispatch.BuildSets(next)); err != nil {
+		return err
+	}
+	s.dests = next
+	s.log.Info("destination removed", "set", set, "uri", uri)
+	return nil
+}
