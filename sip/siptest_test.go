@@ -22,9 +22,11 @@ import (
 )
 
 // TestMain shortens sipgo's transaction timers (process globals) so that
-// retransmission and timeout paths finish quickly: T1 50ms makes Timer B 3.2s.
+// retransmission and timeout paths finish quickly. T1 100ms makes Timers B
+// and F 6.4s: sipgo applies Timer B even after a provisional reply, so a
+// shorter one fails calls on a loaded machine.
 func TestMain(m *testing.M) {
-	sipmsg.SetTimers(50*time.Millisecond, 200*time.Millisecond, 250*time.Millisecond)
+	sipmsg.SetTimers(100*time.Millisecond, 400*time.Millisecond, 500*time.Millisecond)
 	sipmsg.SIPDebug = os.Getenv("SIP_TEST_DUMP") != ""
 	os.Exit(m.Run())
 }
@@ -139,8 +141,8 @@ func testConfig(mode string) Config {
 	c := DefaultConfig()
 	c.Listen = []string{"udp:127.0.0.1:0"}
 	c.Mode = mode
-	c.FRTimer = 2 * time.Second
-	c.FRInvTimer = 5 * time.Second
+	c.FRTimer = 5 * time.Second
+	c.FRInvTimer = 10 * time.Second
 	return c
 }
 

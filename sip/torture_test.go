@@ -64,17 +64,9 @@ func TestTortureMessages(t *testing.T) {
 
 	// Replies follow the messages' Via: to the source address and the Via
 	// port (5060, or 5050/5070 for two of them), so listen on those ports of
-	// a loopback address of our own.
-	const ip = "127.0.83.1"
-	var socks []*net.UDPConn
-	for _, port := range []int{5060, 5050, 5070} {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip), Port: port})
-		if err != nil {
-			t.Fatalf("listen %s:%d for torture replies: %v", ip, port, err)
-		}
-		defer c.Close()
-		socks = append(socks, c)
-	}
+	// a loopback address of our own, the first one free (another test run
+	// may hold one).
+	socks := bindTortureSockets(t)
 	replies := make(chan *sipmsg.Response, 256)
 	for _, c := range socks {
 		go func() {
@@ -161,4 +153,34 @@ func TestTortureMessages(t *testing.T) {
 	if dropTotal == 0 {
 		t.Error(errors.New("no message counted as dropped, though unparsable ones were sent"))
 	}
+}
+
+// bindTortureSockets binds UDP ports 5060, 5050 and 5070 on the first
+// address 127.0.83.x where all three are free; they are closed at cleanup.
+func bindTortureSockets(t *testing.T) []*net.UDPConn {
+	t.Helper()
+	for x := 1; x < 255; x++ {
+		ip := net.IPv4(127, 0, 83, byte(x))
+		var socks []*net.UDPConn
+		for _, port := range []int{5060, 5050, 5070} {
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: port})
+			if err != nil {
+				break
+			}
+			socks = append(socks, c)
+		}
+		if len(socks) == 3 {
+			t.Cleanup(func() {
+				for _, c := range socks {
+					c.Close()
+				}
+			})
+			return socks
+		}
+		for _, c := range socks {
+			c.Close()
+		}
+	}
+	t.Fatal("no 127.0.83.x address with UDP ports 5060, 5050 and 5070 free")
+	return nil
 }
