@@ -175,9 +175,13 @@ func sipp(t *testing.T, timeout time.Duration, args ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "sipp", append([]string{"-nostdin", "-timeout", fmt.Sprintf("%ds", int(timeout.Seconds()))}, args...)...)
+	cmd := exec.CommandContext(ctx, "sipp", append([]string{"-nostdin", "-timeout", fmt.Sprintf("%ds", int(timeout.Seconds())),
+		"-trace_err", "-error_file", "errors.log"}, args...)...)
 	cmd.Dir = t.TempDir()
 	out, err := cmd.CombinedOutput()
+	if errs, _ := os.ReadFile(filepath.Join(cmd.Dir, "errors.log")); len(errs) > 0 {
+		out = append(out, "\n--- sipp errors.log (tail) ---\n"+tail(string(errs), 60)...)
+	}
 	if ctx.Err() != nil {
 		t.Fatalf("sipp %v timed out after %v:\n%s", args, timeout, tail(string(out), 40))
 	}
