@@ -142,7 +142,10 @@ func TestThousandCallsBothModes(t *testing.T) {
 	}
 }
 
-// Each algorithm's distribution as the gateways see it.
+// Each algorithm's distribution as the gateways see it. Algorithm 10 is not
+// here: with calls that end at once every load is 0 and ties go to the first
+// entry, as in Kamailio; its split of concurrent calls is checked exactly by
+// TestCallLoadRisesAndReturnsToZero.
 func TestAlgorithmDistributionAtGateways(t *testing.T) {
 	const calls = 600
 	tests := []struct {
@@ -157,7 +160,6 @@ func TestAlgorithmDistributionAtGateways(t *testing.T) {
 		{alg: 0, want: []float64{1. / 3, 1. / 3, 1. / 3}, tol: 8},  // hash of random SIPp Call-IDs
 		{alg: 16, want: []float64{1. / 3, 1. / 3, 1. / 3}, tol: 8}, // rendezvous, equal weights
 		{alg: 9, attrs: []string{"weight=60", "weight=30", "weight=10"}, want: []float64{.6, .3, .1}, tol: 3},
-		{alg: 10, extra: "ds_hash_size: 8", want: []float64{1. / 3, 1. / 3, 1. / 3}, tol: 4},
 		{alg: 8, want: []float64{0, 0, 1}, exactly: true}, // first in list order = last line
 	}
 	for _, tc := range tests {
