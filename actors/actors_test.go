@@ -216,6 +216,14 @@ func TestCallLoadThroughActor(t *testing.T) {
 			t.Errorf("%s load %d, want 3 (least-loaded spreads evenly)", d.URI, d.State.Load)
 		}
 	}
+	// A failover moves a call: gw1 3→2, gw3 3→4.
+	if err := r.LoadMove(ctx, 1, "call-0", "sip:127.0.0.1:5083"); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = r.Status(ctx)
+	if a, c := st[0].Dests[0].State.Load, st[0].Dests[2].State.Load; a != 2 || c != 4 {
+		t.Fatalf("after LoadMove: gw1 %d gw3 %d, want 2 and 4", a, c)
+	}
 	for i := 0; i < 9; i++ {
 		if err := r.LoadRemove(ctx, -1, fmt.Sprintf("call-%d", i)); err != nil {
 			t.Fatal(err)

@@ -40,11 +40,13 @@ type loadOp int
 const (
 	loadConfirm loadOp = iota
 	loadRemove
+	loadMove
 )
 
 type loadMsg struct {
 	op     loadOp
 	callID string
+	uri    string    // loadMove: the destination the call moved to
 	reply  chan bool // nil when nobody waits
 }
 

@@ -183,27 +183,33 @@ func (r *Registry) MarkDUID(ctx context.Context, setID int, duid string, op disp
 
 // LoadConfirm marks the call answered in set setID.
 func (r *Registry) LoadConfirm(ctx context.Context, setID int, callID string) error {
-	return r.loadOp(ctx, setID, loadConfirm, callID)
+	return r.loadOp(ctx, setID, loadConfirm, callID, "")
+}
+
+// LoadMove moves the call's load in set setID to the destination uri (a
+// failover of an algorithm-10 INVITE).
+func (r *Registry) LoadMove(ctx context.Context, setID int, callID, uri string) error {
+	return r.loadOp(ctx, setID, loadMove, callID, uri)
 }
 
 // LoadRemove ends the call in set setID, or in whichever set has it when
 // setID is negative (a BYE that does not say its set).
 func (r *Registry) LoadRemove(ctx context.Context, setID int, callID string) error {
-	return r.loadOp(ctx, setID, loadRemove, callID)
+	return r.loadOp(ctx, setID, loadRemove, callID, "")
 }
 
-func (r *Registry) loadOp(ctx context.Context, setID int, op loadOp, callID string) error {
+func (r *Registry) loadOp(ctx context.Context, setID int, op loadOp, callID, uri string) error {
 	if setID >= 0 {
 		s, err := r.lookup(setID)
 		if err != nil {
 			return err
 		}
-		_, err = s.load(ctx, op, callID)
+		_, err = s.load(ctx, op, callID, uri)
 		return err
 	}
 	var errs []error
 	for _, s := range *r.sets.Load() {
-		found, err := s.load(ctx, op, callID)
+		found, err := s.load(ctx, op, callID, uri)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -120,6 +120,10 @@ func (s *Set) handle(m any) {
 			ok = s.state.LoadConfirm(m.callID, now)
 		case loadRemove:
 			ok = s.state.LoadRemove(m.callID)
+		case loadMove:
+			if i := s.state.Find(m.uri); i >= 0 {
+				ok = s.state.LoadMove(m.callID, i)
+			}
 		}
 		if m.reply != nil {
 			m.reply <- ok
@@ -316,9 +320,9 @@ func (s *Set) mark(ctx context.Context, m markMsg) error {
 }
 
 // load sends a confirm/remove and waits for whether the Call-ID was known.
-func (s *Set) load(ctx context.Context, op loadOp, callID string) (bool, error) {
+func (s *Set) load(ctx context.Context, op loadOp, callID, uri string) (bool, error) {
 	reply := make(chan bool, 1)
-	if err := s.send(loadMsg{op: op, callID: callID, reply: reply}); err != nil {
+	if err := s.send(loadMsg{op: op, callID: callID, uri: uri, reply: reply}); err != nil {
 		return false, err
 	}
 	return await(ctx, s, reply)

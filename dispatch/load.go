@@ -97,6 +97,21 @@ func (s *SetState) LoadRemove(callID string) bool {
 	return true
 }
 
+// LoadMove moves the call to destination i: a failover to the next
+// destination of the selection (Kamailio's ds_load_replace in ds_next_dst).
+// False if the Call-ID is unknown or i is out of range.
+func (s *SetState) LoadMove(callID string, i int) bool {
+	e, ok := s.load.m[callID]
+	if !ok || i < 0 || i >= len(s.Dests) || int(e.dest) == i {
+		return ok && int(e.dest) == i
+	}
+	s.unload(int(e.dest))
+	e.dest = int32(i)
+	s.load.m[callID] = e
+	s.State[i].Load++
+	return true
+}
+
 // unload takes one call off destination i, never below zero.
 func (s *SetState) unload(i int) {
 	if s.State[i].Load > 0 {

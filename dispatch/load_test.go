@@ -131,7 +131,7 @@ func TestLoadRandomOps(t *testing.T) {
 	rng := rand.New(rand.NewPCG(42, 7))
 	now := t0
 	live := map[string]bool{}
-	var adds, dups, confirms, removes, expired int
+	var adds, dups, confirms, removes, moves, expired int
 	for step := 0; step < 20000; step++ {
 		now = now.Add(time.Duration(rng.IntN(2000)) * time.Millisecond)
 		id := "call-" + strconv.Itoa(rng.IntN(400))
@@ -149,6 +149,13 @@ func TestLoadRandomOps(t *testing.T) {
 				dups++
 			}
 			live[id] = true
+		case op < 5:
+			if s.LoadMove(id, rng.IntN(len(s.Dests))) != live[id] {
+				t.Fatalf("step %d: move %s disagrees with model", step, id)
+			}
+			if live[id] {
+				moves++
+			}
 		case op < 6:
 			if s.LoadConfirm(id, now) != live[id] {
 				t.Fatalf("step %d: confirm %s disagrees with model", step, id)
@@ -176,9 +183,9 @@ func TestLoadRandomOps(t *testing.T) {
 			t.Fatalf("step %d: table %d entries, model %d", step, s.LoadCount(), len(live))
 		}
 	}
-	if adds == 0 || dups == 0 || confirms == 0 || removes == 0 || expired == 0 {
-		t.Fatalf("operations not all exercised: add %d dup %d confirm %d remove %d expire %d",
-			adds, dups, confirms, removes, expired)
+	if adds == 0 || dups == 0 || confirms == 0 || removes == 0 || moves == 0 || expired == 0 {
+		t.Fatalf("operations not all exercised: add %d dup %d confirm %d remove %d move %d expire %d",
+			adds, dups, confirms, removes, moves, expired)
 	}
 	// Everything ends: confirmed entries last an hour after their 2xx.
 	if n := s.LoadExpire(now.Add(time.Hour + time.Second)); n != len(live) {

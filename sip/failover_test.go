@@ -134,3 +134,19 @@ func TestCancelRingingCall(t *testing.T) {
 		t.Fatalf("cancelled call confirmed: %v", c)
 	}
 }
+
+// With algorithm 10 the call's load follows the failover to the gateway that
+// now carries it, and only for calls that recorded load.
+func TestFailoverMovesCallLoad(t *testing.T) {
+	routes := failoverRouter(t, 1)
+	bad, good := newGateway(t, "503"), newGateway(t, "answer")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {bad.dest(1), good.dest(1)}})
+	d.loadAdded = true
+	_, proxy := startProxy(t, testConfig(ModeStateful), d, routes)
+	u := newUAC(t)
+	res, _ := u.call(t, proxy)
+	want := []string{fmt.Sprintf("1 %s %s", res.CallID().Value(), good.dest(1).URI)}
+	waitFor(t, "LoadMove to the next gateway", 2*time.Second, func() bool {
+		return slices.Equal(d.snapshot(&d.moves), want)
+	})
+}

@@ -99,6 +99,14 @@ func (s *Server) finalLoad(setID int, callID string, code int) {
 	s.removeLoad(setID, callID)
 }
 
+// moveLoad follows a failover with the call's load entry, so the load counts
+// on the gateway now carrying the call (Kamailio's ds_load_replace). Order
+// against a later confirm or remove does not matter: either finds the entry
+// or nothing.
+func (s *Server) moveLoad(setID int, callID, uri string) {
+	s.async("load-move", func(ctx context.Context) error { return s.d.LoadMove(ctx, setID, callID, uri) })
+}
+
 // removeLoad ends a call's load entry (>=300, CANCEL, BYE); setID -1 = any set.
 func (s *Server) removeLoad(setID int, callID string) {
 	s.async("load-remove", func(ctx context.Context) error { return s.d.LoadRemove(ctx, setID, callID) })

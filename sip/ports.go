@@ -19,6 +19,9 @@ type Dispatcher interface {
 	Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error
 	// LoadConfirm marks the call answered (2xx to an INVITE).
 	LoadConfirm(ctx context.Context, setID int, callID string) error
+	// LoadMove moves the call's load to the destination uri of the set (a
+	// failover of an alg-10 INVITE).
+	LoadMove(ctx context.Context, setID int, callID, uri string) error
 	// LoadRemove ends the call (>=300, CANCEL, BYE); setID -1 = any set.
 	LoadRemove(ctx context.Context, setID int, callID string) error
 	// ReportProbe hands in the outcome of one keepalive; non-blocking.

@@ -59,6 +59,9 @@ func (s *Server) statefulInitial(req *sipmsg.Request, tx sipmsg.ServerTransactio
 			break
 		}
 		dest := &sel.Dests[i]
+		if i > 0 && sel.LoadAdded {
+			s.moveLoad(sel.SetID, dr.CallID, dest.URI)
+		}
 		out = s.attempt(tx, s.dispatchOutgoing(req, dr, d, &sel, dest, mf, sipmsg.GenerateBranch()), c)
 		if out.relayed || out.cancelled || !d.FailoverOn(out.code) {
 			break

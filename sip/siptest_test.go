@@ -49,6 +49,7 @@ type fakeDispatcher struct {
 	marks    []string // "set uri op"
 	confirms []string // "set callid"
 	removes  []string // "set callid"
+	moves    []string // "set callid uri"
 	probes   []probeReport
 	targets  []actors.ProbeTarget
 }
@@ -96,6 +97,13 @@ func (f *fakeDispatcher) LoadConfirm(ctx context.Context, setID int, callID stri
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.confirms = append(f.confirms, fmt.Sprintf("%d %s", setID, callID))
+	return nil
+}
+
+func (f *fakeDispatcher) LoadMove(ctx context.Context, setID int, callID, uri string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.moves = append(f.moves, fmt.Sprintf("%d %s %s", setID, callID, uri))
 	return nil
 }
 
