@@ -434,6 +434,13 @@ func validate(req *sipmsg.Request) (int, string) {
 		// Case-blind: sipgo upper-cases the request line's method only.
 		return 400, "CSeq Method Mismatch"
 	}
+	// Single-valued headers given twice make the request ambiguous (RFC 4475
+	// §3.3.8 multi01, §3.3.9 mcl01): which Call-ID would the call load track?
+	for _, name := range [...]string{"Call-ID", "From", "To", "CSeq", "Max-Forwards", "Content-Length"} {
+		if len(req.GetHeaders(name)) > 1 {
+			return 400, "Duplicate " + name + " Header"
+		}
+	}
 	switch req.Recipient.Scheme {
 	case "sip", "sips", "tel":
 		return 0, ""
