@@ -11,7 +11,7 @@ import (
 
 // Gateway answer modes.
 const (
-	answer200 = "200"    // 180 then 200 OK, then takes ACK and answers BYE
+	answer200 = "200"  // 180 then 200 OK, then takes ACK and answers BYE
 	answer503 = "503"  // 503 Service Unavailable to INVITE and OPTIONS (an overloaded gateway)
 	deaf      = "deaf" // answers nothing at all (a dead gateway)
 )
