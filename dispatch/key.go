@@ -133,11 +133,10 @@ func parseURIParts(uri string) (uriParts, bool) {
 	}
 	p.key2 = p.host
 
-	end := hostEnd
+	end, portNo := hostEnd, 0
 	if end < len(rest) && rest[end] == ':' {
 		start := end + 1
 		end = start
-		portNo := 0
 		for end < len(rest) && rest[end] != ';' && rest[end] != '?' {
 			c := rest[end]
 			if c < '0' || c > '9' || end-start >= 5 {
@@ -147,16 +146,26 @@ func parseURIParts(uri string) (uriParts, bool) {
 			end++
 		}
 		p.hasPort, p.port = true, rest[start:end]
-		def := 5060
-		if p.sips {
-			def = 5061
-		}
-		if portNo != def {
-			p.key2 = rest[:end]
-		}
 	}
 	if end < len(rest) && rest[end] == ';' {
 		p.params = paramsOf(rest[end+1:])
+	}
+	def := 5060
+	if p.sips {
+		def = 5061
+	}
+	// Kamailio's phone2tel (on by default) parses a sip: or sips: URI with
+	// user=phone as a tel number: the user ends at its first ';' (the rest
+	// are the number's parameters) and the default port is 5060 even for
+	// sips, since the URI type is no longer SIPS.
+	if v, ok := uriParam(p.params, "user"); ok && strings.EqualFold(v, "phone") {
+		if i := strings.IndexByte(p.user, ';'); i >= 0 {
+			p.user = p.user[:i]
+		}
+		def = 5060
+	}
+	if p.hasPort && portNo != def {
+		p.key2 = rest[:end]
 	}
 	return p, true
 }
@@ -172,13 +181,20 @@ func paramsOf(s string) string {
 // transportTLS reports whether URI params name transport=tls, which makes
 // $rp default to 5061 as Kamailio's pv module does.
 func transportTLS(params string) bool {
+	v, ok := uriParam(params, "transport")
+	return ok && strings.EqualFold(v, "tls")
+}
+
+// uriParam returns the value of the first URI parameter called name
+// (case-insensitive), trimmed.
+func uriParam(params, name string) (string, bool) {
 	for params != "" {
 		var p string
 		p, params, _ = strings.Cut(params, ";")
-		name, val, _ := strings.Cut(p, "=")
-		if strings.EqualFold(strings.Trim(name, sipWhitespace), "transport") {
-			return strings.EqualFold(strings.Trim(val, sipWhitespace), "tls")
+		n, val, _ := strings.Cut(p, "=")
+		if strings.EqualFold(strings.Trim(n, sipWhitespace), name) {
+			return strings.Trim(val, sipWhitespace), true
 		}
 	}
-	return false
+	return "", false
 }

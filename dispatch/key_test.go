@@ -31,6 +31,13 @@ func TestURIHashKeys(t *testing.T) {
 		{"sip:alice@[2001:db8::1]:5070", false, "alice", "[2001:db8::1]:5070", true},
 		{"sip:[2001:db8::1]:5060;transport=udp", false, "", "[2001:db8::1]", true},
 		{"sip:+15551234;npdi@gw.example.com", false, "+15551234;npdi", "gw.example.com", true},
+		// phone2tel (verified against Kamailio 5.6, integration TestSameGatewayAsKamailio):
+		// user=phone ends the user at ';' and makes 5060 the default port even for sips.
+		{"sip:+4930123;isub=12@h.example;user=phone", false, "+4930123", "h.example", true},
+		{"sip:+4930123;isub=12@h.example;USER=Phone", true, "+4930123", "", true},
+		{"sips:alice@pbx.example:5060;user=phone", false, "alice", "pbx.example", true},
+		{"sips:alice@pbx.example:5061;user=phone", false, "alice", "pbx.example:5061", true},
+		{"sip:+4930123;isub=12@h.example;user=ip", false, "+4930123;isub=12", "h.example", true},
 		{"sip:alice@192.0.2.1:", false, "alice", "192.0.2.1:", true}, // empty port: present, number 0
 		{"  sip:alice@atlanta.com\r\n", false, "alice", "atlanta.com", true},
 		{"tel:+15551234;phone-context=x", false, "+15551234", "", true},
