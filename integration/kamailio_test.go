@@ -180,7 +180,7 @@ func sum(m map[string]int) int {
 // randomRequest builds an INVITE whose Call-ID, From, To and Request-URI vary
 // in every part the hash keys read or must ignore: users (none, with a
 // password, escaped, case), hosts (names, IPv4, IPv6), ports (none, the
-// scheme's default, 05060, others), schemes, URI parameters, display names,
+// scheme's default, others), schemes, URI parameters, display names,
 // compact header names and non-ASCII bytes (Kamailio hashes signed chars).
 func randomRequest(rng *rand.Rand, callIDPrefix string, set, alg int) kamRequest {
 	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
@@ -203,7 +203,10 @@ func randomRequest(rng *rand.Rand, callIDPrefix string, set, alg int) kamRequest
 		}
 		host := pick("example.com", "EXAMPLE.com", "10.1.2.3", "[2001:db8::1]", "pbx.carrier-a.net", "192.0.2.200",
 			word("abcdefghijklmnopqrstuvwxyz", 3, 12)+".test")
-		port := pick("", "", ":5060", ":5061", ":5080", ":05060", ":05080", fmt.Sprintf(":%d", 1024+rng.IntN(64000)))
+		// No zero-padded ports (":05080"): sipgo parses the port into a number
+		// and the text Kamailio hashes is gone, a documented deviation
+		// (docs/kamailio-compat.md); every other form must match exactly.
+		port := pick("", "", ":5060", ":5061", ":5080", fmt.Sprintf(":%d", 1024+rng.IntN(64000)))
 		params := pick("", "", ";user=phone", ";transport=tcp", ";x=1;lr")
 		return scheme + ":" + user + host + port + params
 	}
