@@ -290,12 +290,9 @@ func (s *SetState) selectLatency(sel Selection, limit int) (Selection, error) {
 		order[p] = z
 	}
 	if len(order) == 0 {
-		d := -1
-		if s.hasDefault() {
-			d = s.defaultIndex()
-		}
-		if d < 0 {
-			return sel, s.errNoDest(sel.Alg)
+		d, err := s.lastResort(sel.Alg)
+		if err != nil {
+			return sel, err
 		}
 		order = append(order, d)
 	}
@@ -376,12 +373,9 @@ func (s *SetState) selectRendezvous(sel Selection, req *Request, limit int) (Sel
 		order[p] = i
 	}
 	if len(order) == 0 {
-		d := -1
-		if s.hasDefault() {
-			d = s.defaultIndex()
-		}
-		if d < 0 {
-			return sel, s.errNoDest(sel.Alg)
+		d, err := s.lastResort(sel.Alg)
+		if err != nil {
+			return sel, err
 		}
 		order = append(order, d)
 	}
@@ -407,4 +401,15 @@ func (s *SetState) rendezvousScore(i int, ch uint64) float64 {
 // errNoDest wraps ErrNoDestination with the set and algorithm.
 func (s *SetState) errNoDest(alg Algorithm) error {
 	return fmt.Errorf("set %d: %s: %w", s.ID, alg, ErrNoDestination)
+}
+
+// lastResort is the use_default destination when no ranked one is live, or
+// the set's no-destination error.
+func (s *SetState) lastResort(alg Algorithm) (int, error) {
+	if s.hasDefault() {
+		if d := s.defaultIndex(); d >= 0 {
+			return d, nil
+		}
+	}
+	return -1, s.errNoDest(alg)
 }

@@ -264,7 +264,7 @@ func (s *Server) relayFinal(req *sipmsg.Request, tx sipmsg.ServerTransaction, ou
 		s.relay(tx, out.res)
 		return
 	}
-	s.reply(req, tx, out.code, reasonOf(out.code))
+	s.reply(req, tx, out.code, reasonPhrase(out.code))
 }
 
 // cancelDownstream sends a CANCEL for the INVITE inv we forwarded (RFC 3261

@@ -404,7 +404,8 @@ func compileReply(c *ReplyConfig, bad badFunc) *ReplyConfig {
 }
 
 // reasonPhrase is the RFC 3261 §21 phrase for the codes a local reply route
-// typically sends, so `reply: {code: 404}` needs no reason.
+// or the proxy itself typically sends, so `reply: {code: 404}` needs no
+// reason; other codes get their class's phrase.
 func reasonPhrase(code int) string {
 	switch code {
 	case 200:
@@ -415,6 +416,8 @@ func reasonPhrase(code int) string {
 		return "Not Found"
 	case 405:
 		return "Method Not Allowed"
+	case 408:
+		return "Request Timeout"
 	case 480:
 		return "Temporarily Unavailable"
 	case 486:

@@ -594,7 +594,7 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 			code, reason = rt.Reply.Code, rt.Reply.Reason
 		}
 		if reason == "" {
-			reason = reasonOf(code)
+			reason = reasonPhrase(code)
 		}
 		s.reply(req, tx, code, reason)
 		return
@@ -758,29 +758,4 @@ func (s *Server) recordRoute(fwd *sipmsg.Request, proto string, loadSet int) {
 		u.UriParams.Add("ds", strconv.Itoa(loadSet))
 	}
 	fwd.PrependHeader(&sipmsg.RecordRouteHeader{Address: u})
-}
-
-// reasonOf is the RFC 3261 reason phrase of the codes a route may answer.
-func reasonOf(code int) string {
-	switch code {
-	case 200:
-		return "OK"
-	case 403:
-		return "Forbidden"
-	case 404:
-		return "Not Found"
-	case 408:
-		return "Request Timeout"
-	case 480:
-		return "Temporarily Unavailable"
-	case 486:
-		return "Busy Here"
-	case 500:
-		return "Server Internal Error"
-	case 503:
-		return "Service Unavailable"
-	case 603:
-		return "Decline"
-	}
-	return "Response"
 }
