@@ -1,0 +1,258 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Three nodes form a cluster by gossip with bootstrap_expect=3; a fourth joins
+// (after a snapshot compacted the log, so it installs the snapshot) and
+// becomes a voter; a fifth beyond MaxVoters becomes a non-voter; a voter
+// leaves gracefully, is removed, and the non-voter is promoted.
+func TestMembership(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.MaxVoters = 4
+		cfg.TrailingLogs = 4
+	})
+	boot := 0
+	for _, n := range c.nodes {
+		if n.Stats().Bootstrapped {
+			boot++
+			if n.cfg.NodeName != "n0" {
+				t.Errorf("%s bootstrapped; only the lowest-named node should", n.cfg.NodeName)
+			}
+		}
+	}
+	if boot != 1 {
+		t.Fatalf("%d nodes bootstrapped, want 1", boot)
+	}
+	var follower *tnode
+	for _, n := range c.nodes {
+		if !n.IsLeader() {
+			follower = n
+			break
+		}
+	}
+	for i := range 40 {
+		if got := propose(t, follower, fmt.Sprintf("k%d", i%4)); got != int64(i/4+1) {
+			t.Fatalf("proposal %d on follower: result %d, want %d", i, got, i/4+1)
+		}
+	}
+	if follower.Stats().Forwarded == 0 {
+		t.Fatal("follower proposals were not forwarded")
+	}
+	waitConverged(t, 40, c.nodes...)
+	leader := c.waitLeader()
+	if err := leader.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+
+	n3 := c.add("n3", 3, func(cfg *Config) { cfg.MaxVoters = 4; cfg.TrailingLogs = 4 })
+	c.waitVoters(4)
+	waitConverged(t, 40, c.nodes...)
+	if n3.Stats().Restores == 0 {
+		t.Error("n3 caught up without installing the leader's snapshot")
+	}
+
+	n4 := c.add("n4", 3, func(cfg *Config) { cfg.MaxVoters = 4; cfg.TrailingLogs = 4 })
+	waitFor(t, 20*time.Second, "n4 as non-voter", func() error {
+		st, err := c.waitLeader().Raft()
+		if err != nil {
+			return err
+		}
+		if s := suffrageOf(st, "n4"); s != "Nonvoter" {
+			return fmt.Errorf("n4 suffrage %q", s)
+		}
+		return nil
+	})
+	propose(t, n4, "from-n4")
+	waitConverged(t, 41, c.nodes...)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := n3.Leave(ctx); err != nil {
+		t.Fatalf("n3 leave: %v", err)
+	}
+	waitFor(t, 20*time.Second, "n3 removed and n4 promoted", func() error {
+		l := c.leader()
+		if l == nil {
+			return fmt.Errorf("no leader")
+		}
+		st, err := l.Raft()
+		if err != nil {
+			return err
+		}
+		if s := suffrageOf(st, "n3"); s != "" {
+			return fmt.Errorf("n3 still in configuration as %s", s)
+		}
+		if s := suffrageOf(st, "n4"); s != "Voter" {
+			return fmt.Errorf("n4 is %q", s)
+		}
+		return nil
+	})
+	for _, m := range c.nodes[0].Members() {
+		if m.Name == "n3" && m.State == StateAlive {
+			t.Errorf("n3 still alive in gossip after leaving: %+v", m)
+		}
+	}
+	propose(t, c.nodes[1], "after-leave")
+	waitConverged(t, 42, c.live()...)
+}
+
+// 2,000 concurrent proposals spread over all nodes: far fewer raft entries
+// than commands, every proposer gets its own result, and every node ends with
+// the same state.
+func TestGroupCommit(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader()
+	before := leader.Stats()
+	const total = 2000
+	results := make([]int64, total)
+	errs := make(chan error, total)
+	var wg sync.WaitGroup
+	for i := range total {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := c.nodes[i%3].Propose(ctx, []byte("ctr"))
+			if err != nil {
+				errs <- err
+				return
+			}
+			results[i] = res.(int64)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("propose: %v", err)
+	}
+	// Each proposer saw the counter value its own command produced: the
+	// results are exactly 1..total.
+	seen := make([]bool, total+1)
+	for i, r := range results {
+		if r < 1 || r > total || seen[r] {
+			t.Fatalf("proposal %d: result %d out of range or duplicated", i, r)
+		}
+		seen[r] = true
+	}
+	after := leader.Stats()
+	entries := after.Entries - before.Entries
+	cmds := after.Commands - before.Commands
+	if cmds != total {
+		t.Fatalf("leader applied %d commands, want %d", cmds, total)
+	}
+	if entries >= total/4 {
+		t.Fatalf("%d raft entries for %d commands: group commit is not batching", entries, total)
+	}
+	t.Logf("%d commands in %d raft entries (%.1f per entry)", cmds, entries, float64(cmds)/float64(entries))
+	waitConverged(t, total, c.nodes...)
+	if got := c.nodes[2].app.state().Counts["ctr"]; got != total {
+		t.Fatalf("counter %d, want %d", got, total)
+	}
+}
+
+// Closing the leader elects a new one and proposals keep succeeding; the old
+// leader restarts from its data dir without bootstrapping again and catches up.
+func TestLeaderFailoverAndRestart(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	for i := range 30 {
+		propose(t, c.nodes[i%3], "a")
+	}
+	old := c.waitLeader()
+	if err := old.Close(); err != nil {
+		t.Fatalf("close leader: %v", err)
+	}
+	if _, err := old.Propose(context.Background(), []byte("x")); !errorsIs(err, ErrClosed) {
+		t.Fatalf("propose on closed node: %v, want ErrClosed", err)
+	}
+	newLeader := c.waitLeader()
+	if newLeader == old {
+		t.Fatal("closed node still leader")
+	}
+	for i, n := range c.live() {
+		for j := range 10 {
+			if got := propose(t, n, "a"); got != int64(31+i*10+j) {
+				t.Fatalf("after failover: result %d, want %d", got, 31+i*10+j)
+			}
+		}
+	}
+	waitConverged(t, 50, c.live()...)
+
+	back := restartNode(t, old)
+	for i, n := range c.nodes {
+		if n == old {
+			c.nodes[i] = back
+		}
+	}
+	waitConverged(t, 50, c.nodes...)
+	if back.Stats().Bootstrapped {
+		t.Fatal("restarted node bootstrapped again")
+	}
+	if got := propose(t, back, "a"); got != 51 {
+		t.Fatalf("proposal on restarted node: %d, want 51", got)
+	}
+	waitConverged(t, 51, c.nodes...)
+	st, err := c.waitLeader().Raft()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := countSuffrage(st, "Voter"); v != 3 {
+		t.Fatalf("%d voters after restart, want 3: %+v", v, st.Peers)
+	}
+}
+
+// A single node snapshots, closes and restarts: state comes back from the
+// snapshot plus the log after it.
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	cfg := testConfig(t, "solo", 1)
+	cfg.TrailingLogs = 2
+	n := startNode(t, cfg)
+	waitFor(t, 10*time.Second, "leader", func() error {
+		if !n.IsLeader() {
+			return fmt.Errorf("not leader")
+		}
+		return nil
+	})
+	for i := range 100 {
+		propose(t, n, fmt.Sprintf("k%d", i%7))
+	}
+	if err := n.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		propose(t, n, fmt.Sprintf("tail%d", i%3))
+	}
+	want := n.app.state()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	back := restartNode(t, n)
+	waitFor(t, 10*time.Second, "restored state", func() error {
+		got := back.app.state()
+		if got.N != want.N || got.Hash != want.Hash {
+			return fmt.Errorf("n=%d hash=%x, want n=%d hash=%x", got.N, got.Hash, want.N, want.Hash)
+		}
+		return nil
+	})
+	if back.app.restores != 1 || back.Stats().Restores != 1 {
+		t.Fatalf("restores: app %d, node %d; want 1", back.app.restores, back.Stats().Restores)
+	}
+	if back.Stats().Bootstrapped {
+		t.Fatal("restarted single node bootstrapped again")
+	}
+	waitFor(t, 10*time.Second, "leader after restart", func() error {
+		if !back.IsLeader() {
+			return fmt.Errorf("not leader")
+		}
+		return nil
+	})
+	if got := propose(t, back, "k0"); got != want.Counts["k0"]+1 {
+		t.Fatalf("k0 after restart: %d, want %d", got, want.Counts["k0"]+1)
+	}
+}
