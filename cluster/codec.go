@@ -100,7 +100,7 @@ func decodeEntry(b []byte) ([]command, error) {
 		if cmds[i].Seq, err = dec.DecodeUint64(); err != nil {
 			return nil, fmt.Errorf("decode entry: command %d seq: %w: %w", i, errMalformed, err)
 		}
-		if cmds[i].Cmd, err = dec.DecodeBytes(); err != nil {
+		if cmds[i].Cmd, err = decodeBin(dec, r.Len()); err != nil {
 			return nil, fmt.Errorf("decode entry: command %d body: %w: %w", i, errMalformed, err)
 		}
 	}
@@ -125,6 +125,27 @@ func decodeArrayLen(dec *msgpack.Decoder, remaining, want int) (int, error) {
 		return 0, fmt.Errorf("array length %d, want %d: %w", n, want, errMalformed)
 	}
 	return n, nil
+}
+
+// decodeBin reads a msgpack bin (or nil) of at most max bytes. msgpack's own
+// DecodeBytes allocates whatever length the input declares, so a forged
+// length could exhaust memory; the bound is checked first.
+func decodeBin(dec *msgpack.Decoder, max int) ([]byte, error) {
+	n, err := dec.DecodeBytesLen()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errMalformed, err)
+	}
+	if n < 0 {
+		return nil, nil
+	}
+	if n > max {
+		return nil, fmt.Errorf("%d bytes declared, at most %d allowed: %w", n, max, errMalformed)
+	}
+	b := make([]byte, n)
+	if err := dec.ReadFull(b); err != nil {
+		return nil, fmt.Errorf("%w: %w", errMalformed, err)
+	}
+	return b, nil
 }
 
 // snapshotHeader precedes the Applier's bytes in a snapshot stream.
@@ -222,7 +243,7 @@ func decodeGossip(b []byte) (gossipMsg, error) {
 		m.Name, err = dec.DecodeString()
 	}
 	if err == nil {
-		m.Payload, err = dec.DecodeBytes()
+		m.Payload, err = decodeBin(dec, r.Len())
 	}
 	if err == nil && r.Len() != 0 {
 		err = fmt.Errorf("%d trailing bytes", r.Len())
@@ -362,11 +383,8 @@ func decodeRequest(dec *msgpack.Decoder, maxBody int) (fwdRequest, error) {
 	if r.Seq, err = dec.DecodeUint64(); err != nil {
 		return r, fmt.Errorf("request seq: %w: %w", errMalformed, err)
 	}
-	if r.Body, err = dec.DecodeBytes(); err != nil {
-		return r, fmt.Errorf("request body: %w: %w", errMalformed, err)
-	}
-	if len(r.Body) > maxBody {
-		return r, fmt.Errorf("request body %d bytes: %w", len(r.Body), ErrTooLarge)
+	if r.Body, err = decodeBin(dec, maxBody); err != nil {
+		return r, fmt.Errorf("request body: %w", err)
 	}
 	return r, nil
 }
