@@ -93,11 +93,16 @@ func TestMembership(t *testing.T) {
 		}
 		return nil
 	})
-	for _, m := range c.nodes[0].Members() {
-		if m.Name == "n3" && m.State == StateAlive {
-			t.Errorf("n3 still alive in gossip after leaving: %+v", m)
+	waitFor(t, 10*time.Second, "n3 listed as left", func() error {
+		for _, n := range c.live() {
+			for _, m := range n.Members() {
+				if m.Name == "n3" && m.State != StateLeft {
+					return fmt.Errorf("%s lists n3 as %s", n.cfg.NodeName, m.State)
+				}
+			}
 		}
-	}
+		return nil
+	})
 	propose(t, c.nodes[1], "after-leave")
 	waitConverged(t, 42, c.live()...)
 }
@@ -255,4 +260,77 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	if got := propose(t, back, "k0"); got != want.Counts["k0"]+1 {
 		t.Fatalf("k0 after restart: %d, want %d", got, want.Counts["k0"]+1)
 	}
+}
+
+// A failed (closed, not left) voter is removed only after DeadNodeReap; when
+// it comes back it is added again and catches up.
+func TestDeadNodeReap(t *testing.T) {
+	const reap = 2 * time.Second
+	c := newCluster(t, 3, func(cfg *Config) { cfg.DeadNodeReap = reap })
+	propose(t, c.nodes[0], "a")
+	var victim *tnode
+	for _, n := range c.nodes {
+		if !n.IsLeader() {
+			victim = n
+		}
+	}
+	closed := time.Now()
+	if err := victim.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "failed node reaped", func() error {
+		l := c.leader()
+		if l == nil {
+			return fmt.Errorf("no leader")
+		}
+		st, err := l.Raft()
+		if err != nil {
+			return err
+		}
+		if s := suffrageOf(st, victim.cfg.NodeName); s != "" {
+			return fmt.Errorf("%s still %s", victim.cfg.NodeName, s)
+		}
+		return nil
+	})
+	if d := time.Since(closed); d < reap {
+		t.Fatalf("reaped %v after failing, before DeadNodeReap %v", d, reap)
+	}
+	for _, m := range c.leader().Members() {
+		if m.Name == victim.cfg.NodeName && m.State != StateDead {
+			t.Fatalf("failed node listed as %s, want dead", m.State)
+		}
+	}
+	propose(t, c.nodes[0], "a")
+	back := restartNode(t, victim)
+	for i, n := range c.nodes {
+		if n == victim {
+			c.nodes[i] = back
+		}
+	}
+	c.waitVoters(3)
+	waitConverged(t, 2, c.nodes...)
+}
+
+// The leader leaving for good removes itself; the others elect a new leader
+// and keep committing with two voters.
+func TestLeaderLeaves(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	old := c.waitLeader()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := old.Leave(ctx); err != nil {
+		t.Fatalf("leader leave: %v", err)
+	}
+	c.waitVoters(2)
+	st, err := c.waitLeader().Raft()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := suffrageOf(st, old.cfg.NodeName); s != "" {
+		t.Fatalf("departed leader still in configuration as %s", s)
+	}
+	for _, n := range c.live() {
+		propose(t, n, "b")
+	}
+	waitConverged(t, 2, c.live()...)
 }

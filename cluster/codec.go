@@ -18,8 +18,9 @@ import (
 const (
 	entryV1    = 1 // raft log entry: a batch of commands
 	snapshotV1 = 1 // snapshot stream header
-	gossipV1   = 1 // gossiped broadcast
+	gossipV1   = 1 // gossiped broadcast (Name set) or leave intent (Name empty)
 	metaV1     = 1 // memberlist node meta
+	leftV1     = 1 // push/pull state: names of members that left
 )
 
 // errMalformed marks payloads that fail to decode; they are rejected and
@@ -197,11 +198,15 @@ func readSnapshotHeader(r *bufio.Reader) (snapshotHeader, error) {
 	return h, nil
 }
 
-// gossipMsg is a named fact broadcast through memberlist.
+// gossipMsg is a named fact broadcast through memberlist. An empty Name is
+// the cluster's own leave intent: From is leaving for good (memberlist alone
+// cannot tell a graceful leave from a failure).
 type gossipMsg struct {
 	From    string
 	Name    string
 	Payload []byte
+
+	leave bool // derived: Name == ""
 }
 
 func encodeGossip(m gossipMsg) ([]byte, error) {
@@ -248,9 +253,13 @@ func decodeGossip(b []byte) (gossipMsg, error) {
 	if err == nil && r.Len() != 0 {
 		err = fmt.Errorf("%d trailing bytes", r.Len())
 	}
+	if err == nil && m.From == "" {
+		err = errors.New("empty sender")
+	}
 	if err != nil {
 		return gossipMsg{}, fmt.Errorf("decode gossip: %w: %w", errMalformed, err)
 	}
+	m.leave = m.Name == ""
 	return m, nil
 }
 
@@ -428,4 +437,41 @@ func decodeResponse(dec *msgpack.Decoder) (fwdResponse, error) {
 		return r, fmt.Errorf("response msg: %w: %w", errMalformed, err)
 	}
 	return r, nil
+}
+
+// encodeLeft and decodeLeft carry the names of members known to have left in
+// memberlist's push/pull exchange, so that every node eventually learns a
+// leave even if it missed the gossiped intent.
+func encodeLeft(names []string) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte(leftV1)
+	enc := msgpack.NewEncoder(&buf)
+	if err := enc.EncodeArrayLen(len(names)); err != nil {
+		return nil, fmt.Errorf("encode left: %w", err)
+	}
+	for _, n := range names {
+		if err := enc.EncodeString(n); err != nil {
+			return nil, fmt.Errorf("encode left: %w", err)
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+func decodeLeft(b []byte) ([]string, error) {
+	if len(b) == 0 || b[0] != leftV1 {
+		return nil, fmt.Errorf("decode left: bad version: %w", errMalformed)
+	}
+	r := bytes.NewReader(b[1:])
+	dec := msgpack.NewDecoder(r)
+	n, err := decodeArrayLen(dec, r.Len(), -1)
+	if err != nil {
+		return nil, fmt.Errorf("decode left: %w", err)
+	}
+	names := make([]string, n)
+	for i := range names {
+		if names[i], err = dec.DecodeString(); err != nil {
+			return nil, fmt.Errorf("decode left: %w: %w", errMalformed, err)
+		}
+	}
+	return names, nil
 }

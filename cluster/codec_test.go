@@ -233,6 +233,8 @@ func FuzzDecodeGossip(f *testing.F) {
 	m, _ := encodeMeta(nodeMeta{ID: "n1", RaftAddr: "127.0.0.1:1", Expect: 3})
 	f.Add(m)
 	f.Add([]byte{gossipV1, 0x93, 0xa1, 'a', 0xa1, 'b', 0xc4, 0xff})
+	l, _ := encodeLeft([]string{"n1", "n2"})
+	f.Add(l)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if g, err := decodeGossip(b); err == nil {
 			again, err := encodeGossip(g)
@@ -244,6 +246,9 @@ func FuzzDecodeGossip(f *testing.F) {
 			}
 		} else if !errors.Is(err, errMalformed) {
 			t.Fatalf("gossip error not marked malformed: %v", err)
+		}
+		if _, err := decodeLeft(b); err != nil && !errors.Is(err, errMalformed) {
+			t.Fatalf("left-set error not marked malformed: %v", err)
 		}
 		if _, err := decodeMeta(b); err != nil && !errors.Is(err, errMalformed) {
 			t.Fatalf("meta error not marked malformed: %v", err)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -45,13 +46,14 @@ type memberTable struct {
 	m  map[string]Member // guarded by mu
 }
 
-func (t *memberTable) update(n *memberlist.Node, now time.Time, stats *counters) {
+// update records a memberlist event. memberlist does not say whether a
+// departed node left or failed (its Node.State is not maintained), so a
+// departure counts as a failure unless the node announced its leave first
+// (markLeft).
+func (t *memberTable) update(n *memberlist.Node, departed bool, now time.Time, stats *counters) {
 	state := StateAlive
-	switch n.State {
-	case memberlist.StateDead:
+	if departed {
 		state = StateDead
-	case memberlist.StateLeft:
-		state = StateLeft
 	}
 	m := Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), State: state, Since: now}
 	if meta, err := decodeMeta(n.Meta); err == nil {
@@ -61,24 +63,46 @@ func (t *memberTable) update(n *memberlist.Node, now time.Time, stats *counters)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old, ok := t.m[n.Name]; ok && old.State == state {
-		m.Since = old.Since
+	if old, ok := t.m[n.Name]; ok {
+		if departed && old.State == StateLeft {
+			m.State = StateLeft
+		}
+		if old.State == m.State {
+			m.Since = old.Since
+		}
 	}
 	t.m[n.Name] = m
 }
 
-// markLeft records that a node announced its departure (the leader learns it
-// through the remove request before gossip catches up), so reconciliation
-// does not add it back.
-func (t *memberTable) markLeft(raftID string, now time.Time) {
+// markLeft records that a node left for good, so that reconciliation removes
+// it instead of adding it back. A leave intent (from the node itself, or the
+// remove request on the leader) applies whatever the current state;
+// hearsay from push/pull only turns a dead member into a left one, never an
+// alive one (it may have come back since). It reports whether anything
+// changed.
+func (t *memberTable) markLeft(name string, intent bool, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	m, ok := t.m[name]
+	if !ok || m.State == StateLeft || (!intent && m.State == StateAlive) {
+		return false
+	}
+	m.State, m.Since = StateLeft, now
+	t.m[name] = m
+	return true
+}
+
+// left returns the names of members that left.
+func (t *memberTable) left() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
 	for name, m := range t.m {
-		if m.RaftID == raftID && m.State != StateLeft {
-			m.State, m.Since = StateLeft, now
-			t.m[name] = m
+		if m.State == StateLeft {
+			out = append(out, name)
 		}
 	}
+	return out
 }
 
 // list returns the members sorted by name, forgetting dead and left ones
@@ -133,21 +157,46 @@ func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.n.queue.GetBroadcasts(overhead, limit)
 }
 
-// LocalState and MergeRemoteState are unused: bulk state travels in raft.
-func (d delegate) LocalState(join bool) []byte            { return nil }
-func (d delegate) MergeRemoteState(buf []byte, join bool) {}
+// LocalState sends, in memberlist's periodic push/pull, the members this
+// node knows left (bulk state travels in raft).
+func (d delegate) LocalState(join bool) []byte {
+	b, err := encodeLeft(d.n.members.left())
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// MergeRemoteState learns the members a peer knows left.
+func (d delegate) MergeRemoteState(buf []byte, join bool) {
+	if len(buf) == 0 {
+		return
+	}
+	names, err := decodeLeft(buf)
+	if err != nil {
+		d.n.stats.gossipBad.Add(1)
+		return
+	}
+	changed := false
+	for _, name := range names {
+		changed = d.n.members.markLeft(name, false, time.Now()) || changed
+	}
+	if changed {
+		kick(d.n.reconcileCh)
+	}
+}
 
 // events is memberlist's EventDelegate: it records the change and nudges the
 // leader's reconciler and the bootstrapper (coalescing, non-blocking sends;
 // they re-read the whole table, so nothing is lost when a nudge is merged).
 type events struct{ n *Node }
 
-func (e events) NotifyJoin(node *memberlist.Node)   { e.n.memberEvent(node) }
-func (e events) NotifyLeave(node *memberlist.Node)  { e.n.memberEvent(node) }
-func (e events) NotifyUpdate(node *memberlist.Node) { e.n.memberEvent(node) }
+func (e events) NotifyJoin(node *memberlist.Node)   { e.n.memberEvent(node, false) }
+func (e events) NotifyLeave(node *memberlist.Node)  { e.n.memberEvent(node, true) }
+func (e events) NotifyUpdate(node *memberlist.Node) { e.n.memberEvent(node, false) }
 
-func (n *Node) memberEvent(node *memberlist.Node) {
-	n.members.update(node, time.Now(), &n.stats)
+func (n *Node) memberEvent(node *memberlist.Node, departed bool) {
+	n.members.update(node, departed, time.Now(), &n.stats)
 	kick(n.reconcileCh)
 	kick(n.bootstrapCh)
 }
@@ -180,10 +229,14 @@ func (b *namedBroadcast) Finished()       {}
 // per name wins, so a queued, not yet fully transmitted older message with the
 // same name is dropped. Delivery is best effort (UDP, retransmitted a few
 // times to random members; members are not guaranteed to receive it).
-// The encoded message must stay under about 1 KB, else ErrTooLarge.
+// The encoded message must stay under about 1 KB, else ErrTooLarge. Names
+// must be non-empty and must not start with a NUL byte (reserved).
 func (n *Node) Broadcast(name string, payload []byte) error {
 	if n.queue == nil {
 		return ErrNotStarted
+	}
+	if name == "" || name[0] == 0 {
+		return errors.New("broadcast: empty name or reserved leading NUL byte")
 	}
 	msg, err := encodeGossip(gossipMsg{From: n.cfg.NodeName, Name: name, Payload: payload})
 	if err != nil {
@@ -216,6 +269,15 @@ func (n *Node) deliverMessages() {
 			if err != nil {
 				n.stats.gossipBad.Add(1)
 				n.log.Warn("cluster: malformed gossip message", "err", err)
+				continue
+			}
+			if m.leave {
+				// Pass the intent on once: memberlist only sends user
+				// broadcasts from their origin, to a few random members.
+				if n.members.markLeft(m.From, true, time.Now()) {
+					n.queue.QueueBroadcast(&namedBroadcast{name: "\x00leave:" + m.From, msg: b})
+					kick(n.reconcileCh)
+				}
 				continue
 			}
 			n.stats.gossipReceived.Add(1)

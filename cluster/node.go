@@ -509,6 +509,9 @@ func (n *Node) Leave(ctx context.Context) error {
 		return ErrClosed
 	}
 	var errs []error
+	if intent, err := encodeGossip(gossipMsg{From: n.cfg.NodeName}); err == nil {
+		n.queue.QueueBroadcast(&namedBroadcast{name: "\x00leave:" + n.cfg.NodeName, msg: intent})
+	}
 	if err := n.ml.Load().Leave(n.cfg.TCPTimeout); err != nil {
 		errs = append(errs, fmt.Errorf("gossip leave: %w", err))
 	}
@@ -556,7 +559,7 @@ func (n *Node) removeServer(id string) error {
 	if n.raft.State() != raft.Leader {
 		return fmt.Errorf("remove %s: %w", id, errNotLeader)
 	}
-	n.members.markLeft(id, time.Now())
+	n.members.markLeft(id, true, time.Now()) // raft ID = node name
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 		return fmt.Errorf("remove %s: %w", id, mapRaftErr(err))
 	}

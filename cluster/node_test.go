@@ -1,11 +1,14 @@
 package cluster
 
 import (
+	"slices"
+
 	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/raft"
 	"net"
 	"os"
 	"path/filepath"
@@ -379,5 +382,30 @@ func TestLoadKeyFile(t *testing.T) {
 	}
 	if _, err := LoadKeyFile(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("missing file accepted")
+	}
+}
+
+func TestKeepsQuorum(t *testing.T) {
+	v := func(id string) raft.Server { return raft.Server{ID: raft.ServerID(id), Suffrage: raft.Voter} }
+	nv := raft.Server{ID: "nv", Suffrage: raft.Nonvoter}
+	for _, tc := range []struct {
+		name    string
+		servers []raft.Server
+		dead    []string
+		remove  raft.Server
+		want    bool
+	}{
+		{"3 voters, 1 dead", []raft.Server{v("a"), v("b"), v("c")}, []string{"c"}, v("c"), true},
+		{"3 voters, 2 dead", []raft.Server{v("a"), v("b"), v("c")}, []string{"b", "c"}, v("c"), false},
+		{"5 voters, 2 dead", []raft.Server{v("a"), v("b"), v("c"), v("d"), v("e")}, []string{"d", "e"}, v("e"), true},
+		{"4 voters, 2 dead", []raft.Server{v("a"), v("b"), v("c"), v("d")}, []string{"c", "d"}, v("d"), true},
+		{"5 voters, 3 dead", []raft.Server{v("a"), v("b"), v("c"), v("d"), v("e")}, []string{"c", "d", "e"}, v("e"), false},
+		{"non-voter", []raft.Server{v("a"), nv}, []string{"a", "nv"}, nv, true},
+		{"last voter", []raft.Server{v("a")}, []string{"a"}, v("a"), false},
+	} {
+		alive := func(id raft.ServerID) bool { return !slices.Contains(tc.dead, string(id)) }
+		if got := keepsQuorum(tc.servers, tc.remove, alive); got != tc.want {
+			t.Errorf("%s: keepsQuorum = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
