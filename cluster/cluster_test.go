@@ -111,7 +111,15 @@ func TestMembership(t *testing.T) {
 // than commands, every proposer gets its own result, and every node ends with
 // the same state.
 func TestGroupCommit(t *testing.T) {
-	c := newCluster(t, 3, nil)
+	t.Run("3 nodes", func(t *testing.T) { testGroupCommit(t, 3, nil) })
+	// BatchDelay makes a busy leader wait a little for more proposals.
+	t.Run("1 node with batch delay", func(t *testing.T) {
+		testGroupCommit(t, 1, func(c *Config) { c.BatchDelay = 2 * time.Millisecond })
+	})
+}
+
+func testGroupCommit(t *testing.T, nodes int, tweak func(*Config)) {
+	c := newCluster(t, nodes, tweak)
 	leader := c.waitLeader()
 	before := leader.Stats()
 	const total = 2000
@@ -124,7 +132,7 @@ func TestGroupCommit(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			res, err := c.nodes[i%3].Propose(ctx, []byte("ctr"))
+			res, err := c.nodes[i%nodes].Propose(ctx, []byte("ctr"))
 			if err != nil {
 				errs <- err
 				return
@@ -157,7 +165,7 @@ func TestGroupCommit(t *testing.T) {
 	}
 	t.Logf("%d commands in %d raft entries (%.1f per entry)", cmds, entries, float64(cmds)/float64(entries))
 	waitConverged(t, total, c.nodes...)
-	if got := c.nodes[2].app.state().Counts["ctr"]; got != total {
+	if got := c.nodes[nodes-1].app.state().Counts["ctr"]; got != total {
 		t.Fatalf("counter %d, want %d", got, total)
 	}
 }
@@ -333,4 +341,159 @@ func TestLeaderLeaves(t *testing.T) {
 		propose(t, n, "b")
 	}
 	waitConverged(t, 2, c.live()...)
+}
+
+// Proposals keep flowing from every node while the leader closes: each one
+// either succeeds or fails with a sentinel, none is applied twice (retries
+// happen only when nothing was appended), every success is applied on all
+// survivors, and proposals succeed again once a new leader is elected.
+func TestProposeDuringFailover(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	old := c.waitLeader()
+	const workers = 6
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	succeeded := map[string]bool{}
+	failures := map[string]int{}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := c.nodes[w%3]
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cmd := fmt.Sprintf("w%d-%d", w, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				res, err := n.Propose(ctx, []byte(cmd))
+				cancel()
+				mu.Lock()
+				switch {
+				case err == nil:
+					if res != int64(1) {
+						t.Errorf("%s: result %v, want 1", cmd, res)
+					}
+					succeeded[cmd] = true
+				case errorsIs(err, ErrLeadershipLost), errorsIs(err, ErrClosed), errorsIs(err, ErrTimeout), errorsIs(err, ErrNoLeader):
+					failures[fmt.Sprint(err)]++
+				default:
+					t.Errorf("%s on %s: unexpected error %v", cmd, n.cfg.NodeName, err)
+				}
+				mu.Unlock()
+				if n == old && errorsIs(err, ErrClosed) {
+					return
+				}
+			}
+		}()
+	}
+	countOK := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(succeeded)
+	}
+	waitFor(t, 10*time.Second, "proposals before failover", func() error {
+		if n := countOK(); n < 100 {
+			return fmt.Errorf("%d succeeded", n)
+		}
+		return nil
+	})
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	atClose := countOK()
+	waitFor(t, 20*time.Second, "proposals after failover", func() error {
+		if n := countOK(); n < atClose+100 {
+			return fmt.Errorf("%d succeeded since the leader closed", n-atClose)
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	survivors := c.live()
+	want := survivors[0].app.state().N
+	waitFor(t, 10*time.Second, "survivors to converge", func() error {
+		want = survivors[0].app.state().N
+		for _, n := range survivors {
+			if s := n.app.state(); s.N != want {
+				return fmt.Errorf("%s applied %d, %s %d", n.cfg.NodeName, s.N, survivors[0].cfg.NodeName, want)
+			}
+		}
+		return nil
+	})
+	waitConverged(t, want, survivors...)
+	st := survivors[0].app.state()
+	for cmd, cnt := range st.Counts {
+		if cnt != 1 {
+			t.Errorf("%s applied %d times", cmd, cnt)
+		}
+	}
+	for cmd := range succeeded {
+		if st.Counts[cmd] != 1 {
+			t.Errorf("%s succeeded but is not applied", cmd)
+		}
+	}
+	t.Logf("%d succeeded, %d applied, failures: %v", len(succeeded), st.N, failures)
+}
+
+// The leader stops without handing over leadership (as in a crash): the
+// others elect a new leader after the election timeout and commit again.
+func TestLeaderCrash(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	propose(t, c.nodes[0], "a")
+	old := c.waitLeader()
+	if err := old.shutdown(false); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.waitLeader()
+	t.Logf("new leader after %v", time.Since(start))
+	for _, n := range c.live() {
+		propose(t, n, "a")
+	}
+	waitConverged(t, 3, c.live()...)
+}
+
+// With two of three nodes down the survivor has no leader and Propose fails
+// with ErrNoLeader; when one node returns, the cluster recovers by itself.
+func TestQuorumLost(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	propose(t, c.nodes[0], "a")
+	survivor := c.waitLeader()
+	var down []*tnode
+	for _, n := range c.nodes {
+		if n != survivor {
+			if err := n.Close(); err != nil {
+				t.Fatal(err)
+			}
+			down = append(down, n)
+		}
+	}
+	waitFor(t, 10*time.Second, "the survivor to step down", func() error {
+		if id, _ := survivor.Leader(); id != "" || survivor.IsLeader() {
+			return fmt.Errorf("leader %q", id)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if _, err := survivor.Propose(ctx, []byte("lost")); !errorsIs(err, ErrNoLeader) {
+		t.Fatalf("propose without quorum: %v, want ErrNoLeader", err)
+	}
+	back := restartNode(t, down[0])
+	waitFor(t, 20*time.Second, "a leader again", func() error {
+		if id, _ := back.Leader(); id == "" {
+			return fmt.Errorf("no leader")
+		}
+		return nil
+	})
+	if got := propose(t, back, "a"); got != 2 {
+		t.Fatalf("after recovery: %d, want 2", got)
+	}
+	if s := survivor.app.state(); s.Counts["lost"] != 0 {
+		t.Fatal("a proposal that failed with ErrNoLeader was applied")
+	}
 }

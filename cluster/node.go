@@ -453,7 +453,11 @@ func (n *Node) trackConn(c net.Conn, add bool) bool {
 // see it as failed (reaped only after DeadNodeReap) and it resumes from
 // DataDir when started again. Use Leave to go away for good. Close is
 // idempotent.
-func (n *Node) Close() error {
+func (n *Node) Close() error { return n.shutdown(true) }
+
+// shutdown stops the node; handOver selects the leadership transfer (tests
+// emulate a crash without it).
+func (n *Node) shutdown(handOver bool) error {
 	n.smu.Lock()
 	prev := n.state
 	n.state = stateClosed
@@ -466,7 +470,7 @@ func (n *Node) Close() error {
 		return nil
 	}
 	var errs []error
-	if n.raft.State() == raft.Leader {
+	if handOver && n.raft.State() == raft.Leader {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			n.log.Warn("cluster: leadership transfer on close failed", "err", err)
 		}
