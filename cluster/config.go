@@ -169,9 +169,9 @@ func LocalConfig() Config {
 	// Short, but with headroom for -race and a busy 2-core machine: a
 	// leader that misses its lease for a moment steps down and fails every
 	// in-flight proposal.
-	c.HeartbeatTimeout = 300 * time.Millisecond
-	c.ElectionTimeout = 300 * time.Millisecond
-	c.LeaderLeaseTimeout = 250 * time.Millisecond
+	c.HeartbeatTimeout = 500 * time.Millisecond
+	c.ElectionTimeout = 500 * time.Millisecond
+	c.LeaderLeaseTimeout = 400 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
 	c.ProbeInterval = 200 * time.Millisecond
 	c.ProbeTimeout = 100 * time.Millisecond

@@ -232,7 +232,7 @@ func (b *namedBroadcast) Finished()       {}
 // The encoded message must stay under about 1 KB, else ErrTooLarge. Names
 // must be non-empty and must not start with a NUL byte (reserved).
 func (n *Node) Broadcast(name string, payload []byte) error {
-	if n.queue == nil {
+	if !n.started.Load() {
 		return ErrNotStarted
 	}
 	if name == "" || name[0] == 0 {
