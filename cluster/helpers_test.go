@@ -121,6 +121,7 @@ func testConfig(t testing.TB, name string, expect int) Config {
 	c.GossipBind = ip + ":0"
 	c.RaftBind = ip + ":0"
 	c.BootstrapExpect = expect
+	c.RaftNoSync = os.Getenv("CLUSTER_NOSYNC") != ""
 	return c
 }
 
