@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -30,17 +31,17 @@ type batcher struct {
 	timeout  time.Duration // raft enqueue timeout
 	stats    *counters
 
-	in    chan *proposal
-	slots chan struct{}
-	stop  <-chan struct{}
-	done  chan struct{}
+	in      chan *proposal
+	slots   chan struct{}
+	stop    <-chan struct{}
+	commits sync.WaitGroup // batches awaiting their raft outcome
 }
 
 func newBatcher(r *raft.Raft, cfg Config, stats *counters, stop <-chan struct{}) *batcher {
 	return &batcher{r: r, maxCmds: cfg.MaxBatch, maxBytes: cfg.MaxBatchBytes, delay: cfg.BatchDelay,
 		timeout: cfg.ApplyTimeout, stats: stats,
 		in: make(chan *proposal, cfg.MaxBatch*cfg.BatchInflight), slots: make(chan struct{}, cfg.BatchInflight),
-		stop: stop, done: make(chan struct{})}
+		stop: stop}
 }
 
 // submit queues p; it blocks only while the queue is full (backpressure).
@@ -60,8 +61,10 @@ func (b *batcher) submit(p *proposal, cancel <-chan struct{}) error {
 // forwarding follower it is as good as "not the leader" (retry elsewhere).
 var errStopped = fmt.Errorf("%w: %w", errNotLeader, ErrClosed)
 
+// run forms batches until stop is closed, then fails what is still queued
+// and waits for the batches already handed to raft.
 func (b *batcher) run() {
-	defer close(b.done)
+	defer b.commits.Wait()
 	var next *proposal // carried over when it did not fit the previous batch
 	for {
 		first := next
@@ -114,12 +117,14 @@ func (b *batcher) run() {
 		if timer != nil {
 			timer.Stop()
 		}
+		b.commits.Add(1)
 		go b.commit(batch)
 	}
 }
 
 // commit applies one batch entry and reports the outcome to every proposal.
 func (b *batcher) commit(batch []*proposal) {
+	defer b.commits.Done()
 	defer func() { <-b.slots }()
 	cmds := make([]command, len(batch))
 	for i, p := range batch {

@@ -114,21 +114,37 @@ func New(cfg Config, app Applier, log *slog.Logger) (*Node, error) {
 // cfg.Join (retrying in the background on failure; ctx bounds only the first
 // attempt) and, on a fresh data dir with BootstrapExpect set, waits in the
 // background for enough members to bootstrap. It returns once the node is
-// serving; it does not wait for a leader.
-func (n *Node) Start(ctx context.Context) (err error) {
+// serving; it does not wait for a leader. If Start fails, everything it
+// opened is released and the node is closed.
+func (n *Node) Start(ctx context.Context) error {
 	n.smu.Lock()
 	defer n.smu.Unlock()
 	if n.state != stateNew {
 		return errors.New("cluster: Start called twice or after Close")
 	}
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
+	if err := n.start(); err != nil {
+		n.state = stateClosed
+		close(n.shutdownCh)
+		if terr := n.teardown(false); terr != nil {
+			n.log.Warn("cluster: cleanup after failed start", "err", terr)
 		}
-	}()
+		return err
+	}
+	n.state = stateStarted
+	n.started.Store(true)
+	if len(n.cfg.Join) > 0 {
+		if _, err := n.join(ctx, n.cfg.Join); err != nil {
+			n.log.Warn("cluster: join failed, retrying in the background", "addrs", n.cfg.Join, "err", err)
+			n.wg.Add(1)
+			go n.retryJoin()
+		}
+	}
+	return nil
+}
+
+// start opens and binds everything; on error, teardown releases whatever
+// was set up (every step checks for nil).
+func (n *Node) start() error {
 	cfg := n.cfg
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -138,13 +154,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("raft listen %s: %w", cfg.RaftBind, err)
 	}
-	undo = append(undo, func() { ln.Close() })
 	var adv net.Addr = ln.Addr()
 	if cfg.RaftAdvertise != "" {
 		if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
+			ln.Close()
 			return fmt.Errorf("raft advertise %s: %w", cfg.RaftAdvertise, err)
 		}
 	}
+	n.mux = newMux(ln, adv, cfg.TCPTimeout, n.serveForward, &n.stats, n.log)
 	n.raftAddr = adv.String()
 	if n.meta, err = encodeMeta(nodeMeta{ID: cfg.NodeName, RaftAddr: n.raftAddr, Expect: cfg.BootstrapExpect}); err != nil {
 		return err
@@ -154,13 +171,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	hlog := hclogFor(n.log, "raft")
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.RaftNoSync})
-	if err != nil {
+	if n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.RaftNoSync}); err != nil {
 		return fmt.Errorf("open raft.db: %w", err)
 	}
-	undo = append(undo, func() { store.Close() })
-	n.store = store
-	logs, err := raft.NewLogCache(512, store)
+	logs, err := raft.NewLogCache(512, n.store)
 	if err != nil {
 		return fmt.Errorf("raft log cache: %w", err)
 	}
@@ -168,16 +182,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("snapshot store: %w", err)
 	}
-	hasState, err := raft.HasExistingState(logs, store, snaps)
+	hasState, err := raft.HasExistingState(logs, n.store, snaps)
 	if err != nil {
 		return fmt.Errorf("read raft state: %w", err)
 	}
-
-	n.mux = newMux(ln, adv, cfg.TCPTimeout, n.serveForward, &n.stats, n.log)
-	undo = append(undo, n.mux.close)
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: raftLayer{n.mux}, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog})
-	undo = append(undo, func() { n.trans.Close() })
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeName)
@@ -196,13 +206,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft config: %w", err)
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, logs, store, snaps, n.trans)
-	if err != nil {
+	if n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, n.trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
-	undo = append(undo, func() { _ = n.raft.Shutdown().Error(); close(n.raftDone) })
 	n.fwd = newFwdClient(cfg.TCPTimeout, &n.stats)
 	n.batcher = newBatcher(n.raft, cfg, &n.stats, n.shutdownCh)
+	n.wg.Add(3)
+	go n.batcherRun()
+	go n.monitorLeadership()
+	go n.deliverMessages()
 	n.mux.run()
 
 	mc := memberlist.DefaultLANConfig()
@@ -240,25 +252,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.ml.Store(ml)
 
-	n.wg.Add(3)
-	go n.batcherRun()
-	go n.monitorLeadership()
-	go n.deliverMessages()
-	if !hasState && cfg.BootstrapExpect > 0 {
-		n.wg.Add(1)
-		go n.bootstrapLoop()
-	}
 	if hasState {
 		n.log.Info("cluster: resuming from existing raft state", "data_dir", cfg.DataDir)
-	}
-	n.state = stateStarted
-	n.started.Store(true)
-	if len(cfg.Join) > 0 {
-		if _, err := n.join(ctx, cfg.Join); err != nil {
-			n.log.Warn("cluster: join failed, retrying in the background", "addrs", cfg.Join, "err", err)
-			n.wg.Add(1)
-			go n.retryJoin()
-		}
+	} else if cfg.BootstrapExpect > 0 {
+		n.wg.Add(1)
+		go n.bootstrapLoop()
 	}
 	return nil
 }
@@ -412,6 +410,8 @@ func (n *Node) proposeOnce(ctx context.Context, c command) error {
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-n.shutdownCh: // the batcher may have stopped without seeing p
+			return ErrClosed
 		}
 	}
 	n.stats.forwarded.Add(1)
@@ -469,18 +469,30 @@ func (n *Node) shutdown(handOver bool) error {
 	if prev == stateNew {
 		return nil
 	}
+	return n.teardown(handOver)
+}
+
+// teardown releases what start set up, in dependency order; fields that
+// were never set are skipped. shutdownCh is already closed.
+func (n *Node) teardown(handOver bool) error {
 	var errs []error
-	if handOver && n.raft.State() == raft.Leader {
+	if handOver && n.raft != nil && n.raft.State() == raft.Leader {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			n.log.Warn("cluster: leadership transfer on close failed", "err", err)
 		}
 	}
-	if err := n.ml.Load().Shutdown(); err != nil {
-		errs = append(errs, fmt.Errorf("stop gossip: %w", err))
+	if ml := n.ml.Load(); ml != nil {
+		if err := ml.Shutdown(); err != nil {
+			errs = append(errs, fmt.Errorf("stop gossip: %w", err))
+		}
 	}
-	n.fwd.close()
-	if err := n.raft.Shutdown().Error(); err != nil {
-		errs = append(errs, fmt.Errorf("stop raft: %w", err))
+	if n.fwd != nil {
+		n.fwd.close()
+	}
+	if n.raft != nil {
+		if err := n.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("stop raft: %w", err))
+		}
 	}
 	close(n.raftDone)
 	n.cmu.Lock()
@@ -489,13 +501,19 @@ func (n *Node) shutdown(handOver bool) error {
 	}
 	n.conns = nil
 	n.cmu.Unlock()
-	if err := n.trans.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close raft transport: %w", err))
+	if n.trans != nil {
+		if err := n.trans.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft transport: %w", err))
+		}
 	}
-	n.mux.close()
+	if n.mux != nil {
+		n.mux.close()
+	}
 	n.wg.Wait()
-	if err := n.store.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close raft.db: %w", err))
+	if n.store != nil {
+		if err := n.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft.db: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

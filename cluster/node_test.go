@@ -409,3 +409,41 @@ func TestKeepsQuorum(t *testing.T) {
 		}
 	}
 }
+
+// A Start that fails late (gossip port taken, after raft is up) releases
+// everything: the node is closed and its data dir can be opened again.
+func TestStartFailureCleansUp(t *testing.T) {
+	a := startNode(t, testConfig(t, "a", 0))
+	cfg := testConfig(t, "b", 1)
+	cfg.GossipBind = a.GossipAddr()
+	n, err := New(cfg, newTestApp(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "start gossip") {
+		t.Fatalf("start on a taken gossip port: %v", err)
+	}
+	if _, err := n.Propose(context.Background(), []byte("x")); !errors.Is(err, ErrNotStarted) {
+		t.Fatalf("propose after failed start: %v", err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatalf("close after failed start: %v", err)
+	}
+	cfg.GossipBind = testIP() + ":0"
+	again, err := New(cfg, newTestApp(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { again.Close() })
+	done := make(chan error, 1)
+	go func() { done <- again.Start(context.Background()) }() // bolt blocks while the file is locked
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("restart on the same data dir: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("data dir still locked after a failed start")
+	}
+	waitSoloLeader(t, &tnode{Node: again, cfg: cfg})
+}
