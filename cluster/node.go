@@ -64,6 +64,7 @@ type Node struct {
 	batcher  *batcher
 	fwd      *fwdClient
 	raftAddr string
+	lock     *os.File // flock on DataDir/LOCK
 
 	cmu   sync.Mutex
 	conns map[net.Conn]struct{} // guarded by cmu: served forwarding connections; nil once closed
@@ -149,6 +150,11 @@ func (n *Node) start() error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	n.lock = lock
 
 	ln, err := net.Listen("tcp", cfg.RaftBind)
 	if err != nil {
@@ -514,6 +520,9 @@ func (n *Node) teardown(handOver bool) error {
 		if err := n.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close raft.db: %w", err))
 		}
+	}
+	if n.lock != nil {
+		n.lock.Close() // releases the flock
 	}
 	return errors.Join(errs...)
 }

@@ -447,3 +447,18 @@ func TestStartFailureCleansUp(t *testing.T) {
 	}
 	waitSoloLeader(t, &tnode{Node: again, cfg: cfg})
 }
+
+// Two nodes on one data dir: the second fails at once instead of hanging on
+// raft.db's lock.
+func TestDataDirInUse(t *testing.T) {
+	a := startNode(t, testConfig(t, "a", 1))
+	cfg := testConfig(t, "a2", 1)
+	cfg.DataDir = a.cfg.DataDir
+	n, err := New(cfg, newTestApp(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second node on the same data dir: %v", err)
+	}
+}
