@@ -3,12 +3,14 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -83,7 +85,7 @@ func TestGossipAndMetaRoundTrip(t *testing.T) {
 }
 
 func newTestFSM(app Applier) *fsm {
-	return &fsm{app: app, node: "t", epoch: 5, waiters: newWaiters(), stats: &counters{}, log: slog.New(slog.DiscardHandler)}
+	return newFSM(app, "t", 5, newWaiters(), &counters{}, slog.New(slog.DiscardHandler))
 }
 
 // The FSM splits a batch in order, hands results only to this process's
@@ -254,4 +256,64 @@ func FuzzDecodeGossip(f *testing.F) {
 			t.Fatalf("meta error not marked malformed: %v", err)
 		}
 	})
+}
+
+// snapshotAt returns a snapshot stream whose last command index is index.
+func snapshotAt(t *testing.T, index uint64) []byte {
+	t.Helper()
+	f := newTestFSM(newTestApp())
+	data, _ := encodeEntry([]command{{Cmd: []byte("s")}})
+	f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data})
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
+
+// A proposer waiting for its committed command gets the result when the
+// command is applied, even across a snapshot that does not contain it, and
+// ErrNoResult when a restored snapshot already contains it.
+func TestAwaitResultAcrossRestore(t *testing.T) {
+	n, err := New(testConfig(t, "w", 0), newTestApp(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	ch := n.waiters.register(1)
+	got := make(chan any, 1)
+	go func() {
+		res, err := n.awaitResult(ctx, ch, 7)
+		if err != nil {
+			got <- err
+			return
+		}
+		got <- res
+	}()
+	if err := n.fsm.Restore(io.NopCloser(bytes.NewReader(snapshotAt(t, 5)))); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := encodeEntry([]command{{Origin: n.epoch, Seq: 1, Cmd: []byte("mine")}})
+	n.fsm.Apply(&raft.Log{Index: 7, Type: raft.LogCommand, Data: data})
+	if r := <-got; r != int64(1) {
+		t.Fatalf("result %v, want 1", r)
+	}
+
+	ch = n.waiters.register(2)
+	go func() {
+		_, err := n.awaitResult(ctx, ch, 8)
+		got <- err
+	}()
+	if err := n.fsm.Restore(io.NopCloser(bytes.NewReader(snapshotAt(t, 9)))); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-got; !errors.Is(r.(error), ErrNoResult) {
+		t.Fatalf("got %v, want ErrNoResult", r)
+	}
 }

@@ -21,6 +21,10 @@ var (
 	// command may or may not commit; it is not retried because retrying
 	// could apply it twice.
 	ErrLeadershipLost = errors.New("cluster: leadership lost, outcome unknown")
+	// ErrNoResult: the command committed, but this node caught up by
+	// installing a snapshot that already contains it, so its Applier never
+	// applied the command itself and there is no result to return.
+	ErrNoResult = errors.New("cluster: committed, result unavailable (caught up by snapshot)")
 	// ErrTooLarge: a command or broadcast exceeds its size limit.
 	ErrTooLarge = errors.New("cluster: payload too large")
 )

@@ -57,6 +57,22 @@ type fsm struct {
 	log     *slog.Logger
 
 	lastIndex atomic.Uint64 // last command entry applied (snapshot header)
+
+	rmu         sync.Mutex
+	restoredIdx uint64        // guarded by rmu: last command index in the latest restored snapshot
+	restoredCh  chan struct{} // guarded by rmu: closed (and replaced) by each Restore
+}
+
+func newFSM(app Applier, node string, epoch uint64, w *waiters, stats *counters, log *slog.Logger) *fsm {
+	return &fsm{app: app, node: node, epoch: epoch, waiters: w, stats: stats, log: log, restoredCh: make(chan struct{})}
+}
+
+// restoredState returns the index covered by the latest restored snapshot
+// and a channel closed by the next Restore.
+func (f *fsm) restoredState() (uint64, <-chan struct{}) {
+	f.rmu.Lock()
+	defer f.rmu.Unlock()
+	return f.restoredIdx, f.restoredCh
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -123,6 +139,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.lastIndex.Store(h.Index)
 	f.stats.restores.Add(1)
+	f.rmu.Lock()
+	f.restoredIdx = h.Index
+	close(f.restoredCh)
+	f.restoredCh = make(chan struct{})
+	f.rmu.Unlock()
 	return nil
 }
 

@@ -107,7 +107,7 @@ func New(cfg Config, app Applier, log *slog.Logger) (*Node, error) {
 		raftDone:    make(chan struct{}),
 		conns:       make(map[net.Conn]struct{}),
 	}
-	n.fsm = &fsm{app: app, node: cfg.NodeName, epoch: n.epoch, waiters: n.waiters, stats: &n.stats, log: log}
+	n.fsm = newFSM(app, cfg.NodeName, n.epoch, n.waiters, &n.stats, log)
 	return n, nil
 }
 
@@ -332,7 +332,8 @@ func (n *Node) retryJoin() {
 //
 // Errors: ErrNoLeader or ErrTimeout at the deadline (both also wrap the
 // context error), ErrClosed, ErrTooLarge, ErrLeadershipLost (outcome
-// unknown, not retried), or the context's error when it is cancelled.
+// unknown, not retried), ErrNoResult (committed, but this node caught up by
+// snapshot past it), or the context's error when it is cancelled.
 func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if !n.started.Load() {
 		return nil, ErrNotStarted
@@ -352,16 +353,9 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	backoff := 2 * time.Millisecond
 	maxBackoff := n.cfg.HeartbeatTimeout / 4
 	for {
-		err := n.proposeOnce(ctx, c)
+		index, err := n.proposeOnce(ctx, c)
 		if err == nil {
-			select {
-			case res := <-resCh:
-				return res, nil
-			case <-ctx.Done():
-				return nil, deadlineErr(ctx, errors.New("committed; not yet applied on this node"))
-			case <-n.shutdownCh:
-				return nil, ErrClosed
-			}
+			return n.awaitResult(ctx, resCh, index)
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -385,6 +379,33 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	}
 }
 
+// awaitResult waits for this node's FSM to apply a committed command (at
+// raft index) and hand over the Applier's result. If the node instead
+// installs a snapshot that already contains the command, Apply never runs
+// for it here and ErrNoResult is returned.
+func (n *Node) awaitResult(ctx context.Context, resCh <-chan any, index uint64) (any, error) {
+	for {
+		select {
+		case res := <-resCh:
+			return res, nil
+		default:
+		}
+		covered, restored := n.fsm.restoredState()
+		if index > 0 && covered >= index {
+			return nil, fmt.Errorf("propose: command at index %d: %w", index, ErrNoResult)
+		}
+		select {
+		case res := <-resCh:
+			return res, nil
+		case <-restored:
+		case <-ctx.Done():
+			return nil, deadlineErr(ctx, errors.New("committed; not yet applied on this node"))
+		case <-n.shutdownCh:
+			return nil, ErrClosed
+		}
+	}
+}
+
 // deadlineErr reports a Propose that ran out of time: ErrNoLeader if the
 // last attempt found no leader, else ErrTimeout; a cancelled context is
 // reported as itself.
@@ -399,33 +420,37 @@ func deadlineErr(ctx context.Context, last error) error {
 }
 
 // proposeOnce makes one attempt through the leader this node currently
-// knows. nil means committed.
-func (n *Node) proposeOnce(ctx context.Context, c command) error {
+// knows. A nil error means committed, at the returned raft index.
+func (n *Node) proposeOnce(ctx context.Context, c command) (uint64, error) {
 	addr, id := n.raft.LeaderWithID()
 	if id == "" {
-		return ErrNoLeader
+		return 0, ErrNoLeader
 	}
 	if string(id) == n.cfg.NodeName {
-		done := make(chan error, 1)
-		p := &proposal{cmd: c, done: func(_ uint64, err error) { done <- err }}
+		type outcome struct {
+			index uint64
+			err   error
+		}
+		done := make(chan outcome, 1)
+		p := &proposal{cmd: c, done: func(index uint64, err error) { done <- outcome{index, err} }}
 		if err := n.batcher.submit(p, ctx.Done()); err != nil {
-			return err
+			return 0, err
 		}
 		select {
-		case err := <-done:
-			return err
+		case o := <-done:
+			return o.index, o.err
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-n.shutdownCh: // the batcher may have stopped without seeing p
-			return ErrClosed
+			return 0, ErrClosed
 		}
 	}
 	n.stats.forwarded.Add(1)
 	r, err := n.fwd.call(ctx, string(addr), fwdRequest{Kind: reqPropose, Origin: c.Origin, Seq: c.Seq, Body: c.Cmd})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return errFor(r, string(addr))
+	return r.Index, errFor(r, string(addr))
 }
 
 func (n *Node) isClosed() bool {
