@@ -27,7 +27,7 @@ bench: ## benchmarks (numbers go to docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./dispatch/... ./actors/...
 
 fuzz: ## a short run of every fuzz target (FUZZTIME each)
-	@set -e; for pkg in ./dispatch ./sip; do \
+	@set -e; for pkg in ./dispatch ./sip ./cluster; do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done

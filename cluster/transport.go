@@ -1,0 +1,140 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Connections to the raft port start with one byte that selects the protocol,
+// as Consul and Nomad multiplex their RPC port: raft's own transport, or our
+// proposal-forwarding RPC. One port keeps firewall rules and the gossiped
+// address simple.
+const (
+	muxRaft    byte = 'R'
+	muxForward byte = 'F'
+)
+
+// mux owns the raft-port listener and hands each accepted connection to raft
+// or to the forwarding server according to its first byte.
+type mux struct {
+	ln        net.Listener
+	advertise net.Addr
+	timeout   time.Duration // for reading the selector byte
+	serveFwd  func(net.Conn)
+	stats     *counters
+	log       *slog.Logger
+
+	raftCh chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+}
+
+func newMux(ln net.Listener, advertise net.Addr, timeout time.Duration, serveFwd func(net.Conn), stats *counters, log *slog.Logger) *mux {
+	return &mux{ln: ln, advertise: advertise, timeout: timeout, serveFwd: serveFwd, stats: stats, log: log,
+		raftCh: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (m *mux) run() {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			conn, err := m.ln.Accept()
+			if err != nil {
+				select {
+				case <-m.closed:
+					return
+				default:
+				}
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				m.log.Error("cluster: raft port accept failed", "err", err)
+				return
+			}
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.route(conn)
+			}()
+		}
+	}()
+}
+
+func (m *mux) route(conn net.Conn) {
+	var b [1]byte
+	_ = conn.SetReadDeadline(time.Now().Add(m.timeout))
+	if _, err := conn.Read(b[:]); err != nil {
+		conn.Close()
+		return
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	switch b[0] {
+	case muxRaft:
+		select {
+		case m.raftCh <- conn:
+		case <-m.closed:
+			conn.Close()
+		}
+	case muxForward:
+		m.serveFwd(conn)
+	default:
+		m.stats.badRPC.Add(1)
+		m.log.Warn("cluster: unknown protocol byte on raft port", "byte", b[0], "remote", conn.RemoteAddr())
+		conn.Close()
+	}
+}
+
+func (m *mux) close() {
+	m.once.Do(func() {
+		close(m.closed)
+		m.ln.Close()
+	})
+	m.wg.Wait()
+}
+
+// raftLayer is the raft.StreamLayer over the mux.
+type raftLayer struct{ m *mux }
+
+var _ raft.StreamLayer = raftLayer{}
+
+func (l raftLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.m.raftCh:
+		return c, nil
+	case <-l.m.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close is called by raft's transport on shutdown; the mux itself is closed by
+// the node after raft.
+func (l raftLayer) Close() error { return nil }
+
+func (l raftLayer) Addr() net.Addr { return l.m.advertise }
+
+func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return dialMux(string(addr), muxRaft, timeout)
+}
+
+func dialMux(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := conn.Write([]byte{proto}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	_ = conn.SetWriteDeadline(time.Time{})
+	return conn, nil
+}
