@@ -341,6 +341,9 @@ func (c *fileConfig) resolvePaths(dir string) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
+	if f, ok := strings.CutPrefix(c.Dispatcher.DBURL, "sqlite://"); ok && f != "" && !filepath.IsAbs(f) {
+		c.Dispatcher.DBURL = "sqlite://" + filepath.Join(dir, f)
+	}
 }
 
 // Warnings returns notices about keys that were accepted but have no effect.
@@ -415,6 +418,10 @@ func (c *fileConfig) Validate() error {
 			path, _, _ := strings.Cut(e.Error(), ":")
 			errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
 		}
+	}
+	for _, e := range validateDB(&c.Dispatcher.Config) {
+		path, _, _ := strings.Cut(e.Error(), ":")
+		errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
 	}
 	if _, err := sip.NewRouter(c.Routes, 0); err != nil {
 		for _, e := range unjoin(err) {

@@ -551,19 +551,6 @@ func TestCheckConfigUnknownKey(t *testing.T) {
 	}
 }
 
-func TestCheckConfigDatabase(t *testing.T) {
-	code, stdout, stderr := runCLI("check", "-config", "testdata/db.yaml")
-	if code != exitOK {
-		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
-	}
-	if !strings.Contains(stderr, "db_url is set: check does not read databases") {
-		t.Errorf("stderr lacks the database notice:\n%s", stderr)
-	}
-	if !strings.Contains(stdout, "route 0 all: all dispatch set 1 alg 4 (round-robin) mode dst") {
-		t.Errorf("stdout lacks the route:\n%s", stdout)
-	}
-}
-
 // The two tests below read list files with dispatch.ParseList, which the
 // state branch implements; they fail on the stub until it is merged.
 

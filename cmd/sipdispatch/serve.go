@@ -92,7 +92,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	go func() { apiDone <- serveAPI(ctx, apiLn, newAPIServer(rb, token, log, m), log) }()
 
 	log.Info("sipdispatch serving", "version", version, "listen", strings.Join(c.Listen, ","),
-		"mode", c.Proxy.Mode, "sets", len(sets), "list_file", c.Dispatcher.ListFile)
+		"mode", c.Proxy.Mode, "sets", len(sets), "source", c.sourceName())
 	serveErr := srv.Serve(ctx)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
