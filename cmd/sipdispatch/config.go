@@ -34,6 +34,7 @@ type fileConfig struct {
 	Dispatcher dispatcherConfig  `yaml:"dispatcher"`
 	Routes     []sip.RouteConfig `yaml:"routes"`
 	Cluster    clusterConfig     `yaml:"cluster"`
+	Events     eventsConfig      `yaml:"events"`
 
 	// path is the file the values came from; "" for built-in defaults.
 	path string
@@ -176,6 +177,7 @@ func defaultConfig() fileConfig {
 			LoadReplication: "sync",
 			DeadNodeReap:    24 * time.Hour,
 		},
+		Events: eventsConfig{Timeout: 2 * time.Second, Retries: 3},
 	}
 }
 
@@ -435,6 +437,7 @@ func (c *fileConfig) Validate() error {
 	}
 	errs = append(errs, c.checkRouteNeeds()...)
 	c.validateCluster(bad)
+	c.Events.validate(bad)
 	return errors.Join(errs...)
 }
 

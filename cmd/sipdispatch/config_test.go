@@ -134,6 +134,7 @@ func TestLoadFullFile(t *testing.T) {
 				TLS: tlsConfig{Cert: abs("raft.crt"), Key: abs("raft.key"), CA: abs("ca.crt")}},
 			LoadReplication: "async", DeadNodeReap: time.Hour,
 		}},
+		{"events", c.Events, eventsConfig{WebhookURL: "https://hooks.example.com/sip?k=1", Timeout: 500 * time.Millisecond, Retries: 5}},
 	}
 	for _, ch := range checks {
 		// Struct literals above are compared by value through their fields.
