@@ -297,10 +297,10 @@ func (s *dbSource) selectRows(ctx context.Context, db *sql.DB, cfg *dispatch.Con
 		c   = rowColumns{id: -1, flags: -1, priority: -1, attrs: -1}
 	)
 	pick := func(key, name string, required bool) (int, error) {
-		real, ok := have[strings.ToLower(name)]
+		actual, ok := have[strings.ToLower(name)]
 		switch {
 		case ok:
-			sel = append(sel, s.quote(real))
+			sel = append(sel, s.quote(actual))
 			return len(sel) - 1, nil
 		case required:
 			return -1, fmt.Errorf("table %s has no column %q (dispatcher.%s)", cfg.TableName, name, key)
@@ -319,10 +319,10 @@ func (s *dbSource) selectRows(ctx context.Context, db *sql.DB, cfg *dispatch.Con
 	c.priority, _ = pick("priority_col", cfg.PriorityCol, false)
 	c.attrs, _ = pick("attrs_col", cfg.AttrsCol, false)
 	q := "SELECT " + strings.Join(sel, ", ")
-	if real, ok := have[dbIDCol]; ok {
-		q += ", " + s.quote(real) + " FROM " + table + " ORDER BY " + s.quote(real)
+	if actual, ok := have[dbIDCol]; ok {
+		q += ", " + s.quote(actual) + " FROM " + table + " ORDER BY " + s.quote(actual)
 		c.id = len(sel)
-		sel = append(sel, real)
+		sel = append(sel, actual)
 	} else {
 		// A view without id: the database's own order, rows named by position.
 		q += " FROM " + table

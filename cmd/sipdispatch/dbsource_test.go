@@ -175,6 +175,13 @@ func TestDBLoad(t *testing.T) {
 				t.Errorf("set %d order %q, want %q", s.ID, got, order[s.ID])
 			}
 		}
+
+		// The same table named with its schema (database on MySQL).
+		cfg.TableName = map[string]string{"mysql": "test", "postgres": "public", "sqlite": "main"}[b.name] + "." + tbl
+		again, err := loadDB(context.Background(), &cfg, discardLog)
+		if err != nil || !slices.Equal(uris(again), want) || again[0].Source != cfg.TableName+":10" {
+			t.Errorf("schema.table: %q, %v", uris(again), err)
+		}
 	})
 }
 
@@ -607,5 +614,23 @@ func TestCheckConfigDatabase(t *testing.T) {
 	code, _, stderr = runCLI("check", "-config", cfg)
 	if code != exitError || !strings.Contains(stderr, "dispatcher:3: ") {
 		t.Errorf("bad row: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// TestServeRefusesUnreachableDB: serve stops before listening when the
+// database cannot be reached, naming the URL without its password.
+func TestServeRefusesUnreachableDB(t *testing.T) {
+	for name, url := range downURLs(t) {
+		t.Run(name, func(t *testing.T) {
+			p := writeConfig(t, fmt.Sprintf("listen: [udp:127.0.0.1:%d]\napi: {listen: \"127.0.0.1:%d\"}\ndispatcher: {db_url: %q}\n",
+				closedPort(t), closedPort(t), url))
+			code, _, stderr := runCLI("serve", "-config", p)
+			if code != exitError || !strings.Contains(stderr, "failed to load destinations: database ") {
+				t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+			}
+			if strings.Contains(stderr, testPassword) {
+				t.Errorf("password in:\n%s", stderr)
+			}
+		})
 	}
 }
