@@ -34,6 +34,7 @@ type fileConfig struct {
 	Dispatcher dispatcherConfig  `yaml:"dispatcher"`
 	Routes     []sip.RouteConfig `yaml:"routes"`
 	Cluster    clusterConfig     `yaml:"cluster"`
+	Events     eventsConfig      `yaml:"events"`
 
 	// path is the file the values came from; "" for built-in defaults.
 	path string
@@ -176,6 +177,7 @@ func defaultConfig() fileConfig {
 			LoadReplication: "sync",
 			DeadNodeReap:    24 * time.Hour,
 		},
+		Events: eventsConfig{Timeout: 2 * time.Second, Retries: 3},
 	}
 }
 
@@ -341,6 +343,9 @@ func (c *fileConfig) resolvePaths(dir string) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
+	if f, ok := strings.CutPrefix(c.Dispatcher.DBURL, "sqlite://"); ok && f != "" && !filepath.IsAbs(f) {
+		c.Dispatcher.DBURL = "sqlite://" + filepath.Join(dir, f)
+	}
 }
 
 // Warnings returns notices about keys that were accepted but have no effect.
@@ -416,6 +421,10 @@ func (c *fileConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
 		}
 	}
+	for _, e := range validateDB(&c.Dispatcher.Config) {
+		path, _, _ := strings.Cut(e.Error(), ":")
+		errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
+	}
 	if _, err := sip.NewRouter(c.Routes, 0); err != nil {
 		for _, e := range unjoin(err) {
 			var re *sip.RouteError
@@ -428,6 +437,7 @@ func (c *fileConfig) Validate() error {
 	}
 	errs = append(errs, c.checkRouteNeeds()...)
 	c.validateCluster(bad)
+	c.Events.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -134,6 +134,7 @@ func TestLoadFullFile(t *testing.T) {
 				TLS: tlsConfig{Cert: abs("raft.crt"), Key: abs("raft.key"), CA: abs("ca.crt")}},
 			LoadReplication: "async", DeadNodeReap: time.Hour,
 		}},
+		{"events", c.Events, eventsConfig{WebhookURL: "https://hooks.example.com/sip?k=1", Timeout: 500 * time.Millisecond, Retries: 5}},
 	}
 	for _, ch := range checks {
 		// Struct literals above are compared by value through their fields.
@@ -548,19 +549,6 @@ func TestCheckConfigUnknownKey(t *testing.T) {
 	code, _, stderr := runCLI("check", "-config", p)
 	if code != exitError || !strings.Contains(stderr, p+`:2: unknown key "proxy.mod"`) {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
-	}
-}
-
-func TestCheckConfigDatabase(t *testing.T) {
-	code, stdout, stderr := runCLI("check", "-config", "testdata/db.yaml")
-	if code != exitOK {
-		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
-	}
-	if !strings.Contains(stderr, "db_url is set: check does not read databases") {
-		t.Errorf("stderr lacks the database notice:\n%s", stderr)
-	}
-	if !strings.Contains(stdout, "route 0 all: all dispatch set 1 alg 4 (round-robin) mode dst") {
-		t.Errorf("stdout lacks the route:\n%s", stdout)
 	}
 }
 

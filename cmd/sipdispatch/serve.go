@@ -55,7 +55,15 @@ func runServe(args []string, _, stderr io.Writer) error {
 	}
 	sets := dispatch.BuildSets(dests)
 	m := newMetrics(log)
-	reg, err := actors.NewRegistry(&c.Dispatcher.Config, sets, actors.Options{Logger: log, OnEvent: m.OnEvent})
+	onEvent := m.OnEvent
+	var hook *webhook
+	if c.Events.WebhookURL != "" {
+		if hook, err = newWebhook(c.Events, webhookQueueSize, log); err != nil {
+			return err
+		}
+		onEvent = fanOut(m.OnEvent, hook.OnEvent)
+	}
+	reg, err := actors.NewRegistry(&c.Dispatcher.Config, sets, actors.Options{Logger: log, OnEvent: onEvent})
 	if err != nil {
 		return fmt.Errorf("failed to start set actors: %w", err)
 	}
@@ -88,11 +96,14 @@ func runServe(args []string, _, stderr io.Writer) error {
 		go reg.RunExpiry(ctx, time.Duration(c.Dispatcher.HashCheckInterval)*time.Second)
 	}
 	go reloadOnHUP(ctx, src, log)
+	if hook != nil {
+		go hook.run(ctx)
+	}
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- serveAPI(ctx, apiLn, newAPIServer(rb, token, log, m), log) }()
 
 	log.Info("sipdispatch serving", "version", version, "listen", strings.Join(c.Listen, ","),
-		"mode", c.Proxy.Mode, "sets", len(sets), "list_file", c.Dispatcher.ListFile)
+		"mode", c.Proxy.Mode, "sets", len(sets), "source", c.sourceName())
 	serveErr := srv.Serve(ctx)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -13,7 +13,7 @@ import (
 )
 
 // sources owns what the set actors run: the destinations as loaded from the
-// list file, in source order, plus runtime additions and removals. Reload,
+// list file or database table, in source order, plus runtime additions and removals. Reload,
 // add and remove each build the new sets first and hand them to the registry
 // in one Replace, so a failure of any kind leaves the running sets as they were.
 type sources struct {
@@ -23,34 +23,54 @@ type sources struct {
 
 	// mu serialises changes; dests is guarded by it.
 	mu    sync.Mutex
-	dests []dispatch.Destination // source order: list lines, then runtime adds
+	dests []dispatch.Destination // source order: list lines or table rows, then runtime adds
 }
 
-// loadDests reads the list file. With ds_load_mode 1 any bad line fails the
-// load; with 0 bad lines are skipped with a warning each.
+// loadDests reads the destination source: the database table when db_url is
+// set, else the list file. With ds_load_mode 1 any bad line or row fails the
+// load; with 0 bad ones are skipped with a warning each.
 func loadDests(c *fileConfig, log *slog.Logger) ([]dispatch.Destination, error) {
+	var (
+		dests []dispatch.Destination
+		err   error
+	)
 	if c.Dispatcher.DBURL != "" {
-		return nil, errors.New("dispatcher.db_url: database sources are not available in this build yet")
+		dests, err = loadDB(context.Background(), &c.Dispatcher.Config, log)
+	} else {
+		dests, err = readListFile(c.Dispatcher.ListFile)
 	}
-	fh, err := os.Open(c.Dispatcher.ListFile)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	dests, err := dispatch.ReadList(fh, c.Dispatcher.ListFile)
 	if err != nil {
 		var le *dispatch.ListError
 		if c.Dispatcher.LoadMode != 0 || !errors.As(err, &le) {
 			return nil, err
 		}
 		for _, l := range le.Lines {
-			log.Warn("skipped bad list line (ds_load_mode 0)", "err", l.Error())
+			log.Warn("skipped bad destination (ds_load_mode 0)", "err", l.Error())
 		}
 	}
 	return dests, nil
 }
 
-// reload re-reads the list file and replaces the sets, keeping runtime state.
+// readListFile reads a list file in line order; a *dispatch.ListError comes
+// with the good lines.
+func readListFile(name string) ([]dispatch.Destination, error) {
+	fh, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	return dispatch.ReadList(fh, name)
+}
+
+// sourceName names the destination source in messages.
+func (c *fileConfig) sourceName() string {
+	if c.Dispatcher.DBURL != "" {
+		return dbSourceName(&c.Dispatcher.Config)
+	}
+	return c.Dispatcher.ListFile
+}
+
+// reload re-reads the source and replaces the sets, keeping runtime state.
 func (s *sources) reload(ctx context.Context) error {
 	dests, err := loadDests(s.c, s.log)
 	if err != nil {

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// eventsConfig is the events key: where dst-up/dst-down events are sent.
+type eventsConfig struct {
+	WebhookURL string        `yaml:"webhook_url"` // http(s) URL each event is POSTed to; "" = none
+	Timeout    time.Duration `yaml:"timeout"`     // per attempt
+	Retries    int           `yaml:"retries"`     // further attempts after a failed one
+}
+
+const (
+	// webhookQueueSize bounds the events waiting for the sender; beyond it
+	// events are dropped rather than slowing the set actors.
+	webhookQueueSize = 1024
+	// webhookBackoff is the pause before the first retry; it doubles for
+	// each further one, up to webhookMaxBackoff.
+	webhookBackoff    = 250 * time.Millisecond
+	webhookMaxBackoff = 10 * time.Second
+	// maxWebhookRetries keeps one dead receiver from holding the queue for long.
+	maxWebhookRetries = 10
+)
+
+// validate checks the events key; a password in the URL is never shown.
+func (e *eventsConfig) validate(bad func(path string, v any, why string)) {
+	if e.WebhookURL != "" {
+		if u, err := parseWebhookURL(e.WebhookURL); err != nil {
+			shown := `"..."` // an unparsable URL may hold a password
+			if u != nil {
+				shown = strconv.Quote(u.Redacted())
+			}
+			bad("events.webhook_url", shown, err.Error())
+		}
+	}
+	if e.Timeout <= 0 {
+		bad("events.timeout", e.Timeout, "must be > 0")
+	}
+	if e.Retries < 0 || e.Retries > maxWebhookRetries {
+		bad("events.retries", e.Retries, "must be 0.."+strconv.Itoa(maxWebhookRetries))
+	}
+}
+
+// parseWebhookURL accepts an absolute http or https URL. On an error the URL
+// is returned too when it parsed, so the caller can show it redacted; the
+// error itself never repeats the URL.
+func parseWebhookURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error repeats the URL, password included: keep only the reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return u, errors.New("want an http:// or https:// URL with a host")
+	}
+	return u, nil
+}
+
+// webhookEvent is the JSON body of one POST.
+type webhookEvent struct {
+	Event    string `json:"event"` // dst-up or dst-down
+	Set      int    `json:"set"`
+	URI      string `json:"uri"`
+	DUID     string `json:"duid"`
+	OldFlags string `json:"old_flags"` // state letters as dispatcher.list prints them
+	NewFlags string `json:"new_flags"`
+	Time     string `json:"time"` // RFC 3339, UTC
+}
+
+// webhook POSTs destination events to events.webhook_url. OnEvent only
+// queues (the set actors call it and must never wait); one sender goroutine
+// (run) delivers in order, retrying with backoff, and drops an event when
+// the queue is full or its retries are spent.
+type webhook struct {
+	url      string
+	redacted string // for logs
+	client   *http.Client
+	retries  int
+	backoff  time.Duration // first retry pause
+	queue    chan webhookEvent
+	log      *slog.Logger
+
+	// delivered and dropped count events, for logs and tests.
+	delivered, dropped atomic.Uint64
+}
+
+// newWebhook builds the sender of a validated events config; queue bounds
+// the events waiting for delivery.
+func newWebhook(c eventsConfig, queue int, log *slog.Logger) (*webhook, error) {
+	u, err := parseWebhookURL(c.WebhookURL)
+	if err != nil {
+		return nil, fmt.Errorf("events.webhook_url: %w", err)
+	}
+	return &webhook{
+		url:      c.WebhookURL,
+		redacted: u.Redacted(),
+		client:   &http.Client{Timeout: c.Timeout},
+		retries:  c.Retries,
+		backoff:  webhookBackoff,
+		queue:    make(chan webhookEvent, queue),
+		log:      log,
+	}, nil
+}
+
+// OnEvent queues ev for delivery without blocking; a full queue drops it.
+func (w *webhook) OnEvent(ev dispatch.Event) {
+	e := webhookEvent{
+		Event: eventKind(ev), Set: ev.SetID, URI: ev.URI, DUID: ev.DUID,
+		OldFlags: ev.Old.Letters(), NewFlags: ev.New.Letters(),
+		Time: ev.At.UTC().Format(time.RFC3339Nano),
+	}
+	select {
+	case w.queue <- e:
+	default:
+		n := w.dropped.Add(1)
+		w.log.Warn("webhook queue full: event dropped", "event", e.Event, "set", e.Set, "uri", e.URI, "dropped_total", n)
+	}
+}
+
+// run delivers queued events until ctx ends; what is still queued then is
+// not sent.
+func (w *webhook) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-w.queue:
+			w.deliver(ctx, e)
+		}
+	}
+}
+
+// deliver POSTs one event, retrying up to w.retries times with doubling pauses.
+func (w *webhook) deliver(ctx context.Context, e webhookEvent) {
+	body, err := json.Marshal(e)
+	if err != nil {
+		w.log.Error("webhook: event not encodable", "err", err)
+		return
+	}
+	pause := w.backoff
+	for attempt := 0; ; attempt++ {
+		err = w.post(ctx, body)
+		if err == nil {
+			w.delivered.Add(1)
+			return
+		}
+		if attempt == w.retries || ctx.Err() != nil {
+			break
+		}
+		w.log.Debug("webhook attempt failed; retrying", "url", w.redacted, "attempt", attempt+1, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, webhookMaxBackoff)
+	}
+	n := w.dropped.Add(1)
+	w.log.Warn("webhook failed: event dropped", "url", w.redacted, "event", e.Event, "set", e.Set, "uri", e.URI,
+		"attempts", w.retries+1, "err", err, "dropped_total", n)
+}
+
+func (w *webhook) post(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "sipdispatch/"+version)
+	resp, err := w.client.Do(req)
+	if err != nil {
+		// url.Error names the URL; show it without a password.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return ue.Err
+		}
+		return err
+	}
+	// Read a little of the body so the connection can be reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("HTTP %s", resp.Status)
+	}
+	return nil
+}
+
+// eventKind names an event as Kamailio's event routes do.
+func eventKind(ev dispatch.Event) string {
+	if ev.Up {
+		return "dst-up"
+	}
+	return "dst-down"
+}
+
+// fanOut calls each hook in turn with every event; the actors' single
+// OnEvent feeds both metrics and the webhook this way.
+func fanOut(hooks ...func(dispatch.Event)) func(dispatch.Event) {
+	return func(ev dispatch.Event) {
+		for _, h := range hooks {
+			h(ev)
+		}
+	}
+}

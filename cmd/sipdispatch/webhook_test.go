@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// startWebhook runs a webhook to url until the test ends.
+func startWebhook(t *testing.T, url string, c eventsConfig, queue int) *webhook {
+	t.Helper()
+	c.WebhookURL = url
+	w, err := newWebhook(c, queue, discardLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.backoff = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return w
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func testEvent(n int) dispatch.Event {
+	return dispatch.Event{SetID: n, URI: "sip:10.9.0.1:5060", DUID: "gw1", Up: false,
+		Old: dispatch.FlagProbing, New: dispatch.FlagInactive | dispatch.FlagProbing,
+		At: time.Date(2026, 11, 25, 23, 0, 0, 5e6, time.FixedZone("CET", 3600))}
+}
+
+func TestWebhookDelivers(t *testing.T) {
+	got := make(chan *http.Request, 1)
+	bodies := make(chan []byte, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r
+		bodies <- b
+	}))
+	defer srv.Close()
+	w := startWebhook(t, srv.URL+"/hook", eventsConfig{Timeout: 2 * time.Second, Retries: 3}, 8)
+	w.OnEvent(testEvent(7))
+	var r *http.Request
+	select {
+	case r = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no POST arrived")
+	}
+	if r.Method != http.MethodPost || r.URL.Path != "/hook" || r.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("%s %s, Content-Type %q", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
+	}
+	var body map[string]any
+	if err := json.Unmarshal(<-bodies, &body); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"event": "dst-down", "set": 7.0, "uri": "sip:10.9.0.1:5060", "duid": "gw1",
+		"old_flags": "AP", "new_flags": "IP", "time": "2026-11-25T22:00:00.005Z"}
+	for k, v := range want {
+		if body[k] != v {
+			t.Errorf("%s = %v, want %v", k, body[k], v)
+		}
+	}
+	if len(body) != len(want) {
+		t.Errorf("body %v has other fields", body)
+	}
+	waitFor(t, "the delivered count", func() bool { return w.delivered.Load() == 1 })
+}
+
+// TestWebhookRetriesThenDrops: a failing receiver gets 1+retries attempts,
+// then the event is dropped and the next one is sent.
+func TestWebhookRetriesThenDrops(t *testing.T) {
+	var attempts, fail atomic.Int32
+	fail.Store(1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		attempts.Add(1)
+		if fail.Load() == 1 {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	w := startWebhook(t, srv.URL, eventsConfig{Timeout: 2 * time.Second, Retries: 3}, 8)
+	w.OnEvent(testEvent(1))
+	waitFor(t, "the drop", func() bool { return w.dropped.Load() == 1 })
+	if n := attempts.Load(); n != 4 {
+		t.Errorf("%d attempts, want 1 + 3 retries", n)
+	}
+	fail.Store(0)
+	w.OnEvent(testEvent(2))
+	waitFor(t, "the second event", func() bool { return w.delivered.Load() == 1 })
+	if n := attempts.Load(); n != 5 {
+		t.Errorf("%d attempts in all, want 5: the dropped event must not be retried again", n)
+	}
+}
+
+// TestWebhookTimeout: a receiver slower than events.timeout counts as failed.
+func TestWebhookTimeout(t *testing.T) {
+	release := make(chan struct{})
+	var attempts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		attempts.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	w := startWebhook(t, srv.URL, eventsConfig{Timeout: 50 * time.Millisecond, Retries: 1}, 8)
+	w.OnEvent(testEvent(1))
+	waitFor(t, "the drop", func() bool { return w.dropped.Load() == 1 })
+	if n := attempts.Load(); n != 2 {
+		t.Errorf("%d attempts, want 2", n)
+	}
+}
+
+// TestWebhookNeverBlocks: with the receiver stuck, OnEvent still returns at
+// once; events beyond the queue are dropped and counted, and the queued ones
+// are delivered once the receiver answers.
+func TestWebhookNeverBlocks(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	defer srv.Close()
+	const queue, events = 4, 200
+	w := startWebhook(t, srv.URL, eventsConfig{Timeout: time.Minute, Retries: 0}, queue)
+	done := make(chan struct{})
+	go func() {
+		for i := range events {
+			w.OnEvent(testEvent(i))
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnEvent blocked on a stuck receiver")
+	}
+	if d := w.dropped.Load(); d < events-queue-1 {
+		t.Errorf("dropped %d, want at least %d", d, events-queue-1)
+	}
+	close(release)
+	waitFor(t, "every event delivered or dropped", func() bool { return w.delivered.Load()+w.dropped.Load() == events })
+	if d := w.delivered.Load(); d < queue || d > queue+1 {
+		t.Errorf("delivered %d, want the %d queued (+1 in flight)", d, queue)
+	}
+}
+
+// TestWebhookFromActors: the set actors' events reach the webhook and the
+// metrics through fanOut, as serve wires them.
+func TestWebhookFromActors(t *testing.T) {
+	bodies := make(chan webhookEvent, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e webhookEvent
+		if err := json.NewDecoder(r.Body).Decode(&e); err != nil {
+			t.Error(err)
+		}
+		bodies <- e
+	}))
+	defer srv.Close()
+	w := startWebhook(t, srv.URL, eventsConfig{Timeout: 2 * time.Second, Retries: 0}, 8)
+	var counted atomic.Int32
+	cfg := dispatch.DefaultConfig()
+	d, err := dispatch.NewDestination(3, "sip:10.9.0.2:5060", 0, 0, "duid=gwx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := actors.NewRegistry(&cfg, dispatch.BuildSets([]dispatch.Destination{d}), actors.Options{
+		Seed: 1, Logger: discardLog,
+		OnEvent: fanOut(func(dispatch.Event) { counted.Add(1) }, w.OnEvent),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Stop()
+	op, err := dispatch.ParseMarkState("i")
+	if err != nil {
+		t.Fatal(err)
+	}
+	op.Direct = true
+	if err := reg.Mark(context.Background(), 3, d.URI, op); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-bodies:
+		if e.Event != "dst-down" || e.Set != 3 || e.URI != d.URI || e.DUID != "gwx" || e.OldFlags != "AX" || e.NewFlags != "IX" {
+			t.Errorf("event %+v", e)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, e.Time); err != nil {
+			t.Errorf("time %q: %v", e.Time, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event reached the webhook")
+	}
+	if counted.Load() != 1 {
+		t.Errorf("the other hook saw %d events, want 1", counted.Load())
+	}
+}
+
+func TestEventsConfig(t *testing.T) {
+	c := defaultConfig()
+	if c.Events != (eventsConfig{Timeout: 2 * time.Second, Retries: 3}) {
+		t.Errorf("defaults %+v", c.Events)
+	}
+	p := writeConfig(t, "events:\n  webhook_url: ftp://u:hookSecret1@h/x\n  timeout: 0s\n  retries: 11\n")
+	if c, err := loadConfig(p); err != nil {
+		t.Fatal(err)
+	} else if err = c.Validate(); err == nil {
+		t.Fatal("bad events validated")
+	} else {
+		msg := err.Error()
+		for _, want := range []string{
+			p + `:2: events.webhook_url: "ftp://u:xxxxx@h/x": want an http:// or https:// URL`,
+			p + ":3: events.timeout: 0s: must be > 0",
+			p + ":4: events.retries: 11: must be 0..10",
+		} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("error lacks %q:\n%s", want, msg)
+			}
+		}
+		if strings.Contains(msg, "hookSecret1") {
+			t.Errorf("password in %q", msg)
+		}
+	}
+	p = writeConfig(t, "events: {webhook_url: \"http://u:hookSecret1@h:x/\"}\n")
+	if c, err := loadConfig(p); err != nil {
+		t.Fatal(err)
+	} else if err = c.Validate(); err == nil || strings.Contains(err.Error(), "hookSecret1") || !strings.Contains(err.Error(), `events.webhook_url: "..."`) {
+		t.Errorf("unparsable URL: %v", err)
+	}
+}
