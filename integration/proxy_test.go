@@ -368,3 +368,55 @@ func TestTooManyHopsAndNoGateway(t *testing.T) {
 }
 
 func firstLine(s string) string { l, _, _ := strings.Cut(s, "\r\n"); return l }
+
+// metric sums the values of the /metrics series whose line starts with
+// prefix (name plus the first labels), e.g. `sipdispatch_selections_total{set="1"`.
+func metric(t *testing.T, n *Node, prefix string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + n.APIAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	sum := 0.0
+	for _, l := range strings.Split(body.String(), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			var v float64
+			fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// The request, selection and reply counters move with real calls.
+func TestMetricsCountRealCalls(t *testing.T) {
+	ip := nextIP()
+	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
+	n := startNode(t, nodeYAML("stateful", "", `- name: pstn
+  dispatch: {set: 1, alg: 4}`), listFile(1, gws...))
+	const calls = 20
+	if code, out := sipp(t, 60*time.Second, callerArgs(n, calls, 20, 0)...); code != 0 {
+		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
+	}
+	checks := []struct {
+		prefix string
+		want   float64
+	}{
+		{`sipdispatch_sip_requests_total{method="INVITE",route="pstn"}`, calls},
+		{`sipdispatch_sip_requests_total{method="BYE",route="in-dialog"}`, calls},
+		{`sipdispatch_selections_total{set="1",uri="` + gws[0].URI() + `"}`, calls / 2},
+		{`sipdispatch_selections_total{set="1",uri="` + gws[1].URI() + `"}`, calls / 2},
+	}
+	for _, c := range checks {
+		if got := metric(t, n, c.prefix); got != c.want {
+			t.Errorf("%s = %v, want %v", c.prefix, got, c.want)
+		}
+	}
+	// Each call: 200 to the INVITE and 200 to the BYE went upstream.
+	if got := metric(t, n, `sipdispatch_sip_replies_total{class="2xx"}`); got < 2*calls {
+		t.Errorf("2xx replies %v, want at least %d", got, 2*calls)
+	}
+}

@@ -54,6 +54,8 @@ type Config struct {
 	// UserAgent is the User-Agent of locally generated requests and the
 	// Server header of local replies.
 	UserAgent string
+	// Observer receives counts for metrics; nil = none.
+	Observer Observer
 }
 
 // DefaultConfig returns SPEC §3's defaults.

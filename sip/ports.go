@@ -36,3 +36,25 @@ type Dispatcher interface {
 type Routes interface {
 	Match(req *dispatch.Request, fromSet func(setID int) bool) *Route
 }
+
+// Observer counts what the proxy does, for metrics. The proxy calls it on the
+// request path, so every method must be cheap, safe for concurrent use and
+// never block.
+type Observer interface {
+	// Request counts a request the proxy handled: route is the matched
+	// route's name, "" when none matched, "in-dialog" for requests that
+	// follow a Route set.
+	Request(method, route string)
+	// Selected counts a request sent to a destination of a set (every
+	// attempt, failovers included).
+	Selected(setID int, uri string)
+	// Reply counts a response sent upstream, relayed or local.
+	Reply(code int)
+}
+
+// nopObserver is the Observer of a Config without one.
+type nopObserver struct{}
+
+func (nopObserver) Request(string, string) {}
+func (nopObserver) Selected(int, string)   {}
+func (nopObserver) Reply(int)              {}

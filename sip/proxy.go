@@ -252,6 +252,7 @@ func (s *Server) relay(tx sipmsg.ServerTransaction, res *sipmsg.Response) {
 	r := res.Clone()
 	r.RemoveHeader("Via")
 	r.SetDestination("") // computed again from the Via now on top
+	s.obs.Reply(r.StatusCode)
 	if err := tx.Respond(r); err != nil {
 		s.log.Debug("sip: response not relayed", "code", r.StatusCode, "err", err)
 	}

@@ -26,6 +26,7 @@ type Server struct {
 	cfg    Config
 	d      Dispatcher
 	routes Routes
+	obs    Observer
 	log    *slog.Logger
 
 	ua  *sipgo.UserAgent
@@ -86,6 +87,10 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 		loads:    newLoadTracker(64*sipmsg.T1 + cfg.FRInvTimer),
 		branches: newExpiringMap[sentInvite](branchCacheSize, 64*sipmsg.T1+cfg.FRInvTimer),
 		stop:     make(chan struct{}),
+		obs:      cfg.Observer,
+	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
 	}
 	if cfg.Advertise != "" {
 		s.advHost, s.advPort, _ = splitAdvertise(cfg.Advertise)
@@ -453,6 +458,7 @@ func (s *Server) reply(req *sipmsg.Request, tx sipmsg.ServerTransaction, code in
 	if req.IsAck() {
 		return
 	}
+	s.obs.Reply(code)
 	res := sipmsg.NewResponseFromRequest(req, code, reason, nil)
 	for _, h := range hdrs {
 		res.AppendHeader(h)
@@ -584,6 +590,11 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	}
 	dr := RequestFrom(req, req.Source(), req.Transport())
 	rt := s.routes.Match(&dr, func(setID int) bool { return s.d.FromSet(setID, dr.SrcIP, dr.SrcPort, dr.Proto) })
+	if rt != nil {
+		s.obs.Request(dr.Method, rt.Name)
+	} else {
+		s.obs.Request(dr.Method, "")
+	}
 	switch {
 	case rt == nil:
 		s.reply(req, tx, 404, "Not Found")
@@ -643,6 +654,7 @@ func (s *Server) inDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		s.reply(req, tx, 483, "Too Many Hops")
 		return
 	}
+	s.obs.Request(string(req.Method), "in-dialog")
 	h, pop, loadSet, ok := s.nextHop(req)
 	if !ok {
 		s.reply(req, tx, 404, "Not Found")
@@ -716,6 +728,7 @@ func (s *Server) onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 // dispatchOutgoing builds the request for one destination of a selection:
 // ds_select_domain's R-URI rewrite, the route's headers, Record-Route.
 func (s *Server) dispatchOutgoing(req *sipmsg.Request, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, mf int, branch string) *sipmsg.Request {
+	s.obs.Selected(sel.SetID, dest.URI)
 	h := hop{addr: dest.HostPort(), proto: dest.EffectiveTransport()}
 	pop, _ := s.ownRoutes(req) // a preloaded Route to us
 	fwd := s.outgoing(req, h, mf, pop, branch)

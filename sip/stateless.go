@@ -133,6 +133,7 @@ func (s *Server) forwardResponse(res *sipmsg.Response) {
 	}
 	res.SetDestination("")
 	res.SetTransport(strings.ToUpper(next.Transport))
+	s.obs.Reply(res.StatusCode)
 	if err := s.ua.TransportLayer().WriteMsg(res); err != nil {
 		s.log.Debug("sip: response not forwarded", "code", res.StatusCode, "err", err)
 	}

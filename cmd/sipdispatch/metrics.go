@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip"
 )
 
 // metricsScrapeTimeout bounds how long a scrape waits for the set actors'
@@ -24,10 +25,15 @@ const metricsScrapeTimeout = 5 * time.Second
 // /metrics by the management API. Other parts of the node register their
 // own collectors on reg.
 type metrics struct {
-	reg    *prometheus.Registry
-	events *prometheus.CounterVec
-	dests  *destCollector
+	reg        *prometheus.Registry
+	events     *prometheus.CounterVec
+	dests      *destCollector
+	requests   *prometheus.CounterVec
+	selections *prometheus.CounterVec
+	replies    *prometheus.CounterVec
 }
+
+var _ sip.Observer = (*metrics)(nil)
 
 // newMetrics builds the registry with the Go runtime and process collectors,
 // the destination event counter and the destination collector (fed once
@@ -41,14 +47,59 @@ func newMetrics(log *slog.Logger) *metrics {
 			Name: "sipdispatch_destination_events_total",
 			Help: "Destination state changes between selectable and not (dst-up, dst-down).",
 		}, []string{"set", "uri", "event"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipdispatch_sip_requests_total",
+			Help: "SIP requests handled, by method and matched route (route \"\" = none matched, \"in-dialog\" = followed a Route set).",
+		}, []string{"method", "route"}),
+		selections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipdispatch_selections_total",
+			Help: "Requests sent to a destination, failover attempts included.",
+		}, []string{"set", "uri"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipdispatch_sip_replies_total",
+			Help: "SIP responses sent upstream, relayed or local, by class (1xx..6xx).",
+		}, []string{"class"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.events,
 		m.dests,
+		m.requests,
+		m.selections,
+		m.replies,
 	)
 	return m
+}
+
+// knownMethods bounds the method label: anything else counts as "other", so
+// a client inventing methods cannot grow the series without limit.
+var knownMethods = map[string]bool{
+	"INVITE": true, "ACK": true, "BYE": true, "CANCEL": true, "OPTIONS": true, "REGISTER": true,
+	"PRACK": true, "SUBSCRIBE": true, "NOTIFY": true, "PUBLISH": true, "INFO": true, "REFER": true,
+	"MESSAGE": true, "UPDATE": true,
+}
+
+// Request implements sip.Observer.
+func (m *metrics) Request(method, route string) {
+	if !knownMethods[method] {
+		method = "other"
+	}
+	m.requests.WithLabelValues(method, route).Inc()
+}
+
+// Selected implements sip.Observer.
+func (m *metrics) Selected(setID int, uri string) {
+	m.selections.WithLabelValues(strconv.Itoa(setID), uri).Inc()
+}
+
+// Reply implements sip.Observer.
+func (m *metrics) Reply(code int) {
+	class := "other"
+	if code >= 100 && code < 700 {
+		class = strconv.Itoa(code/100) + "xx"
+	}
+	m.replies.WithLabelValues(class).Inc()
 }
 
 // OnEvent counts a dst-up/dst-down event. It never blocks, as the actors

@@ -75,7 +75,9 @@ func runServe(args []string, _, stderr io.Writer) error {
 	}
 	rb := &registryBackend{Registry: reg, Cfg: &c.Dispatcher.Config,
 		ReloadFunc: src.reload, AddFunc: src.add, RemoveFunc: src.remove}
-	srv, err := sip.NewServer(c.sipConfig(), pingGate{reg, rb}, router, log)
+	sipCfg := c.sipConfig()
+	sipCfg.Observer = m
+	srv, err := sip.NewServer(sipCfg, pingGate{reg, rb}, router, log)
 	if err != nil {
 		return fmt.Errorf("failed to create SIP server: %w", err)
 	}
