@@ -287,13 +287,11 @@ func (s *Server) cancelDownstream(inv *sipmsg.Request) {
 	c.SetDestination(inv.Destination())
 	c.SetTransport(inv.Transport())
 	c.Laddr = inv.Laddr
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
+	s.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
 		defer cancel()
 		if _, err := s.cli.Do(ctx, c); err != nil {
 			s.log.Debug("sip: CANCEL downstream failed", "to", c.Destination(), "err", err)
 		}
-	}()
+	})
 }

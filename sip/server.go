@@ -44,7 +44,7 @@ type Server struct {
 
 	dropped atomic.Int64 // messages dropped: unparsable, or not answerable
 
-	bg       sync.WaitGroup // asynchronous Dispatcher calls and probes
+	bg       background // asynchronous Dispatcher calls, CANCELs and probes
 	stopOnce sync.Once
 	stop     chan struct{}
 }
@@ -203,11 +203,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}()
 	}
 	if s.cfg.PingInterval > 0 {
-		s.bg.Add(1)
-		go func() {
-			defer s.bg.Done()
-			s.probeLoop(ctx)
-		}()
+		s.bg.Go(func() { s.probeLoop(ctx) })
 	}
 	var err error
 	select {
@@ -231,7 +227,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.close()
 	done := make(chan struct{})
 	go func() {
-		s.bg.Wait()
+		s.bg.CloseAndWait()
 		close(done)
 	}()
 	select {
@@ -266,15 +262,44 @@ func (s *Server) closeSockets() {
 // async runs a Dispatcher call off the SIP path with a deadline, logging
 // its failure; Shutdown waits for it.
 func (s *Server) async(what string, f func(ctx context.Context) error) {
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
+	s.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
 		defer cancel()
 		if err := f(ctx); err != nil {
 			s.log.Warn("dispatcher call failed", "call", what, "err", err)
 		}
+	})
+}
+
+// background runs goroutines that Shutdown waits for. Once CloseAndWait has
+// begun it admits no more — a WaitGroup must not gain work while Wait may be
+// running — so work that arrives during shutdown is dropped, not raced.
+type background struct {
+	mu     sync.Mutex
+	closed bool // guarded by mu
+	wg     sync.WaitGroup
+}
+
+// Go runs f in a goroutine unless shutdown has begun.
+func (b *background) Go(f func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		f()
 	}()
+}
+
+// CloseAndWait refuses new work and waits for the running goroutines.
+func (b *background) CloseAndWait() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.wg.Wait()
 }
 
 // socketFor returns the listener to send proto from, or nil.
