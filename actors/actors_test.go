@@ -141,16 +141,7 @@ func TestMarkWhileSelecting(t *testing.T) {
 
 // A full data mailbox answers ErrBusy at once instead of blocking the caller.
 func TestFullMailboxIsBusy(t *testing.T) {
-	release := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	var first atomic.Bool
-	now := func() time.Time {
-		if first.CompareAndSwap(false, true) {
-			entered <- struct{}{}
-			<-release // hold the actor inside its first message
-		}
-		return time.Unix(1_700_000_000, 0)
-	}
+	now, entered, release := holdFirstMessage()
 	r := newTestRegistry(t, threeGateways(), Options{MailboxSize: 2, Now: now})
 	ctx := context.Background()
 	firstDone := make(chan error, 1)
@@ -360,16 +351,7 @@ func TestStoppedRegistry(t *testing.T) {
 }
 
 func TestSelectRespectsContext(t *testing.T) {
-	release := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	var first atomic.Bool
-	now := func() time.Time {
-		if first.CompareAndSwap(false, true) {
-			entered <- struct{}{}
-			<-release
-		}
-		return time.Unix(1_700_000_000, 0)
-	}
+	now, entered, release := holdFirstMessage()
 	r := newTestRegistry(t, threeGateways(), Options{Now: now})
 	defer close(release)
 	go r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200})
@@ -413,4 +395,21 @@ func BenchmarkActorSelectRoundTrip(b *testing.B) {
 			}
 		})
 	})
+}
+
+// holdFirstMessage returns a clock for Options.Now that holds the actor inside
+// the first message it serves: entered receives once the actor is held, and
+// closing release lets it go on. Tests use it to fill a mailbox or outwait a
+// caller deterministically.
+func holdFirstMessage() (now func() time.Time, entered, release chan struct{}) {
+	entered, release = make(chan struct{}, 1), make(chan struct{})
+	var first atomic.Bool
+	now = func() time.Time {
+		if first.CompareAndSwap(false, true) {
+			entered <- struct{}{}
+			<-release
+		}
+		return time.Unix(1_700_000_000, 0)
+	}
+	return now, entered, release
 }

@@ -110,14 +110,7 @@ func TestCancelRingingCall(t *testing.T) {
 	callID := inv.CallID().Value()
 	waitFor(t, "180 at the caller", 3*time.Second, func() bool { return slices.Contains(u.wireCodes(callID), 180) })
 
-	cancel := sipmsg.NewRequest(sipmsg.CANCEL, inv.Recipient)
-	cancel.AppendHeader(sipmsg.HeaderClone(inv.Via()))
-	cancel.AppendHeader(sipmsg.HeaderClone(inv.From()))
-	cancel.AppendHeader(sipmsg.HeaderClone(inv.To()))
-	cancel.AppendHeader(sipmsg.HeaderClone(inv.CallID()))
-	cancel.AppendHeader(&sipmsg.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sipmsg.CANCEL})
-	cancel.SetDestination(proxy)
-	cancel.SetTransport("UDP")
+	cancel := cancelFor(inv, proxy)
 	cres := u.final(t, cancel)
 	if c := cres[len(cres)-1].StatusCode; c != 200 {
 		t.Fatalf("CANCEL answered %d, want 200", c)

@@ -432,3 +432,17 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// cancelFor builds the CANCEL a caller sends for inv (RFC 3261 §9.1: same
+// R-URI, top Via, From, To, Call-ID and CSeq number) to the proxy over UDP.
+func cancelFor(inv *sipmsg.Request, proxy string) *sipmsg.Request {
+	c := sipmsg.NewRequest(sipmsg.CANCEL, inv.Recipient)
+	c.AppendHeader(sipmsg.HeaderClone(inv.Via()))
+	c.AppendHeader(sipmsg.HeaderClone(inv.From()))
+	c.AppendHeader(sipmsg.HeaderClone(inv.To()))
+	c.AppendHeader(sipmsg.HeaderClone(inv.CallID()))
+	c.AppendHeader(&sipmsg.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sipmsg.CANCEL})
+	c.SetDestination(proxy)
+	c.SetTransport("UDP")
+	return c
+}
