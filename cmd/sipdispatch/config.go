@@ -243,6 +243,11 @@ func (d *dispatcherConfig) checkOther(c *fileConfig) error {
 			errs = append(errs, fmt.Errorf("%sunknown key %q", at, "dispatcher."+k))
 		}
 	}
+	if d.ForceDst != 0 {
+		// Kamailio's force_dst decides whether a selection may overwrite a
+		// destination the script set earlier; sipdispatch has no such step.
+		c.warnings = append(c.warnings, fmt.Sprintf("%sdispatcher.force_dst: has no effect here: the selected gateway is always the destination (nothing sets one before selection)", c.at(c.lines["dispatcher.force_dst"])))
+	}
 	return errors.Join(errs...)
 }
 

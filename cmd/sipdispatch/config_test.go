@@ -142,8 +142,9 @@ func TestLoadFullFile(t *testing.T) {
 			t.Errorf("%s = %+v, want %+v", ch.name, ch.got, ch.want)
 		}
 	}
-	if len(c.Warnings()) != 0 {
-		t.Errorf("warnings: %v", c.Warnings())
+	// full.yaml sets every key, force_dst: 1 included, which only warns.
+	if w := c.Warnings(); len(w) != 1 || !strings.Contains(w[0], "force_dst: has no effect") {
+		t.Errorf("warnings: %v, want only the force_dst notice", w)
 	}
 }
 
@@ -596,5 +597,24 @@ func TestCheckConfigBadList(t *testing.T) {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
+	}
+}
+
+// force_dst is accepted for migration but does nothing, and says so.
+func TestForceDstWarns(t *testing.T) {
+	c, err := loadConfig(writeConfig(t, "dispatcher:\n  force_dst: 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	if !strings.Contains(w, ":2: dispatcher.force_dst: has no effect") {
+		t.Errorf("warnings %q lack a no-effect notice for force_dst at line 2", w)
+	}
+	c, err = loadConfig(writeConfig(t, "dispatcher:\n  force_dst: 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings()) != 0 {
+		t.Errorf("force_dst: 0 warned: %v", c.Warnings())
 	}
 }
