@@ -323,6 +323,11 @@ func TestFromSet(t *testing.T) {
 		{0, "::ffff:10.0.0.1", 5060, "tcp", true},
 		{0, "127.0.0.2", 5081, "udp", false},
 		{0, "not-an-ip", 5081, "udp", false},
+		// A per-route mode arrives as port 0 (any port) or proto "" (any transport).
+		{0, "127.0.0.1", 0, "udp", true},
+		{0, "127.0.0.1", 5081, "", true},
+		{0, "127.0.0.1", 0, "", true},
+		{0, "127.0.0.2", 0, "", false},
 	}
 	for _, tc := range tests {
 		r := newTestRegistry(t, sets, Options{FromSetMode: tc.mode})

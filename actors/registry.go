@@ -295,7 +295,9 @@ func (r *Registry) Status(ctx context.Context) ([]SetStatus, error) {
 
 // FromSet reports whether a request from ip:port over proto comes from a
 // destination of set setID (Kamailio's ds_is_from_list); setID < 0 checks
-// every set. Destinations named by host name do not match (no DNS here).
+// every set. Port 0 matches any port and proto "" any transport (the caller's
+// per-route mode); Options.FromSetMode widens every check the same way.
+// Destinations named by host name do not match (no DNS here).
 func (r *Registry) FromSet(setID int, ip string, port int, proto string) bool {
 	addr, err := netip.ParseAddr(ip)
 	if err != nil {
@@ -327,10 +329,10 @@ func (r *Registry) matchDest(d *dispatch.Destination, addr netip.Addr, port int,
 	if err != nil || da.Unmap() != addr {
 		return false
 	}
-	if r.opts.FromSetMode&1 == 0 && d.EffectivePort() != port {
+	if port != 0 && r.opts.FromSetMode&1 == 0 && d.EffectivePort() != port {
 		return false
 	}
-	if r.opts.FromSetMode&2 == 0 && !strings.EqualFold(d.EffectiveTransport(), proto) {
+	if proto != "" && r.opts.FromSetMode&2 == 0 && !strings.EqualFold(d.EffectiveTransport(), proto) {
 		return false
 	}
 	return true

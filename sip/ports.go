@@ -28,13 +28,14 @@ type Dispatcher interface {
 	ReportProbe(setID int, uri string, res dispatch.ProbeResult)
 	// ProbeTargets lists the destinations due for a keepalive now.
 	ProbeTargets(ctx context.Context) ([]actors.ProbeTarget, error)
-	// FromSet answers ds_is_from_list: does the source match a destination of set setID.
+	// FromSet answers ds_is_from_list: does the source match a destination of
+	// set setID. Port 0 matches any port and proto "" any transport.
 	FromSet(setID int, ip string, port int, proto string) bool
 }
 
 // Routes decides what happens to an initial request; *Router satisfies it.
 type Routes interface {
-	Match(req *dispatch.Request, fromSet func(setID int) bool) *Route
+	Match(req *dispatch.Request, fromSet func(setID, mode int) bool) *Route
 }
 
 // Observer counts what the proxy does, for metrics. The proxy calls it on the

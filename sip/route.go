@@ -24,14 +24,18 @@ type RouteConfig struct {
 // Go's RE2 syntax and, like Kamailio's `=~`, match anywhere in the value
 // unless anchored with ^ and $.
 type MatchConfig struct {
-	FromSet    *int         `yaml:"from_set,omitempty"`    // ds_is_from_list(set): source matches a destination of the set
-	Methods    []string     `yaml:"methods,omitempty"`     // request methods, any of
-	RURIUser   string       `yaml:"ruri_user,omitempty"`   // regex on the Request-URI user
-	RURIDomain string       `yaml:"ruri_domain,omitempty"` // regex on the Request-URI host
-	FromURI    string       `yaml:"from_uri,omitempty"`    // regex on the From URI
-	ToURI      string       `yaml:"to_uri,omitempty"`      // regex on the To URI
-	Header     *HeaderMatch `yaml:"header,omitempty"`      // regex on a header value
-	Source     string       `yaml:"source,omitempty"`      // CIDR (or address) the source must be in; several separated by commas
+	FromSet *int `yaml:"from_set,omitempty"` // ds_is_from_list(set): source matches a destination of the set
+	// FromSetMode is ds_is_from_list's mode: bit 1 ignores the source port,
+	// bit 2 the transport; 0 (Kamailio's default) matches address, port and
+	// transport.
+	FromSetMode int          `yaml:"from_set_mode,omitempty"`
+	Methods     []string     `yaml:"methods,omitempty"`     // request methods, any of
+	RURIUser    string       `yaml:"ruri_user,omitempty"`   // regex on the Request-URI user
+	RURIDomain  string       `yaml:"ruri_domain,omitempty"` // regex on the Request-URI host
+	FromURI     string       `yaml:"from_uri,omitempty"`    // regex on the From URI
+	ToURI       string       `yaml:"to_uri,omitempty"`      // regex on the To URI
+	Header      *HeaderMatch `yaml:"header,omitempty"`      // regex on a header value
+	Source      string       `yaml:"source,omitempty"`      // CIDR (or address) the source must be in; several separated by commas
 }
 
 // HeaderMatch matches one header's value. An empty Regex only requires the
@@ -113,15 +117,16 @@ type codeRange struct{ lo, hi int }
 
 // compiledMatch holds a route's conditions; a nil or empty field is not checked.
 type compiledMatch struct {
-	fromSet    *int
-	methods    []string
-	ruriUser   *regexp.Regexp
-	ruriDomain *regexp.Regexp
-	fromURI    *regexp.Regexp
-	toURI      *regexp.Regexp
-	header     string
-	headerRe   *regexp.Regexp // nil with header set: presence only
-	sources    []netip.Prefix
+	fromSet     *int
+	fromSetMode int
+	methods     []string
+	ruriUser    *regexp.Regexp
+	ruriDomain  *regexp.Regexp
+	fromURI     *regexp.Regexp
+	toURI       *regexp.Regexp
+	header      string
+	headerRe    *regexp.Regexp // nil with header set: presence only
+	sources     []netip.Prefix
 }
 
 // RouteError is one bad field of one route. Field is the YAML path inside the
@@ -184,9 +189,9 @@ func NewRouter(routes []RouteConfig, defaultSet int) (*Router, error) {
 func (r *Router) Routes() []*Route { return r.routes }
 
 // Match returns the first route whose conditions hold for req, or nil (404).
-// fromSet answers ds_is_from_list for a set id against req's source; a nil
-// fromSet matches no set.
-func (r *Router) Match(req *dispatch.Request, fromSet func(setID int) bool) *Route {
+// fromSet answers ds_is_from_list for a set id and mode against req's source;
+// a nil fromSet matches no set.
+func (r *Router) Match(req *dispatch.Request, fromSet func(setID, mode int) bool) *Route {
 	v := requestView{req: req}
 	for _, rt := range r.routes {
 		if rt.match.holds(&v, fromSet) {
@@ -228,6 +233,12 @@ func compileMatchConfig(c *MatchConfig, m *compiledMatch, bad badFunc) {
 		}
 		m.fromSet = c.FromSet
 	}
+	if c.FromSetMode < 0 || c.FromSetMode > 3 {
+		bad("match.from_set_mode", "%d: must be 0..3 (bit 1 ignores the port, bit 2 the transport)", c.FromSetMode)
+	} else if c.FromSetMode != 0 && c.FromSet == nil {
+		bad("match.from_set_mode", "%d: needs from_set", c.FromSetMode)
+	}
+	m.fromSetMode = c.FromSetMode
 	for j, meth := range c.Methods {
 		u := strings.ToUpper(strings.TrimSpace(meth))
 		if !isToken(u) {
@@ -472,7 +483,7 @@ func isToken(s string) bool {
 	return true
 }
 
-func (m *compiledMatch) holds(v *requestView, fromSet func(int) bool) bool {
+func (m *compiledMatch) holds(v *requestView, fromSet func(setID, mode int) bool) bool {
 	req := v.req
 	if len(m.methods) > 0 && !containsString(m.methods, req.Method) {
 		return false
@@ -499,7 +510,7 @@ func (m *compiledMatch) holds(v *requestView, fromSet func(int) bool) bool {
 		}
 	}
 	// Last: ds_is_from_list asks the set, the costliest check.
-	if m.fromSet != nil && (fromSet == nil || !fromSet(*m.fromSet)) {
+	if m.fromSet != nil && (fromSet == nil || !fromSet(*m.fromSet, m.fromSetMode)) {
 		return false
 	}
 	return true

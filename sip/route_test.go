@@ -84,7 +84,7 @@ func TestMatchConditions(t *testing.T) {
 		{"all must hold", MatchConfig{Methods: []string{"INVITE"}, RURIUser: `^\+`, FromSet: intp(2)}, nil, false},
 		{"all hold", MatchConfig{Methods: []string{"INVITE"}, RURIUser: `^\+`, FromSet: intp(1), Source: "192.0.2.0/24"}, nil, true},
 	}
-	fromSet := func(id int) bool { return id == 1 }
+	fromSet := func(id, _ int) bool { return id == 1 }
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r, err := NewRouter([]RouteConfig{{Name: "r", Match: tt.match, Reply: &ReplyConfig{Code: 404}}}, 1)
@@ -112,11 +112,11 @@ func TestMatchFirstRouteWins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwSource := func(id int) bool { return id == 1 }
-	noSet := func(int) bool { return false }
+	gwSource := func(id, _ int) bool { return id == 1 }
+	noSet := func(int, int) bool { return false }
 	tests := []struct {
 		ruri    string
-		fromSet func(int) bool
+		fromSet func(int, int) bool
 		want    string
 	}{
 		{"sip:+123@x", gwSource, "from-gateways"},
@@ -366,11 +366,39 @@ func BenchmarkMatch(b *testing.B) {
 		b.Fatal(err)
 	}
 	req := &dispatch.Request{Method: "INVITE", RURI: "sip:+4930123@gw.example.com:5060", SrcIP: "192.0.2.1"}
-	no := func(int) bool { return false }
+	no := func(int, int) bool { return false }
 	b.ReportAllocs()
 	for b.Loop() {
 		if r.Match(req, no) == nil {
 			b.Fatal("no match")
+		}
+	}
+}
+
+// from_set_mode reaches the fromSet callback with the route's mode, and bad
+// modes are config errors.
+func TestFromSetMode(t *testing.T) {
+	one := 1
+	r, err := NewRouter([]RouteConfig{
+		{Name: "gw-any-port", Match: MatchConfig{FromSet: &one, FromSetMode: 1}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
+	}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotSet, gotMode int
+	r.Match(&dispatch.Request{Method: "INVITE", RURI: "sip:a@b"}, func(set, mode int) bool {
+		gotSet, gotMode = set, mode
+		return true
+	})
+	if gotSet != 1 || gotMode != 1 {
+		t.Fatalf("fromSet called with set %d mode %d, want 1 and 1", gotSet, gotMode)
+	}
+	for _, bad := range []RouteConfig{
+		{Name: "m4", Match: MatchConfig{FromSet: &one, FromSetMode: 4}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
+		{Name: "no-set", Match: MatchConfig{FromSetMode: 2}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
+	} {
+		if _, err := NewRouter([]RouteConfig{bad}, 2); err == nil || !strings.Contains(err.Error(), "from_set_mode") {
+			t.Errorf("route %s: error %v, want one naming from_set_mode", bad.Name, err)
 		}
 	}
 }

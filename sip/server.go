@@ -614,7 +614,16 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		return
 	}
 	dr := RequestFrom(req, req.Source(), req.Transport())
-	rt := s.routes.Match(&dr, func(setID int) bool { return s.d.FromSet(setID, dr.SrcIP, dr.SrcPort, dr.Proto) })
+	rt := s.routes.Match(&dr, func(setID, mode int) bool {
+		port, proto := dr.SrcPort, dr.Proto
+		if mode&1 != 0 {
+			port = 0 // any port
+		}
+		if mode&2 != 0 {
+			proto = "" // any transport
+		}
+		return s.d.FromSet(setID, dr.SrcIP, port, proto)
+	})
 	if rt != nil {
 		s.obs.Request(dr.Method, rt.Name)
 	} else {

@@ -138,7 +138,7 @@ func (f *fakeDispatcher) snapshot(l *[]string) []string {
 // fixedRoutes answers every request with one route (nil = 404).
 type fixedRoutes struct{ r *Route }
 
-func (f fixedRoutes) Match(req *dispatch.Request, fromSet func(int) bool) *Route { return f.r }
+func (f fixedRoutes) Match(req *dispatch.Request, fromSet func(int, int) bool) *Route { return f.r }
 
 func dispatchRoute(set int) fixedRoutes {
 	return fixedRoutes{&Route{Name: "test", Dispatch: &Dispatch{Set: set, Alg: dispatch.AlgRoundRobin}}}
