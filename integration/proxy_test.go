@@ -420,3 +420,30 @@ func TestMetricsCountRealCalls(t *testing.T) {
 		t.Errorf("2xx replies %v, want at least %d", got, 2*calls)
 	}
 }
+
+// Calls arriving over TCP leave to UDP gateways and come back: the proxy
+// bridges transports (two Record-Routes) in both directions, in both modes.
+func TestCallsOverTCP(t *testing.T) {
+	for _, mode := range []string{"stateful", "stateless"} {
+		t.Run(mode, func(t *testing.T) {
+			ip := nextIP()
+			gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
+			n := startNode(t, nodeYAML(mode, "", `- name: all
+  dispatch: {set: 1, alg: 4}`), listFile(1, gws...))
+			args := callerArgs(n, 100, 50, 0)
+			for i, a := range args {
+				if a == "u1" {
+					args[i] = "t1" // one TCP connection for all calls
+				}
+			}
+			if code, out := sipp(t, 60*time.Second, args...); code != 0 {
+				t.Fatalf("sipp over TCP exit %d:\n%s", code, tail(out, 40))
+			}
+			for i, g := range gws {
+				if c, a := g.Calls(), g.Active(); c != 50 || a != 0 {
+					t.Errorf("gateway %d: %d calls, %d not ended; want 50 and 0", i+1, c, a)
+				}
+			}
+		})
+	}
+}
