@@ -488,3 +488,29 @@ func TestFlattenSetsRebuilds(t *testing.T) {
 		t.Fatalf("BuildSets(FlattenSets(sets)) = %+v\nwant %+v", got, sets)
 	}
 }
+
+func TestSnapshotContainer(t *testing.T) {
+	parts := [][]byte{[]byte("one"), {}, bytes.Repeat([]byte{0xc1}, 300)}
+	b, err := EncodeSnapshot(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeSnapshot(b)
+	if err != nil || len(got) != 3 || !bytes.Equal(got[0], parts[0]) || len(got[1]) != 0 || !bytes.Equal(got[2], parts[2]) {
+		t.Fatalf("round trip: %q, %v", got, err)
+	}
+	bad := map[string][]byte{
+		"empty":       nil,
+		"version":     {7, 0x90},
+		"huge string": {snapshotVersion, 0x91, 0xc6, 0xff, 0xff, 0xff, 0xff, 1},
+		"trailing":    append(append([]byte{}, b...), 0),
+	}
+	for n := 1; n < len(b); n += 11 {
+		bad[fmt.Sprint("truncated at ", n)] = b[:n]
+	}
+	for name, in := range bad {
+		if _, err := DecodeSnapshot(in); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+}

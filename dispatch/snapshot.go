@@ -3,6 +3,7 @@ package dispatch
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"time"
 
@@ -148,4 +149,63 @@ func RestoreSetState(b []byte, cfg *Config, rng *rand.Rand) (*SetState, error) {
 	}
 	s.stateChanged()
 	return s, nil
+}
+
+// EncodeSnapshot joins MarshalState outputs of several sets into one
+// snapshot: a version byte, then a msgpack array of byte strings. The caller
+// orders the sets (by id) so that equal states give equal bytes.
+func EncodeSnapshot(sets [][]byte) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte(snapshotVersion)
+	e := msgpack.NewEncoder(&buf)
+	w := writer{e: e}
+	w.arrayLen(len(sets))
+	for _, b := range sets {
+		if w.err == nil {
+			w.err = e.EncodeBytes(b)
+		}
+	}
+	if w.err != nil {
+		return nil, fmt.Errorf("encode snapshot: %w", w.err)
+	}
+	return buf.Bytes(), nil
+}
+
+// DecodeSnapshot splits what EncodeSnapshot wrote into the sets' encodings,
+// for RestoreSetState. The parts alias b. Malformed input is an error
+// wrapping ErrMalformed.
+func DecodeSnapshot(b []byte) ([][]byte, error) {
+	if len(b) == 0 || b[0] != snapshotVersion {
+		return nil, fmt.Errorf("decode snapshot: %w: unknown version", ErrMalformed)
+	}
+	r := newReader(b[1:])
+	n := r.arrayLen()
+	out := make([][]byte, 0, n)
+	for range n {
+		if r.err != nil {
+			break
+		}
+		// Read the length, check it against what is left, then slice b:
+		// msgpack's DecodeBytes would allocate whatever length is declared.
+		l, err := r.d.DecodeBytesLen()
+		r.wrap(err)
+		if r.err == nil && (l < 0 || l > r.r.Len()) {
+			r.fail("byte string of %d with %d bytes left", l, r.r.Len())
+		}
+		if r.err != nil {
+			break
+		}
+		start := len(b) - r.r.Len()
+		out = append(out, b[start:start+l])
+		if _, err := r.r.Seek(int64(l), io.SeekCurrent); err != nil {
+			r.wrap(err)
+		}
+	}
+	if r.err == nil && r.r.Len() != 0 {
+		r.fail("%d trailing bytes", r.r.Len())
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("decode snapshot: %w", r.err)
+	}
+	return out, nil
 }
