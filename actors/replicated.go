@@ -345,6 +345,16 @@ func (s *Set) doApply(c dispatch.Command) applyResult {
 	return applyResult{res: res, err: err}
 }
 
+// selectHeld is SetState.Select with the pending reservations counted while
+// it runs (replicated algorithm 10).
+func (s *Set) selectHeld(m selectMsg, now time.Time) (dispatch.Selection, error) {
+	if s.prop != nil && m.alg == dispatch.AlgCallLoad && len(s.pending) > 0 {
+		s.holdReservations(now, +1)
+		defer s.holdReservations(now, -1)
+	}
+	return s.state.Select(m.req, m.alg, m.limit, now, s.buf[:0])
+}
+
 // holdReservations adds (sign +1) or takes back (-1) the pending
 // reservations to the destinations' loads around an algorithm-10 selection,
 // so that least-loaded sees the calls proposed but not yet applied. Only the

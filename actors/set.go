@@ -198,11 +198,7 @@ func (s *Set) failReply(m any) {
 }
 
 func (s *Set) doSelect(m selectMsg, now time.Time) selectResult {
-	if s.prop != nil && m.alg == dispatch.AlgCallLoad && len(s.pending) > 0 {
-		s.holdReservations(now, +1)
-		defer s.holdReservations(now, -1)
-	}
-	sel, err := s.state.Select(m.req, m.alg, m.limit, now, s.buf[:0])
+	sel, err := s.selectHeld(m, now)
 	s.buf = sel.Order[:0]
 	if err != nil {
 		return selectResult{err: err}
