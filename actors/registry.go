@@ -417,8 +417,8 @@ func (r *Registry) matchDest(d *dispatch.Destination, addr netip.Addr, port int,
 // Stop stops every actor and waits for them.
 func (r *Registry) Stop() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.stopped {
+		r.mu.Unlock()
 		return
 	}
 	r.stopped = true
@@ -426,5 +426,8 @@ func (r *Registry) Stop() {
 	for _, s := range *r.sets.Load() {
 		s.close()
 	}
+	r.mu.Unlock()
+	// Outside mu: a background proposal may be waiting for an Apply that
+	// needs it.
 	r.stopBackground()
 }
