@@ -433,3 +433,34 @@ func TestApplyAndRestoreErrors(t *testing.T) {
 		t.Fatalf("sets after restoring an empty snapshot: %v", ids)
 	}
 }
+
+type blockingProposer struct{ started chan struct{} }
+
+func (b blockingProposer) Propose(ctx context.Context, _ dispatch.Command) error {
+	b.started <- struct{}{}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Stop cancels background proposals (probe results, sweeps) and waits for
+// them instead of leaking goroutines or hanging until ProposeTimeout.
+func TestStopCancelsBackgroundProposals(t *testing.T) {
+	bp := blockingProposer{started: make(chan struct{}, 2)}
+	r, err := NewRegistry(testConfig(), threeGateways(), Options{Seed: 1, Proposer: bp, ProposeTimeout: time.Hour,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200})
+	r.ExpireLoad(time.Now())
+	<-bp.started
+	<-bp.started
+	done := make(chan struct{})
+	go func() { r.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not return while background proposals were blocked")
+	}
+	r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200}) // after Stop: dropped, no panic
+}
