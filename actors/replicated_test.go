@@ -464,3 +464,50 @@ func TestStopCancelsBackgroundProposals(t *testing.T) {
 	}
 	r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200}) // after Stop: dropped, no panic
 }
+
+// Commands for "any set" reach the set that has the Call-ID; a sweep reaches
+// every set.
+func TestApplyAnySet(t *testing.T) {
+	ctx := context.Background()
+	sets := append(threeGateways(), dispatch.Set{ID: 2, Dests: []dispatch.Destination{
+		dest(2, "sip:127.0.0.2:5060", "127.0.0.2", 0, ""),
+		dest(2, "sip:127.0.0.2:5070", "127.0.0.2", 5070, ""),
+	}})
+	r, _ := newReplicated(t, sets, Options{Now: fixedClock()})
+	at := fixedClock()().UnixNano()
+	apply := func(c dispatch.Command) {
+		t.Helper()
+		if _, err := r.Apply(c); err != nil {
+			t.Fatalf("%s: %v", c.Kind, err)
+		}
+	}
+	apply(dispatch.Command{Kind: dispatch.CmdLoadAdd, At: at, Set: 2, URI: "sip:127.0.0.2:5060", CallID: "in2"})
+	apply(dispatch.Command{Kind: dispatch.CmdLoadAdd, At: at, Set: 1, DUID: "gw1", CallID: "in1"})
+	if err := r.LoadMove(ctx, -1, "in2", "sip:127.0.0.2:5070"); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := r.Status(ctx)
+	if st[1].Dests[0].State.Load != 0 || st[1].Dests[1].State.Load != 1 {
+		t.Fatalf("set 2 after a move with no set: %+v", st[1].Dests)
+	}
+	if err := r.LoadRemove(ctx, -1, "in2"); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = r.Status(ctx)
+	if st[0].Calls != 1 || st[1].Calls != 0 {
+		t.Fatalf("calls %d/%d after removing in2, want 1/0", st[0].Calls, st[1].Calls)
+	}
+	apply(dispatch.Command{Kind: dispatch.CmdLoadAdd, At: at, Set: 2, URI: "sip:127.0.0.2:5060", CallID: "late"})
+	r.ExpireLoad(fixedClock()().Add(3 * time.Hour))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ = r.Status(ctx)
+		if st[0].Calls == 0 && st[1].Calls == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls %d/%d after a sweep of every set", st[0].Calls, st[1].Calls)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
