@@ -58,6 +58,10 @@ type statusMsg struct {
 	reply chan SetStatus
 }
 
+// unreserveMsg drops the call-load reservation of a Call-ID whose LoadAdd
+// could not be proposed (replicated mode).
+type unreserveMsg struct{ callID string }
+
 // expireMsg asks the actor to drop call-load entries that expired at now.
 type expireMsg struct{ now time.Time }
 
@@ -65,7 +69,30 @@ type expireMsg struct{ now time.Time }
 
 // replaceMsg hands the actor a new SetState for its set id (a reload). The
 // actor carries its runtime state over into it and adopts it.
+// With restore the actor adopts next as it is (a snapshot restore) instead.
 type replaceMsg struct {
-	next  *dispatch.SetState
-	reply chan struct{}
+	next    *dispatch.SetState
+	restore bool
+	reply   chan struct{}
+}
+
+// applyMsg delivers one committed command (replicated mode).
+type applyMsg struct {
+	c     dispatch.Command
+	reply chan applyResult
+}
+
+type applyResult struct {
+	res dispatch.ApplyResult
+	err error
+}
+
+// snapshotMsg asks for the set's encoded replicated state.
+type snapshotMsg struct {
+	reply chan snapshotResult
+}
+
+type snapshotResult struct {
+	b   []byte
+	err error
 }

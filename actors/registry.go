@@ -35,6 +35,18 @@ type Options struct {
 	FromSetMode int
 	// Logger receives the actors' logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// Proposer, when set, makes the registry replicated: state changes are
+	// proposed as dispatch.Commands and applied only when the cluster hands
+	// them back committed through Apply. nil: a single node that changes
+	// its state directly.
+	Proposer Proposer
+	// ReserveTimeout bounds how long a replicated algorithm-10 pick counts
+	// on its destination before its LoadAdd is applied. Default 10 s.
+	ReserveTimeout time.Duration
+	// ProposeTimeout bounds the proposals nobody waits for (probe results,
+	// expiry sweeps). Default 5 s.
+	ProposeTimeout time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -46,6 +58,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.ReserveTimeout <= 0 {
+		o.ReserveTimeout = defaultReserveTimeout
+	}
+	if o.ProposeTimeout <= 0 {
+		o.ProposeTimeout = defaultProposeTimeout
 	}
 }
 
@@ -62,15 +80,27 @@ type Registry struct {
 	mu      sync.Mutex
 	stopped bool
 	seq     uint64 // guarded by mu: per-set seed counter
+
+	// Background proposals (replicated mode); bgMu guards bgStopped and
+	// bg.Add, so that Stop's Wait never races an Add.
+	bgMu      sync.Mutex
+	bgStopped bool
+	bg        sync.WaitGroup
+	bgCtx     context.Context
+	bgCancel  context.CancelFunc
 }
 
 // NewRegistry starts one actor per set. cfg must have passed Validate.
 func NewRegistry(cfg *dispatch.Config, sets []dispatch.Set, opts Options) (*Registry, error) {
 	opts.setDefaults()
 	r := &Registry{cfg: cfg, opts: opts}
+	r.bgCtx, r.bgCancel = context.WithCancel(context.Background())
 	empty := map[int]*Set{}
 	r.sets.Store(&empty)
-	if err := r.Replace(context.Background(), sets); err != nil {
+	// The first sets are installed directly even in replicated mode: they
+	// are the start the committed log (or a Restore) then replaces.
+	if err := r.replaceLocal(context.Background(), sets); err != nil {
+		r.bgCancel()
 		return nil, err
 	}
 	return r, nil
@@ -89,30 +119,57 @@ func (r *Registry) rngLocked() *rand.Rand {
 // first; if any fails nothing changes. Sets that exist on both sides keep
 // their actor, which carries state and call load over by duid (else URI);
 // new sets get actors; sets that disappeared are stopped.
+//
+// In replicated mode the new sets are checked the same way, then proposed as
+// one dispatch.CmdReplaceSets; they are installed when it applies.
 func (r *Registry) Replace(ctx context.Context, sets []dispatch.Set) error {
+	if r.replicated() {
+		return r.proposeReplace(ctx, sets)
+	}
+	return r.replaceLocal(ctx, sets)
+}
+
+func (r *Registry) replaceLocal(ctx context.Context, sets []dispatch.Set) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
 		return ErrStopped
 	}
+	states, err := r.buildLocked(sets, r.rngLocked)
+	if err != nil {
+		return err
+	}
+	return r.installLocked(ctx, states, false)
+}
+
+// buildLocked builds the state of every set, each with a source from rng;
+// any error (a set id twice, a bad template) fails them all.
+func (r *Registry) buildLocked(sets []dispatch.Set, rng func() *rand.Rand) ([]*dispatch.SetState, error) {
 	states := make([]*dispatch.SetState, len(sets))
 	seen := make(map[int]bool, len(sets))
 	for i, set := range sets {
 		if seen[set.ID] {
-			return fmt.Errorf("reload: set %d appears twice", set.ID)
+			return nil, fmt.Errorf("reload: set %d appears twice", set.ID)
 		}
 		seen[set.ID] = true
-		st, err := dispatch.NewSetState(set, r.cfg, r.rngLocked())
+		st, err := dispatch.NewSetState(set, r.cfg, rng())
 		if err != nil {
-			return fmt.Errorf("reload: set %d: %w", set.ID, err)
+			return nil, fmt.Errorf("reload: set %d: %w", set.ID, err)
 		}
 		states[i] = st
 	}
+	return states, nil
+}
+
+// installLocked hands each existing actor its new state (carried over, or
+// adopted as is when restore), starts actors for new sets and stops the
+// actors of vanished ones.
+func (r *Registry) installLocked(ctx context.Context, states []*dispatch.SetState, restore bool) error {
 	old := *r.sets.Load()
 	next := make(map[int]*Set, len(states))
 	for _, st := range states {
 		if a, ok := old[st.ID]; ok {
-			if err := a.replace(ctx, st); err != nil {
+			if err := a.replace(ctx, st, restore); err != nil {
 				return fmt.Errorf("reload: set %d: %w", st.ID, err)
 			}
 			next[st.ID] = a
@@ -199,6 +256,9 @@ func (r *Registry) LoadRemove(ctx context.Context, setID int, callID string) err
 }
 
 func (r *Registry) loadOp(ctx context.Context, setID int, op loadOp, callID, uri string) error {
+	if setID < 0 && r.replicated() {
+		return r.proposeLoadAny(ctx, op, callID, uri)
+	}
 	if setID >= 0 {
 		s, err := r.lookup(setID)
 		if err != nil {
@@ -226,6 +286,16 @@ func (r *Registry) loadOp(ctx context.Context, setID int, op loadOp, callID, uri
 func (r *Registry) ReportProbe(setID int, uri string, res dispatch.ProbeResult) {
 	s, ok := r.Lookup(setID)
 	if !ok {
+		return
+	}
+	if r.replicated() {
+		// Every result is proposed, not only state changes: the failure and
+		// success counters toward the thresholds are replicated state too.
+		if d, ok := s.findDest(uri, false); ok {
+			c := s.command(dispatch.CmdProbe, &d, r.opts.Now())
+			c.Probe = res
+			r.background(c)
+		}
 		return
 	}
 	if err := s.send(probeMsg{uri: uri, res: res}); err != nil {
@@ -256,7 +326,15 @@ func (r *Registry) ProbeTargets(ctx context.Context) ([]ProbeTarget, error) {
 
 // ExpireLoad asks every set to drop call-load entries expired at now. It does
 // not wait; a busy set is swept on the next call.
+//
+// In replicated mode it proposes one dispatch.CmdLoadExpire for every set
+// with now as its clock; only the leader should call it (or RunExpiry), so
+// that the sweeps are not multiplied by the number of nodes.
 func (r *Registry) ExpireLoad(now time.Time) {
+	if r.replicated() {
+		r.background(dispatch.Command{Kind: dispatch.CmdLoadExpire, At: now.UnixNano(), Set: -1})
+		return
+	}
 	for _, s := range *r.sets.Load() {
 		_ = s.send(expireMsg{now: now})
 	}
@@ -341,12 +419,17 @@ func (r *Registry) matchDest(d *dispatch.Destination, addr netip.Addr, port int,
 // Stop stops every actor and waits for them.
 func (r *Registry) Stop() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.stopped {
+		r.mu.Unlock()
 		return
 	}
 	r.stopped = true
+	r.bgCancel()
 	for _, s := range *r.sets.Load() {
 		s.close()
 	}
+	r.mu.Unlock()
+	// Outside mu: a background proposal may be waiting for an Apply that
+	// needs it.
+	r.stopBackground()
 }

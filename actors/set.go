@@ -43,6 +43,12 @@ type Set struct {
 	log     *slog.Logger
 	buf     []int
 	panics  atomic.Int64
+
+	// Replicated mode (prop != nil): state changes are proposed, and the
+	// actor applies them when they come back committed (applyMsg).
+	prop       Proposer
+	reserveTTL time.Duration
+	pending    map[string]reservation // owned by the actor: algorithm-10 picks not yet applied
 }
 
 func newSet(st *dispatch.SetState, o *Options) *Set {
@@ -56,6 +62,9 @@ func newSet(st *dispatch.SetState, o *Options) *Set {
 		now:     o.Now,
 		onEvent: o.OnEvent,
 		log:     o.Logger.With("set", st.ID),
+
+		prop:       o.Proposer,
+		reserveTTL: o.ReserveTimeout,
 	}
 	s.publish()
 	go s.run()
@@ -143,12 +152,22 @@ func (s *Set) handle(m any) {
 	case statusMsg:
 		m.reply <- s.status()
 	case replaceMsg:
-		if dropped := m.next.CarryOver(s.state); dropped > 0 {
-			s.log.Warn("reload dropped call-load entries of removed destinations", "count", dropped)
+		if !m.restore {
+			if dropped := m.next.CarryOver(s.state); dropped > 0 {
+				s.log.Warn("reload dropped call-load entries of removed destinations", "count", dropped)
+			}
 		}
 		s.state = m.next
+		clear(s.pending) // indexes changed; the committed LoadAdds count the calls
 		s.publish()
 		m.reply <- struct{}{}
+	case applyMsg:
+		m.reply <- s.doApply(m.c)
+	case snapshotMsg:
+		b, err := s.state.MarshalState()
+		m.reply <- snapshotResult{b: b, err: err}
+	case unreserveMsg:
+		delete(s.pending, m.callID)
 	default:
 		s.log.Error("set actor: unknown message", "type", fmt.Sprintf("%T", m))
 	}
@@ -171,11 +190,15 @@ func (s *Set) failReply(m any) {
 		m.reply <- SetStatus{ID: s.id}
 	case replaceMsg:
 		m.reply <- struct{}{}
+	case applyMsg:
+		m.reply <- applyResult{err: errPanic}
+	case snapshotMsg:
+		m.reply <- snapshotResult{err: errPanic}
 	}
 }
 
 func (s *Set) doSelect(m selectMsg, now time.Time) selectResult {
-	sel, err := s.state.Select(m.req, m.alg, m.limit, now, s.buf[:0])
+	sel, err := s.selectHeld(m, now)
 	s.buf = sel.Order[:0]
 	if err != nil {
 		return selectResult{err: err}
@@ -193,7 +216,9 @@ func (s *Set) doSelect(m selectMsg, now time.Time) selectResult {
 	// Algorithm 10 counts calls: the INVITE that got a destination is one more
 	// call on it until a reply, CANCEL, BYE or expiry ends it (SPEC §5).
 	if m.alg == dispatch.AlgCallLoad && m.req.Method == "INVITE" && len(sel.Order) > 0 && s.state.Config().HashSize > 0 {
-		if err := s.state.LoadAdd(m.req.CallID, sel.Order[0], now); err != nil {
+		if s.prop != nil {
+			out.LoadCommand = s.reserve(m.req.CallID, sel.Order[0], now)
+		} else if err := s.state.LoadAdd(m.req.CallID, sel.Order[0], now); err != nil {
 			s.log.Warn("call-load add failed", "call_id", m.req.CallID, "err", err)
 		} else {
 			out.LoadAdded = true
@@ -308,6 +333,9 @@ func (s *Set) MarkDUID(ctx context.Context, duid string, op dispatch.MarkOp) err
 }
 
 func (s *Set) mark(ctx context.Context, m markMsg) error {
+	if s.prop != nil {
+		return s.proposeMark(ctx, m)
+	}
 	m.reply = make(chan error, 1)
 	if err := s.send(m); err != nil {
 		return err
@@ -321,6 +349,10 @@ func (s *Set) mark(ctx context.Context, m markMsg) error {
 
 // load sends a confirm/remove and waits for whether the Call-ID was known.
 func (s *Set) load(ctx context.Context, op loadOp, callID, uri string) (bool, error) {
+	if s.prop != nil {
+		// Whether the Call-ID was known is decided when the command applies.
+		return true, s.proposeLoad(ctx, op, callID, uri)
+	}
 	reply := make(chan bool, 1)
 	if err := s.send(loadMsg{op: op, callID: callID, uri: uri, reply: reply}); err != nil {
 		return false, err
@@ -339,10 +371,10 @@ func (s *Set) Status(ctx context.Context) (SetStatus, error) {
 
 // replace hands the actor a reloaded SetState on the control lane and waits
 // until it has carried its state over.
-func (s *Set) replace(ctx context.Context, next *dispatch.SetState) error {
+func (s *Set) replace(ctx context.Context, next *dispatch.SetState, restore bool) error {
 	reply := make(chan struct{}, 1)
 	select {
-	case s.ctrl <- replaceMsg{next: next, reply: reply}:
+	case s.ctrl <- replaceMsg{next: next, restore: restore, reply: reply}:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.done:

@@ -15,6 +15,12 @@ type Selection struct {
 	// call-load table (algorithm 10 INVITE); the proxy must then confirm or
 	// remove it as the call proceeds.
 	LoadAdded bool
+	// LoadCommand, in replicated mode (Options.Proposer), is the call-load
+	// entry of an algorithm-10 INVITE that the caller must propose
+	// (Registry.CommitLoad); nil when there is none to add. Until it is
+	// applied, or its reservation times out, the set counts the call on the
+	// chosen destination for its own least-loaded picks.
+	LoadCommand *dispatch.Command
 }
 
 // ProbeTarget is one destination due for a keepalive.

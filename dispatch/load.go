@@ -170,3 +170,9 @@ func (s *SetState) LoadRestore(e LoadEntry) error {
 	s.State[e.Dest].Load++
 	return nil
 }
+
+// HasLoad reports whether the Call-ID has a load entry in this set.
+func (s *SetState) HasLoad(callID string) bool {
+	_, ok := s.load.m[callID]
+	return ok
+}

@@ -1,0 +1,388 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// Proposer is the port a replicated Registry writes through; the cluster
+// adapts its node to it. Propose returns once c has committed and has been
+// applied on this node (through Registry.Apply), so the caller reads its own
+// write; it should return that local Apply's error. On any other error the
+// command may or may not have committed; load commands are idempotent by
+// Call-ID, so retrying them is safe. Request goroutines call it and it may
+// block until ctx ends; it must never be called from the goroutine that calls
+// Registry.Apply.
+type Proposer interface {
+	Propose(ctx context.Context, c dispatch.Command) error
+}
+
+// Defaults of the replicated mode's Options.
+const (
+	defaultReserveTimeout = 10 * time.Second
+	defaultProposeTimeout = 5 * time.Second
+)
+
+// reservation is a call-load pick that was proposed but not yet applied.
+type reservation struct {
+	dest     int // index into the actor's current Dests
+	deadline time.Time
+}
+
+func (r *Registry) replicated() bool { return r.opts.Proposer != nil }
+
+// Apply applies one committed command. The cluster's FSM calls it for every
+// command in log order, from one goroutine; it hands the command to the
+// owning set actor's control lane and waits until the actor has applied it
+// with dispatch.SetState.Apply, so the log's order is the only order in which
+// replicated state changes. The returned events were already logged and
+// passed to Options.OnEvent by the actors.
+//
+// CmdReplaceSets rebuilds the sets from the command's destinations with
+// dispatch.BuildSets and installs them as Replace does. A command with Set < 0
+// goes to the sets in ascending id order: CmdLoadExpire to each of them, the
+// other load commands until one knows the Call-ID. Errors are as
+// deterministic as the state: every node returns the same one.
+func (r *Registry) Apply(c dispatch.Command) ([]dispatch.Event, error) {
+	if c.Kind == dispatch.CmdReplaceSets {
+		return nil, r.applyReplace(c)
+	}
+	if c.Set >= 0 {
+		s, err := r.lookup(c.Set)
+		if err != nil {
+			return nil, err
+		}
+		res, err := s.apply(c)
+		return res.Events, err
+	}
+	var errs []error
+	for _, id := range r.IDs() {
+		s, ok := r.Lookup(id)
+		if !ok {
+			continue
+		}
+		one := c
+		one.Set = id
+		res, err := s.apply(one)
+		switch {
+		case errors.Is(err, dispatch.ErrUnknownDestination):
+			continue // a move to a destination of another set
+		case err != nil:
+			errs = append(errs, err)
+		case res.Found && c.Kind != dispatch.CmdLoadExpire:
+			return nil, nil
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (r *Registry) applyReplace(c dispatch.Command) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return ErrStopped
+	}
+	states, err := r.buildLocked(dispatch.BuildSets(c.Dests), r.rngLocked)
+	if err != nil {
+		return err
+	}
+	return r.installLocked(context.Background(), states, false)
+}
+
+// Snapshot encodes the replicated state of every set, in ascending set id
+// order, as each actor holds it when it serves the request on its control
+// lane. Called on the FSM goroutine between two Apply calls, it captures the
+// state as of the last applied command. Sets with equal state give equal
+// bytes on every node.
+func (r *Registry) Snapshot(ctx context.Context) ([]byte, error) {
+	ids := r.IDs()
+	parts := make([][]byte, 0, len(ids))
+	for _, id := range ids {
+		s, ok := r.Lookup(id)
+		if !ok {
+			continue
+		}
+		b, err := s.snapshot(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot set %d: %w", id, err)
+		}
+		parts = append(parts, b)
+	}
+	return dispatch.EncodeSnapshot(parts)
+}
+
+// Restore replaces every set with the sets and state of a Snapshot: state is
+// adopted as encoded, not carried over; sets missing from it are stopped. A
+// malformed snapshot changes nothing.
+func (r *Registry) Restore(b []byte) error {
+	parts, err := dispatch.DecodeSnapshot(b)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return ErrStopped
+	}
+	states := make([]*dispatch.SetState, len(parts))
+	seen := make(map[int]bool, len(parts))
+	for i, p := range parts {
+		st, err := dispatch.RestoreSetState(p, r.cfg, r.rngLocked())
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		if seen[st.ID] {
+			return fmt.Errorf("restore: set %d appears twice: %w", st.ID, dispatch.ErrMalformed)
+		}
+		seen[st.ID] = true
+		states[i] = st
+	}
+	return r.installLocked(context.Background(), states, true)
+}
+
+// CommitLoad proposes the call-load entry of a replicated algorithm-10
+// selection (Selection.LoadCommand; nothing to do when nil). On failure the
+// set's reservation is dropped at once instead of at its timeout, and the
+// error is returned: the call has no load entry, unless the failure left the
+// outcome unknown and the command committed after all.
+func (r *Registry) CommitLoad(ctx context.Context, sel Selection) error {
+	if sel.LoadCommand == nil {
+		return nil
+	}
+	err := r.propose(ctx, *sel.LoadCommand)
+	if err != nil {
+		if s, ok := r.Lookup(sel.SetID); ok {
+			_ = s.send(unreserveMsg{callID: sel.LoadCommand.CallID})
+		}
+	}
+	return err
+}
+
+func (r *Registry) propose(ctx context.Context, c dispatch.Command) error {
+	if err := r.opts.Proposer.Propose(ctx, c); err != nil {
+		return fmt.Errorf("propose %s set %d: %w", c.Kind, c.Set, err)
+	}
+	return nil
+}
+
+// proposeReplace validates sets as Replace would, then proposes them as one
+// CmdReplaceSets; the sets change when the command is applied. sets must be
+// in BuildSets' order (every source builds them so), as every node rebuilds
+// them from their flattened destinations.
+func (r *Registry) proposeReplace(ctx context.Context, sets []dispatch.Set) error {
+	r.mu.Lock()
+	stopped := r.stopped
+	r.mu.Unlock()
+	if stopped {
+		return ErrStopped
+	}
+	scratch := func() *rand.Rand { return rand.New(rand.NewPCG(0, 0)) }
+	if _, err := r.buildLocked(sets, scratch); err != nil {
+		return err
+	}
+	return r.propose(ctx, dispatch.Command{Kind: dispatch.CmdReplaceSets, At: r.opts.Now().UnixNano(),
+		Dests: dispatch.FlattenSets(sets)})
+}
+
+// proposeLoadAny proposes a load command for whichever set has the Call-ID.
+func (r *Registry) proposeLoadAny(ctx context.Context, op loadOp, callID, uri string) error {
+	return r.propose(ctx, dispatch.Command{Kind: op.kind(), At: r.opts.Now().UnixNano(), Set: -1, CallID: callID, URI: uri})
+}
+
+// background proposes c without a waiting caller (probe results, expiry
+// sweeps), bounded by ProposeTimeout and cancelled by Stop; failures are
+// logged, and the next probe or sweep repeats the fact.
+func (r *Registry) background(c dispatch.Command) {
+	r.bgMu.Lock()
+	defer r.bgMu.Unlock()
+	if r.bgStopped {
+		return
+	}
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		ctx, cancel := context.WithTimeout(r.bgCtx, r.opts.ProposeTimeout)
+		defer cancel()
+		if err := r.propose(ctx, c); err != nil {
+			r.opts.Logger.Warn("background proposal failed", "kind", c.Kind.String(), "set", c.Set, "err", err)
+		}
+	}()
+}
+
+// stopBackground cancels background proposals and waits for them.
+func (r *Registry) stopBackground() {
+	r.bgMu.Lock()
+	r.bgStopped = true
+	r.bgMu.Unlock()
+	r.bgCancel()
+	r.bg.Wait()
+}
+
+func (op loadOp) kind() dispatch.CommandKind {
+	switch op {
+	case loadConfirm:
+		return dispatch.CmdLoadConfirm
+	case loadMove:
+		return dispatch.CmdLoadMove
+	default:
+		return dispatch.CmdLoadRemove
+	}
+}
+
+// findDest returns the destination with this uri (or duid) from the published
+// list, without asking the actor.
+func (s *Set) findDest(key string, byDUID bool) (dispatch.Destination, bool) {
+	for _, d := range *s.dests.Load() {
+		if (byDUID && d.Attrs.DUID == key) || (!byDUID && d.URI == key) {
+			return d, true
+		}
+	}
+	return dispatch.Destination{}, false
+}
+
+// command starts a command for this set at now, addressed to d when not nil.
+func (s *Set) command(kind dispatch.CommandKind, d *dispatch.Destination, now time.Time) dispatch.Command {
+	c := dispatch.Command{Kind: kind, At: now.UnixNano(), Set: s.id}
+	if d != nil {
+		c.DUID, c.URI = dispatch.DestRef(d)
+	}
+	return c
+}
+
+func (s *Set) propose(ctx context.Context, c dispatch.Command) error {
+	if err := s.prop.Propose(ctx, c); err != nil {
+		return fmt.Errorf("set %d: propose %s: %w", s.id, c.Kind, err)
+	}
+	return nil
+}
+
+// proposeMark is Mark in replicated mode: the destination is checked against
+// the published list and addressed by duid when it has one, so the command
+// still finds it after a reload that changed its URI.
+func (s *Set) proposeMark(ctx context.Context, m markMsg) error {
+	if m.uri == "all" && !m.byDUID {
+		c := s.command(dispatch.CmdMark, nil, s.now())
+		c.URI, c.Op = "all", m.op
+		return s.propose(ctx, c)
+	}
+	d, ok := s.findDest(m.uri, m.byDUID)
+	if !ok {
+		return fmt.Errorf("set %d: %q: %w", s.id, m.uri, dispatch.ErrUnknownDestination)
+	}
+	c := s.command(dispatch.CmdMark, &d, s.now())
+	c.Op = m.op
+	return s.propose(ctx, c)
+}
+
+// proposeLoad is a load update in replicated mode. A move to a destination
+// the set does not have changes nothing, as in the direct mode.
+func (s *Set) proposeLoad(ctx context.Context, op loadOp, callID, uri string) error {
+	var d *dispatch.Destination
+	if op == loadMove {
+		dest, ok := s.findDest(uri, false)
+		if !ok {
+			return nil
+		}
+		d = &dest
+	}
+	c := s.command(op.kind(), d, s.now())
+	c.CallID = callID
+	return s.propose(ctx, c)
+}
+
+// apply hands a committed command to the actor's control lane and waits for
+// its result. It does not give up before the actor answers or stops: the FSM
+// must not move on before the command is applied.
+func (s *Set) apply(c dispatch.Command) (dispatch.ApplyResult, error) {
+	reply := make(chan applyResult, 1)
+	select {
+	case s.ctrl <- applyMsg{c: c, reply: reply}:
+	case <-s.done:
+		return dispatch.ApplyResult{}, fmt.Errorf("set %d: %w", s.id, ErrStopped)
+	}
+	r, err := await(context.Background(), s, reply)
+	if err != nil {
+		return dispatch.ApplyResult{}, fmt.Errorf("set %d: %w", s.id, err)
+	}
+	return r.res, r.err
+}
+
+// snapshot asks the actor, on its control lane, for its encoded state.
+func (s *Set) snapshot(ctx context.Context) ([]byte, error) {
+	reply := make(chan snapshotResult, 1)
+	select {
+	case s.ctrl <- snapshotMsg{reply: reply}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.done:
+		return nil, ErrStopped
+	}
+	r, err := await(ctx, s, reply)
+	if err != nil {
+		return nil, err
+	}
+	return r.b, r.err
+}
+
+// doApply applies a committed command on the actor goroutine.
+func (s *Set) doApply(c dispatch.Command) applyResult {
+	res, err := s.state.Apply(c)
+	if c.Kind == dispatch.CmdLoadAdd {
+		delete(s.pending, c.CallID) // committed (or refused): the real load counts now
+	}
+	for _, ev := range res.Events {
+		s.emit(ev)
+	}
+	if res.Expired > 0 {
+		s.log.Info("call-load entries expired", "count", res.Expired)
+	}
+	return applyResult{res: res, err: err}
+}
+
+// selectHeld is SetState.Select with the pending reservations counted while
+// it runs (replicated algorithm 10).
+func (s *Set) selectHeld(m selectMsg, now time.Time) (dispatch.Selection, error) {
+	if s.prop != nil && m.alg == dispatch.AlgCallLoad && len(s.pending) > 0 {
+		s.holdReservations(now, +1)
+		defer s.holdReservations(now, -1)
+	}
+	return s.state.Select(m.req, m.alg, m.limit, now, s.buf[:0])
+}
+
+// holdReservations adds (sign +1) or takes back (-1) the pending
+// reservations to the destinations' loads around an algorithm-10 selection,
+// so that least-loaded sees the calls proposed but not yet applied. Only the
+// actor goroutine sees the raised loads. Expired reservations are dropped on
+// the way up.
+func (s *Set) holdReservations(now time.Time, sign int) {
+	for id, rv := range s.pending {
+		if sign > 0 && now.After(rv.deadline) {
+			delete(s.pending, id)
+			continue
+		}
+		s.state.State[rv.dest].Load += sign
+	}
+}
+
+// reserve records a replicated algorithm-10 pick and returns the LoadAdd the
+// caller must propose; nil when the Call-ID already has an entry or a
+// reservation (a retransmitted INVITE), which must not count twice.
+func (s *Set) reserve(callID string, i int, now time.Time) *dispatch.Command {
+	if _, ok := s.pending[callID]; ok || s.state.HasLoad(callID) {
+		return nil
+	}
+	if s.pending == nil {
+		s.pending = make(map[string]reservation)
+	}
+	callID = strings.Clone(callID) // may point into a whole SIP message
+	s.pending[callID] = reservation{dest: i, deadline: now.Add(s.reserveTTL)}
+	c := s.command(dispatch.CmdLoadAdd, &s.state.Dests[i], now)
+	c.CallID = callID
+	return &c
+}

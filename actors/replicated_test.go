@@ -1,0 +1,513 @@
+package actors
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+)
+
+// logProposer is an in-memory stand-in for the cluster: it appends each
+// command, in its wire format, to a log and applies it through the local
+// registry's Apply while holding its lock, as the FSM applies in log order.
+type logProposer struct {
+	mu    sync.Mutex
+	log   [][]byte
+	local *Registry
+	fail  error // when set, Propose fails and nothing is logged
+}
+
+func (p *logProposer) Propose(ctx context.Context, c dispatch.Command) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b, err := dispatch.EncodeCommand(c)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fail != nil {
+		return p.fail
+	}
+	p.log = append(p.log, b)
+	dc, err := dispatch.DecodeCommand(b)
+	if err != nil {
+		return err
+	}
+	_, err = p.local.Apply(dc)
+	return err
+}
+
+func (p *logProposer) entries() [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([][]byte(nil), p.log...)
+}
+
+func (p *logProposer) setFail(err error) {
+	p.mu.Lock()
+	p.fail = err
+	p.mu.Unlock()
+}
+
+// waitLog waits until the log holds at least n commands.
+func (p *logProposer) waitLog(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(p.entries()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("log has %d commands, want %d", len(p.entries()), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func newReplicated(t testing.TB, sets []dispatch.Set, o Options) (*Registry, *logProposer) {
+	t.Helper()
+	p := &logProposer{}
+	o.Proposer = p
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := newTestRegistry(t, sets, o)
+	p.local = r
+	return r, p
+}
+
+// replay applies a log to r in order, as a follower's FSM would.
+func replay(t *testing.T, r *Registry, log [][]byte) {
+	t.Helper()
+	for i, b := range log {
+		c, err := dispatch.DecodeCommand(b)
+		if err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		// The leader's result was returned to its proposer; a follower gets
+		// the same one, so errors are only compared, not fatal.
+		_, _ = r.Apply(c)
+	}
+}
+
+func mustSnapshot(t *testing.T, r *Registry) []byte {
+	t.Helper()
+	b, err := r.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func fixedClock() func() time.Time {
+	at := time.Unix(1_700_000_000, 0)
+	return func() time.Time { return at }
+}
+
+// Many goroutines drive a replicated registry at once: selects with call
+// load, marks, probes, confirms, removes, a reload and a sweep. A second
+// registry fed the same log, and a third restored from a snapshot, end
+// byte-identical to it.
+func TestReplicatedConcurrentLogReplaysIdentically(t *testing.T) {
+	a, p := newReplicated(t, threeGateways(), Options{})
+	ctx := context.Background()
+	const workers, calls = 6, 40
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range calls {
+				id := fmt.Sprintf("w%d-c%d", w, i)
+				sel, err := a.Select(ctx, 1, dispatch.AlgCallLoad, invite(id), 0)
+				if err != nil {
+					t.Errorf("select: %v", err)
+					return
+				}
+				if sel.LoadCommand == nil || sel.LoadAdded {
+					t.Errorf("%s: LoadCommand %v LoadAdded %v; want a command to propose", id, sel.LoadCommand, sel.LoadAdded)
+					return
+				}
+				if err := a.CommitLoad(ctx, sel); err != nil {
+					t.Errorf("commit: %v", err)
+					return
+				}
+				switch i % 4 {
+				case 0:
+					err = a.LoadConfirm(ctx, 1, id)
+				case 1:
+					err = a.LoadRemove(ctx, -1, id)
+				case 2:
+					err = a.Mark(ctx, 1, "sip:127.0.0.1:5083", mustMarkOp(t, []string{"t", "a"}[w%2]))
+				}
+				if err != nil {
+					t.Errorf("%s: %v", id, err)
+				}
+			}
+		}()
+	}
+	a.ReportProbe(1, "sip:127.0.0.1:5082", dispatch.ProbeResult{Timeout: true})
+	next := append(threeGateways(), dispatch.Set{ID: 2, Dests: []dispatch.Destination{dest(2, "sip:127.0.0.2:5060", "127.0.0.2", 0, "")}})
+	if err := a.Replace(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	a.ExpireLoad(time.Now().Add(-time.Hour)) // expires nothing, but is logged
+	// Each call proposes its LoadAdd and, three times in four, one more.
+	p.waitLog(t, workers*calls+workers*calls*3/4+3)
+	st, err := a.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 2 || st[0].Calls != workers*calls*3/4 {
+		t.Fatalf("sets %d, calls %d; want 2 sets and %d calls", len(st), st[0].Calls, workers*calls*3/4)
+	}
+
+	// Let the background proposals land before comparing.
+	deadline := time.Now().Add(10 * time.Second)
+	var log [][]byte
+	for {
+		log = p.entries()
+		kinds := map[dispatch.CommandKind]int{}
+		for _, b := range log {
+			c, _ := dispatch.DecodeCommand(b)
+			kinds[c.Kind]++
+		}
+		if kinds[dispatch.CmdProbe] == 1 && kinds[dispatch.CmdLoadExpire] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("background proposals missing: %v", kinds)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	want := mustSnapshot(t, a)
+
+	b := newTestRegistry(t, threeGateways(), Options{Seed: 77})
+	replay(t, b, log)
+	if got := mustSnapshot(t, b); !bytes.Equal(got, want) {
+		t.Fatal("a registry replaying the log differs from the proposer's")
+	}
+	c := newTestRegistry(t, nil, Options{Seed: 5})
+	if err := c.Restore(want); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustSnapshot(t, c); !bytes.Equal(got, want) {
+		t.Fatal("a registry restored from the snapshot differs")
+	}
+	if ids := c.IDs(); len(ids) != 2 {
+		t.Fatalf("restored sets %v, want [1 2]", ids)
+	}
+}
+
+type recorder struct {
+	mu  sync.Mutex
+	evs []dispatch.Event
+}
+
+func (r *recorder) add(ev dispatch.Event) {
+	r.mu.Lock()
+	ev.At = ev.At.UTC()
+	r.evs = append(r.evs, ev)
+	r.mu.Unlock()
+}
+
+// The same operations through the proposer and directly leave the same
+// state, call load and events.
+func TestReplicatedMatchesDirect(t *testing.T) {
+	ctx := context.Background()
+	type harness struct {
+		r    *Registry
+		ev   *recorder
+		wait func(n int) // after n commands, for async calls
+	}
+	var direct, repl harness
+	direct.ev, repl.ev = &recorder{}, &recorder{}
+	direct.r = newTestRegistry(t, threeGateways(), Options{Now: fixedClock(), OnEvent: direct.ev.add})
+	// Async calls to the direct registry queue behind nothing a Status
+	// does not also wait for.
+	direct.wait = func(int) {
+		if _, err := direct.r.Status(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var p *logProposer
+	repl.r, p = newReplicated(t, threeGateways(), Options{Now: fixedClock(), OnEvent: repl.ev.add})
+	repl.wait = func(n int) { p.waitLog(t, n) }
+
+	later := fixedClock()().Add(3 * time.Hour)
+	for _, h := range []harness{direct, repl} {
+		must := func(err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(h.r.Mark(ctx, 1, "sip:127.0.0.1:5082", mustMarkOp(t, "ip")))
+		for i := range 5 {
+			sel, err := h.r.Select(ctx, 1, dispatch.AlgCallLoad, invite(fmt.Sprint("c", i)), 0)
+			must(err)
+			must(h.r.CommitLoad(ctx, sel))
+		}
+		must(h.r.LoadConfirm(ctx, 1, "c0"))
+		must(h.r.LoadMove(ctx, 1, "c1", "sip:127.0.0.1:5082"))
+		must(h.r.LoadRemove(ctx, -1, "c2"))
+		must(h.r.LoadRemove(ctx, 1, "unknown"))
+		h.r.ReportProbe(1, "sip:127.0.0.1:5082", dispatch.ProbeResult{Code: 200})
+		h.wait(11)
+		must(h.r.Replace(ctx, []dispatch.Set{{ID: 1, Dests: []dispatch.Destination{
+			dest(1, "sip:127.0.0.1:6081", "127.0.0.1", 6081, "gw1"),
+			dest(1, "sip:127.0.0.1:5082", "127.0.0.1", 5082, "gw2"),
+		}}}))
+		must(h.r.MarkDUID(ctx, 1, "gw1", dispatch.MarkOp{Set: dispatch.FlagDisabled, Clear: dispatch.FlagInactive | dispatch.FlagTrying, Direct: true}))
+		h.wait(13)
+		// c0, c1, c3 remain; c4 was on gw3, which the reload removed.
+		if st, err := h.r.Status(ctx); err != nil || st[0].Calls != 3 {
+			t.Fatalf("before the sweep: %+v %v, want 3 calls", st, err)
+		}
+		h.r.ExpireLoad(later)
+		h.wait(14)
+	}
+	ds, rs := mustSnapshot(t, direct.r), mustSnapshot(t, repl.r)
+	if !bytes.Equal(ds, rs) {
+		dst, _ := direct.r.Status(ctx)
+		rst, _ := repl.r.Status(ctx)
+		t.Fatalf("states differ:\ndirect %+v\nrepl   %+v", dst, rst)
+	}
+	st, _ := repl.r.Status(ctx)
+	if st[0].Calls != 0 || st[0].Dests[0].State.Flags&dispatch.FlagDisabled == 0 {
+		t.Fatalf("after the script: %+v; want every call expired and gw1 disabled", st[0])
+	}
+	direct.ev.mu.Lock()
+	repl.ev.mu.Lock()
+	defer direct.ev.mu.Unlock()
+	defer repl.ev.mu.Unlock()
+	if len(direct.ev.evs) != 3 || fmt.Sprint(direct.ev.evs) != fmt.Sprint(repl.ev.evs) {
+		t.Fatalf("events differ:\ndirect %v\nrepl   %v", direct.ev.evs, repl.ev.evs)
+	}
+}
+
+// A failed proposal reaches the caller and changes nothing.
+func TestReplicatedProposeFails(t *testing.T) {
+	ctx := context.Background()
+	r, p := newReplicated(t, threeGateways(), Options{})
+	before := mustSnapshot(t, r)
+	errDown := errors.New("no quorum")
+	p.setFail(errDown)
+	checks := map[string]error{
+		"mark":    r.Mark(ctx, 1, "sip:127.0.0.1:5081", mustMarkOp(t, "i")),
+		"markall": r.Mark(ctx, 1, "all", mustMarkOp(t, "d")),
+		"duid":    r.MarkDUID(ctx, 1, "gw2", mustMarkOp(t, "i")),
+		"confirm": r.LoadConfirm(ctx, 1, "x"),
+		"move":    r.LoadMove(ctx, 1, "x", "sip:127.0.0.1:5083"),
+		"remove":  r.LoadRemove(ctx, -1, "x"),
+		"replace": r.Replace(ctx, threeGateways()[:0]),
+	}
+	for name, err := range checks {
+		if !errors.Is(err, errDown) {
+			t.Errorf("%s: %v, want the proposer's error", name, err)
+		}
+	}
+	sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("lost"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.Dests[0].Attrs.DUID != "gw1" {
+		t.Fatalf("first pick %s, want gw1", sel.Dests[0].Attrs.DUID)
+	}
+	if err := r.CommitLoad(ctx, sel); !errors.Is(err, errDown) {
+		t.Fatalf("commit: %v, want the proposer's error", err)
+	}
+	// The reservation was dropped, so gw1 is the least loaded again.
+	sel, err = r.Select(ctx, 1, dispatch.AlgCallLoad, invite("next"), 0)
+	if err != nil || sel.Dests[0].Attrs.DUID != "gw1" {
+		t.Fatalf("pick after a failed commit: %v %v, want gw1", sel.Dests, err)
+	}
+	if len(p.entries()) != 0 || !bytes.Equal(before, mustSnapshot(t, r)) {
+		t.Fatal("a failed proposal changed the state")
+	}
+	// A destination that does not exist is refused before proposing.
+	p.setFail(nil)
+	if err := r.Mark(ctx, 1, "sip:10.9.9.9", mustMarkOp(t, "i")); !errors.Is(err, dispatch.ErrUnknownDestination) {
+		t.Fatalf("mark of an unknown destination: %v", err)
+	}
+	if err := r.Mark(ctx, 9, "sip:10.9.9.9", mustMarkOp(t, "i")); !errors.Is(err, dispatch.ErrUnknownSet) {
+		t.Fatalf("mark in an unknown set: %v", err)
+	}
+	if n := len(p.entries()); n != 0 {
+		t.Fatalf("%d commands proposed for unknown targets", n)
+	}
+}
+
+// heldProposer records proposals without committing them.
+type heldProposer struct {
+	mu  sync.Mutex
+	got []dispatch.Command
+}
+
+func (h *heldProposer) Propose(_ context.Context, c dispatch.Command) error {
+	h.mu.Lock()
+	h.got = append(h.got, c)
+	h.mu.Unlock()
+	return nil
+}
+
+// Between selection and commit, reservations keep least-loaded exact; they
+// end when the LoadAdd applies or at ReserveTimeout.
+func TestReservationsKeepLeastLoaded(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h := &heldProposer{}
+	r := newTestRegistry(t, threeGateways(), Options{Proposer: h, Now: clock, ReserveTimeout: 2 * time.Second})
+	picks := map[string]int{}
+	var cmds []*dispatch.Command
+	for i := range 6 {
+		sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite(fmt.Sprint("r", i)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		picks[sel.Dests[0].Attrs.DUID]++
+		cmds = append(cmds, sel.LoadCommand)
+	}
+	if picks["gw1"] != 2 || picks["gw2"] != 2 || picks["gw3"] != 2 {
+		t.Fatalf("uncommitted picks %v, want 2 each", picks)
+	}
+	// A retransmitted INVITE is not reserved twice.
+	if sel, _ := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("r0"), 0); sel.LoadCommand != nil {
+		t.Fatal("retransmission got a second LoadCommand")
+	}
+	// Commit r0 (gw1): its reservation becomes a real load; the others stay.
+	if _, err := r.Apply(*cmds[0]); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := r.Status(ctx)
+	if st[0].Dests[0].State.Load != 1 || st[0].Calls != 1 {
+		t.Fatalf("after one commit: %+v", st[0])
+	}
+	sel, _ := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("r6"), 0)
+	if d := sel.Dests[0].Attrs.DUID; d != "gw1" {
+		t.Fatalf("with 2 reserved-or-loaded each, pick %s, want gw1 (lowest index)", d)
+	}
+	// Past the timeout only the committed call counts: gw2 is least loaded.
+	mu.Lock()
+	now = now.Add(3 * time.Second)
+	mu.Unlock()
+	sel, _ = r.Select(ctx, 1, dispatch.AlgCallLoad, invite("r7"), 0)
+	if d := sel.Dests[0].Attrs.DUID; d != "gw2" {
+		t.Fatalf("after the reservations expired, pick %s, want gw2", d)
+	}
+	st, _ = r.Status(ctx)
+	if l := []int{st[0].Dests[0].State.Load, st[0].Dests[1].State.Load, st[0].Dests[2].State.Load}; l[0] != 1 || l[1] != 0 || l[2] != 0 {
+		t.Fatalf("loads %v leak reservations; want [1 0 0]", l)
+	}
+}
+
+func TestApplyAndRestoreErrors(t *testing.T) {
+	r, _ := newReplicated(t, threeGateways(), Options{})
+	if _, err := r.Apply(dispatch.Command{Kind: dispatch.CmdMark, Set: 4, URI: "all"}); !errors.Is(err, dispatch.ErrUnknownSet) {
+		t.Fatalf("apply to an unknown set: %v", err)
+	}
+	if _, err := r.Apply(dispatch.Command{Kind: dispatch.CmdLoadAdd, Set: 1, DUID: "nope", CallID: "x"}); !errors.Is(err, dispatch.ErrUnknownDestination) {
+		t.Fatalf("apply to an unknown destination: %v", err)
+	}
+	before := mustSnapshot(t, r)
+	if err := r.Restore(before[:len(before)-3]); !errors.Is(err, dispatch.ErrMalformed) {
+		t.Fatalf("restore of a truncated snapshot: %v", err)
+	}
+	if !bytes.Equal(before, mustSnapshot(t, r)) {
+		t.Fatal("a failed restore changed the state")
+	}
+	// Restore drops sets the snapshot does not have.
+	empty := newTestRegistry(t, nil, Options{})
+	if err := r.Restore(mustSnapshot(t, empty)); err != nil {
+		t.Fatal(err)
+	}
+	if ids := r.IDs(); len(ids) != 0 {
+		t.Fatalf("sets after restoring an empty snapshot: %v", ids)
+	}
+}
+
+type blockingProposer struct{ started chan struct{} }
+
+func (b blockingProposer) Propose(ctx context.Context, _ dispatch.Command) error {
+	b.started <- struct{}{}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Stop cancels background proposals (probe results, sweeps) and waits for
+// them instead of leaking goroutines or hanging until ProposeTimeout.
+func TestStopCancelsBackgroundProposals(t *testing.T) {
+	bp := blockingProposer{started: make(chan struct{}, 2)}
+	r, err := NewRegistry(testConfig(), threeGateways(), Options{Seed: 1, Proposer: bp, ProposeTimeout: time.Hour,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200})
+	r.ExpireLoad(time.Now())
+	<-bp.started
+	<-bp.started
+	done := make(chan struct{})
+	go func() { r.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not return while background proposals were blocked")
+	}
+	r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200}) // after Stop: dropped, no panic
+}
+
+// Commands for "any set" reach the set that has the Call-ID; a sweep reaches
+// every set.
+func TestApplyAnySet(t *testing.T) {
+	ctx := context.Background()
+	sets := append(threeGateways(), dispatch.Set{ID: 2, Dests: []dispatch.Destination{
+		dest(2, "sip:127.0.0.2:5060", "127.0.0.2", 0, ""),
+		dest(2, "sip:127.0.0.2:5070", "127.0.0.2", 5070, ""),
+	}})
+	r, _ := newReplicated(t, sets, Options{Now: fixedClock()})
+	at := fixedClock()().UnixNano()
+	apply := func(c dispatch.Command) {
+		t.Helper()
+		if _, err := r.Apply(c); err != nil {
+			t.Fatalf("%s: %v", c.Kind, err)
+		}
+	}
+	apply(dispatch.Command{Kind: dispatch.CmdLoadAdd, At: at, Set: 2, URI: "sip:127.0.0.2:5060", CallID: "in2"})
+	apply(dispatch.Command{Kind: dispatch.CmdLoadAdd, At: at, Set: 1, DUID: "gw1", CallID: "in1"})
+	if err := r.LoadMove(ctx, -1, "in2", "sip:127.0.0.2:5070"); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := r.Status(ctx)
+	if st[1].Dests[0].State.Load != 0 || st[1].Dests[1].State.Load != 1 {
+		t.Fatalf("set 2 after a move with no set: %+v", st[1].Dests)
+	}
+	if err := r.LoadRemove(ctx, -1, "in2"); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = r.Status(ctx)
+	if st[0].Calls != 1 || st[1].Calls != 0 {
+		t.Fatalf("calls %d/%d after removing in2, want 1/0", st[0].Calls, st[1].Calls)
+	}
+	apply(dispatch.Command{Kind: dispatch.CmdLoadAdd, At: at, Set: 2, URI: "sip:127.0.0.2:5060", CallID: "late"})
+	r.ExpireLoad(fixedClock()().Add(3 * time.Hour))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ = r.Status(ctx)
+		if st[0].Calls == 0 && st[1].Calls == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls %d/%d after a sweep of every set", st[0].Calls, st[1].Calls)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
