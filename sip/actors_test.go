@@ -56,7 +56,7 @@ func TestCallWithActors(t *testing.T) {
 	if n := status().Calls; n != 1 {
 		t.Fatalf("%d call-load entries during the call, want 1", n)
 	}
-	waitFor(t, "bad gateway marked inactive", 2*time.Second, func() bool {
+	waitFor(t, "bad gateway marked inactive", 10*time.Second, func() bool {
 		return status().Dests[0].State.Flags&dispatch.FlagInactive != 0
 	})
 	if err := u.cli.WriteRequest(inDialog(sipmsg.ACK, inv, ok, inv.CSeq().SeqNo)); err != nil {
@@ -65,5 +65,5 @@ func TestCallWithActors(t *testing.T) {
 	if r := u.final(t, inDialog(sipmsg.BYE, inv, ok, inv.CSeq().SeqNo+1)); r[len(r)-1].StatusCode != 200 {
 		t.Fatalf("BYE answered %v", codes(r))
 	}
-	waitFor(t, "call-load entry removed by the BYE", 2*time.Second, func() bool { return status().Calls == 0 })
+	waitFor(t, "call-load entry removed by the BYE", 10*time.Second, func() bool { return status().Calls == 0 })
 }

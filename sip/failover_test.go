@@ -50,7 +50,7 @@ func TestFailoverOn503(t *testing.T) {
 	if bad.invites.Load() != 1 || good.invites.Load() != 1 {
 		t.Fatalf("INVITEs: failing gateway %d, next gateway %d; want 1 and 1", bad.invites.Load(), good.invites.Load())
 	}
-	waitFor(t, "Mark of the failing gateway", 2*time.Second, func() bool {
+	waitFor(t, "Mark of the failing gateway", 10*time.Second, func() bool {
 		return slices.Equal(d.snapshot(&d.marks), []string{fmt.Sprintf("1 %s %+v", bad.dest(1).URI, markIP(t))})
 	})
 }
@@ -73,7 +73,7 @@ func TestFailoverOnTimeout(t *testing.T) {
 	if silent.invites.Load() == 0 || good.invites.Load() != 1 {
 		t.Fatalf("INVITEs: silent %d, next %d", silent.invites.Load(), good.invites.Load())
 	}
-	waitFor(t, "Mark of the silent gateway", 2*time.Second, func() bool {
+	waitFor(t, "Mark of the silent gateway", 10*time.Second, func() bool {
 		return slices.Equal(d.snapshot(&d.marks), []string{fmt.Sprintf("1 %s %+v", silent.dest(1).URI, markIP(t))})
 	})
 }
@@ -108,7 +108,7 @@ func TestCancelRingingCall(t *testing.T) {
 	}
 	defer tx.Terminate()
 	callID := inv.CallID().Value()
-	waitFor(t, "180 at the caller", 3*time.Second, func() bool { return slices.Contains(u.wireCodes(callID), 180) })
+	waitFor(t, "180 at the caller", 10*time.Second, func() bool { return slices.Contains(u.wireCodes(callID), 180) })
 
 	cancel := cancelFor(inv, proxy)
 	cres := u.final(t, cancel)
@@ -119,8 +119,8 @@ func TestCancelRingingCall(t *testing.T) {
 	if c := rs[len(rs)-1].StatusCode; c != 487 {
 		t.Fatalf("INVITE final %d, want 487", c)
 	}
-	waitFor(t, "CANCEL at the gateway", 3*time.Second, func() bool { return gw.cancels.Load() == 1 })
-	waitFor(t, "load removed", 2*time.Second, func() bool {
+	waitFor(t, "CANCEL at the gateway", 10*time.Second, func() bool { return gw.cancels.Load() == 1 })
+	waitFor(t, "load removed", 10*time.Second, func() bool {
 		return slices.Equal(d.snapshot(&d.removes), []string{"1 " + callID})
 	})
 	if c := d.snapshot(&d.confirms); len(c) != 0 {
@@ -139,7 +139,7 @@ func TestFailoverMovesCallLoad(t *testing.T) {
 	u := newUAC(t)
 	res, _ := u.call(t, proxy)
 	want := []string{fmt.Sprintf("1 %s %s", res.CallID().Value(), good.dest(1).URI)}
-	waitFor(t, "LoadMove to the next gateway", 2*time.Second, func() bool {
+	waitFor(t, "LoadMove to the next gateway", 10*time.Second, func() bool {
 		return slices.Equal(d.snapshot(&d.moves), want)
 	})
 }

@@ -40,7 +40,7 @@ func TestCallThroughProxy(t *testing.T) {
 			if v := ok.Via(); v == nil || v.Host != "127.0.0.1" || len(ok.GetHeaders("Via")) != 1 {
 				t.Fatalf("200 Via headers %v: the proxy's Via must be gone", ok.GetHeaders("Via"))
 			}
-			waitFor(t, "ACK at gateway", 3*time.Second, func() bool { return gw.acks.Load() == 1 })
+			waitFor(t, "ACK at gateway", 10*time.Second, func() bool { return gw.acks.Load() == 1 })
 			if n := gw.byes.Load(); n != 1 {
 				t.Fatalf("gateway got %d BYEs, want 1", n)
 			}
@@ -125,7 +125,7 @@ func TestManyCalls(t *testing.T) {
 			if len(failed) > 0 {
 				t.Fatalf("%d of %d calls failed: %v", len(failed), calls, failed[:min(5, len(failed))])
 			}
-			waitFor(t, "every BYE at a gateway", 3*time.Second, func() bool { return gw1.byes.Load()+gw2.byes.Load() == calls })
+			waitFor(t, "every BYE at a gateway", 10*time.Second, func() bool { return gw1.byes.Load()+gw2.byes.Load() == calls })
 			if gw1.invites.Load() == 0 || gw2.invites.Load() == 0 {
 				t.Fatalf("round robin used one gateway only: %d/%d", gw1.invites.Load(), gw2.invites.Load())
 			}
@@ -155,11 +155,11 @@ func Test2xxRetransmissionsForwarded(t *testing.T) {
 				}
 				return n
 			}
-			waitFor(t, "three copies of the 200", 3*time.Second, func() bool { return count200() >= 3 })
+			waitFor(t, "three copies of the 200", 10*time.Second, func() bool { return count200() >= 3 })
 			if err := u.cli.WriteRequest(inDialog(sipmsg.ACK, inv, ok, inv.CSeq().SeqNo)); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "ACK at gateway", 2*time.Second, func() bool { return gw.acks.Load() >= 1 })
+			waitFor(t, "ACK at gateway", 10*time.Second, func() bool { return gw.acks.Load() >= 1 })
 		})
 	}
 }

@@ -119,8 +119,8 @@ func TestCallLoadTracking(t *testing.T) {
 				t.Fatalf("Record-Route %s: want ;ds=3", ok.RecordRoute().Value())
 			}
 			want := []string{"3 " + callID}
-			waitFor(t, "LoadConfirm", 2*time.Second, func() bool { return slices.Equal(d.snapshot(&d.confirms), want) })
-			waitFor(t, "LoadRemove by the BYE", 2*time.Second, func() bool { return slices.Equal(d.snapshot(&d.removes), want) })
+			waitFor(t, "LoadConfirm", 10*time.Second, func() bool { return slices.Equal(d.snapshot(&d.confirms), want) })
+			waitFor(t, "LoadRemove by the BYE", 10*time.Second, func() bool { return slices.Equal(d.snapshot(&d.removes), want) })
 		})
 	}
 }
@@ -139,7 +139,7 @@ func TestCallLoadRemovedOnFailure(t *testing.T) {
 			if c := rs[len(rs)-1].StatusCode; c != 503 {
 				t.Fatalf("final %d, want 503", c)
 			}
-			waitFor(t, "LoadRemove", 2*time.Second, func() bool {
+			waitFor(t, "LoadRemove", 10*time.Second, func() bool {
 				return slices.Equal(d.snapshot(&d.removes), []string{"1 " + inv.CallID().Value()})
 			})
 		})

@@ -29,7 +29,7 @@ func TestStatelessCancel(t *testing.T) {
 	}
 	defer tx.Terminate()
 	callID := inv.CallID().Value()
-	waitFor(t, "180 at the caller", 3*time.Second, func() bool { return slices.Contains(u.wireCodes(callID), 180) })
+	waitFor(t, "180 at the caller", 10*time.Second, func() bool { return slices.Contains(u.wireCodes(callID), 180) })
 
 	cancel := cancelFor(inv, proxy)
 	if c := u.final(t, cancel); c[len(c)-1].StatusCode != 200 {
@@ -42,7 +42,7 @@ func TestStatelessCancel(t *testing.T) {
 		t.Fatalf("gateways got INVITEs %d/%d and CANCELs %d/%d; want one INVITE and its CANCEL",
 			gw1.invites.Load(), gw2.invites.Load(), gw1.cancels.Load(), gw2.cancels.Load())
 	}
-	waitFor(t, "load removed", 2*time.Second, func() bool { return slices.Contains(d.snapshot(&d.removes), "1 "+callID) })
+	waitFor(t, "load removed", 10*time.Second, func() bool { return slices.Contains(d.snapshot(&d.removes), "1 "+callID) })
 }
 
 // A retransmitted INVITE goes where the first copy went, not where
@@ -65,7 +65,7 @@ func TestStatelessRetransmissionSameGateway(t *testing.T) {
 		if _, err := c.Write([]byte(inv)); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "copy "+itoa(i+1)+" at a gateway", 2*time.Second, func() bool {
+		waitFor(t, "copy "+itoa(i+1)+" at a gateway", 10*time.Second, func() bool {
 			return int(gw1.invites.Load()+gw2.invites.Load()) == i+1
 		})
 	}

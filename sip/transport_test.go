@@ -56,7 +56,7 @@ func TestTCPCallerUDPGateway(t *testing.T) {
 			if r := u.final(t, bye); r[len(r)-1].StatusCode != 200 {
 				t.Fatalf("BYE over TCP answered %v", codes(r))
 			}
-			waitFor(t, "ACK at the gateway", 2*time.Second, func() bool { return gw.acks.Load() == 1 })
+			waitFor(t, "ACK at the gateway", 10*time.Second, func() bool { return gw.acks.Load() == 1 })
 			if gw.byes.Load() != 1 {
 				t.Fatalf("gateway got %d BYEs", gw.byes.Load())
 			}
