@@ -176,13 +176,23 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 	return nil
 }
 
+// statelessReadBuffer is the receive buffer asked for on a stateless UDP
+// listener (the kernel caps it at net.core.rmem_max).
+const statelessReadBuffer = 1 << 20
+
 // statelessListeners prepares the UDP listeners for stateless mode's fast
 // path (statelessRead): a parser, and a writer on each socket that needs no
-// entry in sipgo's connection pool.
+// entry in sipgo's connection pool. As one goroutine per socket now does all
+// the work, a larger receive buffer absorbs bursts while it routes.
 func (s *Server) statelessListeners() {
 	s.parser = sipmsg.NewParser()
 	for _, k := range s.socks {
 		if k.pc != nil {
+			if uc, ok := k.pc.(*net.UDPConn); ok {
+				if err := uc.SetReadBuffer(statelessReadBuffer); err != nil {
+					s.log.Debug("sip: receive buffer not raised", "listen", k.addr(), "err", err)
+				}
+			}
 			out := &sipmsg.UDPConnection{PacketConn: k.pc, PacketAddr: k.pc.LocalAddr().String(), Listener: true}
 			k.tx = &wireTx{out: out}
 		}
