@@ -123,3 +123,27 @@ func TestStatelessLocalReplyAckAbsorbed(t *testing.T) {
 		t.Fatalf("gateway got %d ACKs, want only the one not for our 404", n)
 	}
 }
+
+// Responses go back to received and rport when the Via has them (RFC 3261
+// §18.2.2, RFC 3581 §4), else to sent-by and the transport's default port.
+func TestViaDestination(t *testing.T) {
+	tests := []struct {
+		via, proto, want string
+	}{
+		{"SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1", "UDP", "10.0.0.1:5070"},
+		{"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1", "UDP", "10.0.0.1:5060"},
+		{"SIP/2.0/TLS 10.0.0.1;branch=z9hG4bK1", "TLS", "10.0.0.1:5061"},
+		{"SIP/2.0/UDP pc.example.net:5070;received=192.0.2.7;rport=40000;branch=z9hG4bK1", "UDP", "192.0.2.7:40000"},
+		{"SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bK1", "UDP", "10.0.0.1:5070"},
+		{"SIP/2.0/UDP [2001:db8::1]:5070;branch=z9hG4bK1", "UDP", "[2001:db8::1]:5070"},
+	}
+	for _, tc := range tests {
+		msg, err := sipmsg.ParseMessage([]byte("SIP/2.0 200 OK\r\nVia: " + tc.via + "\r\nContent-Length: 0\r\n\r\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.via, err)
+		}
+		if got := viaDestination(msg.(*sipmsg.Response).Via(), tc.proto); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.via, got, tc.want)
+		}
+	}
+}
