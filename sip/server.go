@@ -29,9 +29,10 @@ type Server struct {
 	obs    Observer
 	log    *slog.Logger
 
-	ua  *sipgo.UserAgent
-	srv *sipgo.Server
-	cli *sipgo.Client
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	cli    *sipgo.Client
+	parser *sipmsg.Parser // stateless mode's fast path (statelessRead)
 
 	socks []*socket
 	// advHost/advPort come from Config.Advertise; advPort 0 = listen port.
@@ -53,6 +54,7 @@ type Server struct {
 type socket struct {
 	proto string // udp, tcp, tls
 	pc    net.PacketConn
+	tx    *wireTx // stateless mode, UDP: answers and relays from this listener
 	ln    net.Listener
 	ip    net.IP
 	port  int
@@ -109,9 +111,14 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 	}
 
 	sipLog := slog.New(&dropCounter{next: log.Handler(), n: &s.dropped})
+	tpOpts := []sipmsg.TransportLayerOption{sipmsg.WithTransportLayerLogger(sipLog)}
+	if cfg.Mode == ModeStateless {
+		s.statelessListeners()
+		tpOpts = append(tpOpts, sipmsg.WithTransportLayerReadFilter(s.statelessRead))
+	}
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(cfg.UserAgent),
-		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransportLayerOptions(tpOpts...),
 		sipgo.WithUserAgentTransactionLayerOptions(
 			sipmsg.WithTransactionLayerLogger(sipLog),
 			sipmsg.WithTransactionLayerUnhandledResponseHandler(s.onUnmatchedResponse),
@@ -167,6 +174,29 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 		s.socks = append(s.socks, k)
 	}
 	return nil
+}
+
+// statelessReadBuffer is the receive buffer asked for on a stateless UDP
+// listener (the kernel caps it at net.core.rmem_max).
+const statelessReadBuffer = 1 << 20
+
+// statelessListeners prepares the UDP listeners for stateless mode's fast
+// path (statelessRead): a parser, and a writer on each socket that needs no
+// entry in sipgo's connection pool. As one goroutine per socket now does all
+// the work, a larger receive buffer absorbs bursts while it routes.
+func (s *Server) statelessListeners() {
+	s.parser = sipmsg.NewParser()
+	for _, k := range s.socks {
+		if k.pc != nil {
+			if uc, ok := k.pc.(*net.UDPConn); ok {
+				if err := uc.SetReadBuffer(statelessReadBuffer); err != nil {
+					s.log.Debug("sip: receive buffer not raised", "listen", k.addr(), "err", err)
+				}
+			}
+			out := &sipmsg.UDPConnection{PacketConn: k.pc, PacketAddr: k.pc.LocalAddr().String(), Listener: true}
+			k.tx = &wireTx{out: out}
+		}
+	}
 }
 
 // Addrs returns the bound listeners as "proto:ip:port", in Config.Listen order.
@@ -485,6 +515,9 @@ func (s *Server) reply(req *sipmsg.Request, tx sipmsg.ServerTransaction, code in
 	}
 	s.obs.Reply(code)
 	res := sipmsg.NewResponseFromRequest(req, code, reason, nil)
+	if s.cfg.Mode == ModeStateless {
+		tagLocalReply(req, res)
+	}
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
@@ -720,6 +753,9 @@ func (s *Server) onAck(req *sipmsg.Request) {
 	}
 	branch := sipmsg.GenerateBranch()
 	if s.cfg.Mode == ModeStateless {
+		if isLocalReplyAck(req) {
+			return
+		}
 		branch = statelessBranch(req)
 		if sent, ok := s.branches.get(branch, time.Now()); ok {
 			s.statelessSend(req, nil, s.outgoing(req, sent.hop(), mf, 0, branch))

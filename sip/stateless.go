@@ -3,6 +3,7 @@ package sip
 import (
 	"encoding/hex"
 	"hash/fnv"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,28 @@ func statelessBranch(req *sipmsg.Request) string {
 		h.Write([]byte(strconv.FormatUint(uint64(req.CSeq().SeqNo), 10)))
 	}
 	return "z9hG4bKsd" + hex.EncodeToString(h.Sum(nil))
+}
+
+// localTagPrefix starts the To tag of the stateless proxy's own replies.
+const localTagPrefix = "sdlocal."
+
+// tagLocalReply gives a reply the stateless proxy sends itself a To tag it
+// will recognise: without a server transaction (RFC 3261 §16.11) the tag is
+// all that tells the ACK for that reply, which ends here (§17.2.1), from an
+// ACK to forward. The tag is a function of the request's transaction, so a
+// retransmission gets the same one.
+func tagLocalReply(req *sipmsg.Request, res *sipmsg.Response) {
+	to := res.To()
+	if res.StatusCode <= 100 || to == nil || req.To() == nil || req.To().Params.Has("tag") {
+		return
+	}
+	to.Params.Add("tag", localTagPrefix+strings.TrimPrefix(statelessBranch(req), "z9hG4bKsd"))
+}
+
+// isLocalReplyAck reports whether ack acknowledges a reply of tagLocalReply.
+func isLocalReplyAck(ack *sipmsg.Request) bool {
+	tag, _ := ack.To().Params.Get("tag")
+	return strings.HasPrefix(tag, localTagPrefix)
 }
 
 // sentInvite is what the stateless proxy remembers of an INVITE it
@@ -82,18 +105,84 @@ func (s *Server) statelessSend(req *sipmsg.Request, tx sipmsg.ServerTransaction,
 	return true
 }
 
-// statelessResponse routes a response back by Via (RFC 3261 §16.11,
-// §18.2.2). It runs in the read loop (onWire), so responses leave in the
-// order they came; only responses with our Via on top and another below it
-// are forwarded (a keepalive's reply has none below).
+// statelessRead is stateless mode's fast path, a read filter run by sipgo's
+// UDP read loop on every datagram. A stateless proxy keeps no transaction
+// (RFC 3261 §16.11), so requests and the responses it relays are handled
+// here, in arrival order, instead of going through sipgo's transaction
+// layer, which would start a goroutine and a server transaction for each.
+// It hands back to sipgo what sipgo must still see: datagrams that do not
+// parse (sipgo drops and counts them), keepalive CRLFs, the replies to our
+// own probes, which their client transactions wait for, and anything read
+// off a socket that is not one of our listeners. TCP and TLS pass through:
+// their filter sees stream chunks, not messages.
+func (s *Server) statelessRead(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
+	k := s.udpListener(p.LocalAddr)
+	if k == nil {
+		return data, nil
+	}
+	msg, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return data, nil
+	}
+	msg.SetTransport(p.Transport)
+	msg.SetSource(p.RemoteAddr.String())
+	switch m := msg.(type) {
+	case *sipmsg.Request:
+		s.onRequest(m, k.tx)
+	case *sipmsg.Response:
+		if len(m.GetHeaders("Via")) < 2 {
+			return data, nil // our probe's reply
+		}
+		if s.relayable(m) {
+			s.relayUpstream(m) // the read loop owns m: nothing else saw it
+		}
+	}
+	return nil, nil
+}
+
+// udpListener returns our UDP listener with local address a, or nil. The
+// socket reports the same net.Addr on every read, so this compares pointers.
+func (s *Server) udpListener(a net.Addr) *socket {
+	for _, k := range s.socks {
+		if k.tx != nil && k.pc.LocalAddr() == a {
+			return k
+		}
+	}
+	return nil
+}
+
+// wireTx stands in for the server transaction a stateless proxy does not
+// keep (RFC 3261 §16.11): a local reply leaves at once from the listener the
+// request came in on. In stateless mode the routing code only calls Respond;
+// the embedded interface is nil.
+type wireTx struct {
+	sipmsg.ServerTransaction
+	out *sipmsg.UDPConnection
+}
+
+// Respond writes res without a transaction: no retransmission, no state.
+func (t *wireTx) Respond(res *sipmsg.Response) error { return t.out.WriteMsg(res) }
+
+// statelessResponse routes back by Via a response that came over TCP or TLS,
+// from the read loop (onWire), so responses leave in the order they came.
 func (s *Server) statelessResponse(res *sipmsg.Response) {
+	if s.relayable(res) {
+		s.forwardResponse(res)
+	}
+}
+
+// relayable checks a response for relaying back by Via (RFC 3261 §16.11,
+// §18.2.2): only responses with our Via on top and another below it go back
+// (a keepalive's reply has none below). A final reply to an INVITE ends the
+// call's pending load entry.
+func (s *Server) relayable(res *sipmsg.Response) bool {
 	vias := res.GetHeaders("Via")
 	if len(vias) < 2 || res.CSeq() == nil {
-		return
+		return false
 	}
 	if via, ok := vias[0].(*sipmsg.ViaHeader); !ok || !s.isSelf(via.Host, via.Port, "sip") {
 		s.dropped.Add(1)
-		return
+		return false
 	}
 	if res.CSeq().MethodName == sipmsg.INVITE && res.StatusCode >= 200 {
 		if id := res.CallID(); id != nil {
@@ -102,7 +191,7 @@ func (s *Server) statelessResponse(res *sipmsg.Response) {
 			}
 		}
 	}
-	s.forwardResponse(res)
+	return true
 }
 
 // onUnmatchedResponse gets the responses no client transaction claims. In
@@ -121,20 +210,53 @@ func (s *Server) onUnmatchedResponse(res *sipmsg.Response) {
 	s.forwardResponse(res)
 }
 
-// forwardResponse sends a copy of res, without our Via, to the next Via. It
-// copies because the read loop (onWire) may still be looking at res.
+// forwardResponse relays a copy of res: the read loop (onWire) and the
+// transaction layer may still be looking at res.
 func (s *Server) forwardResponse(res *sipmsg.Response) {
-	res = res.Clone()
+	s.relayUpstream(res.Clone())
+}
+
+// relayUpstream removes our Via from res and sends it to the next Via's
+// address (RFC 3261 §18.2.2: received and rport when present).
+func (s *Server) relayUpstream(res *sipmsg.Response) {
 	res.RemoveHeader("Via")
 	next := res.Via()
 	if next == nil {
 		s.dropped.Add(1)
 		return
 	}
-	res.SetDestination("")
-	res.SetTransport(strings.ToUpper(next.Transport))
+	proto := strings.ToUpper(next.Transport)
+	res.SetDestination(viaDestination(next, proto))
+	res.SetTransport(proto)
 	s.obs.Reply(res.StatusCode)
-	if err := s.ua.TransportLayer().WriteMsg(res); err != nil {
+	var err error
+	if k := s.socketFor("udp"); proto == "UDP" && k != nil && k.tx != nil {
+		// The fast path leaves the sender out of sipgo's connection
+		// pool, where WriteMsg would look for it.
+		err = k.tx.out.WriteMsg(res)
+	} else {
+		err = s.ua.TransportLayer().WriteMsg(res)
+	}
+	if err != nil {
 		s.log.Debug("sip: response not forwarded", "code", res.StatusCode, "err", err)
 	}
+}
+
+// viaDestination is where a response to the hop that wrote v goes (RFC
+// 3261 §18.2.2, RFC 3581 §4): received, else the sent-by host; rport, else
+// the sent-by port, else the transport's default.
+func viaDestination(v *sipmsg.ViaHeader, proto string) string {
+	host, port := v.Host, v.Port
+	if r, ok := v.Params.Get("received"); ok && r != "" {
+		host = r
+	}
+	if rp, ok := v.Params.Get("rport"); ok && rp != "" {
+		if n, err := strconv.Atoi(rp); err == nil {
+			port = n
+		}
+	}
+	if port == 0 {
+		port = sipmsg.DefaultPort(proto)
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
 }
