@@ -15,6 +15,10 @@ type Dispatcher interface {
 	// Select picks destinations for req from set setID with alg; for an alg-10 INVITE it records the
 	// call load (Selection.LoadAdded). Errors: dispatch.ErrUnknownSet, dispatch.ErrNoDestination, or a busy/stopped error.
 	Select(ctx context.Context, setID int, alg dispatch.Algorithm, req *dispatch.Request, limit int) (actors.Selection, error)
+	// CommitLoad commits the call-load entry of a replicated alg-10 selection
+	// (Selection.LoadCommand; nil: nothing to do). The proxy calls it before it
+	// forwards the INVITE (load_replication sync) and answers 503 when it fails.
+	CommitLoad(ctx context.Context, sel actors.Selection) error
 	// Mark applies ds_mark_dst to the destination uri of set setID.
 	Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error
 	// LoadConfirm marks the call answered (2xx to an INVITE).

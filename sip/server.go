@@ -697,12 +697,22 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	}
 	if err != nil {
 		s.log.Debug("sip: no destination", "route", rt.Name, "set", d.Set, "err", err)
-		var hdrs []sipmsg.Header
-		if s.cfg.RetryAfter > 0 {
-			hdrs = append(hdrs, sipmsg.NewHeader("Retry-After", strconv.Itoa(s.cfg.RetryAfter)))
-		}
-		s.reply(req, tx, 503, "Service Unavailable", hdrs...)
+		s.unavailable(req, tx)
 		return
+	}
+	if sel.LoadCommand != nil {
+		// Replicated alg 10: the INVITE leaves only once its load entry is
+		// committed (SPEC §7, load_replication sync); without a quorum the
+		// wait is bounded by fr_timer and the caller gets 503.
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
+		err := s.d.CommitLoad(ctx, sel)
+		cancel()
+		if err != nil {
+			s.log.Warn("sip: call-load commit failed", "route", rt.Name, "set", d.Set, "err", err)
+			s.unavailable(req, tx)
+			return
+		}
+		sel.LoadAdded = true
 	}
 	if s.cfg.Mode == ModeStateless {
 		s.statelessInitial(req, tx, &dr, d, sel, mf)
@@ -712,6 +722,15 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 }
 
 var errNoDests = errors.New("empty selection")
+
+// unavailable answers 503, with Retry-After when configured.
+func (s *Server) unavailable(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	var hdrs []sipmsg.Header
+	if s.cfg.RetryAfter > 0 {
+		hdrs = append(hdrs, sipmsg.NewHeader("Retry-After", strconv.Itoa(s.cfg.RetryAfter)))
+	}
+	s.reply(req, tx, 503, "Service Unavailable", hdrs...)
+}
 
 // inDialog forwards a request carrying a To tag along its Route set (SPEC §6
 // step 3); a BYE ends the call's load entry.

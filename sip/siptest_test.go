@@ -42,6 +42,10 @@ func testLogger() *slog.Logger {
 // asked of it.
 type fakeDispatcher struct {
 	loadAdded bool // report Selection.LoadAdded, as alg 10 does for an INVITE
+	// replicated reports a Selection.LoadCommand for an INVITE instead, as a
+	// replicated registry does; CommitLoad then fails with commitErr.
+	replicated bool
+	commitErr  error
 
 	mu       sync.Mutex
 	sets     map[int][]dispatch.Destination
@@ -50,6 +54,7 @@ type fakeDispatcher struct {
 	confirms []string // "set callid"
 	removes  []string // "set callid"
 	moves    []string // "set callid uri"
+	commits  []string // "set callid"
 	probes   []probeReport
 	targets  []actors.ProbeTarget
 }
@@ -77,6 +82,9 @@ func (f *fakeDispatcher) Select(ctx context.Context, setID int, alg dispatch.Alg
 	start := f.rr[setID] % len(dests)
 	f.rr[setID]++
 	sel := actors.Selection{SetID: setID, Alg: alg, LoadAdded: f.loadAdded && req.Method == "INVITE"}
+	if f.replicated && req.Method == "INVITE" {
+		sel.LoadCommand = &dispatch.Command{Kind: dispatch.CmdLoadAdd, Set: setID, CallID: req.CallID}
+	}
 	for i := range dests {
 		sel.Dests = append(sel.Dests, dests[(start+i)%len(dests)])
 	}
@@ -84,6 +92,16 @@ func (f *fakeDispatcher) Select(ctx context.Context, setID int, alg dispatch.Alg
 		sel.Dests = sel.Dests[:limit]
 	}
 	return sel, nil
+}
+
+func (f *fakeDispatcher) CommitLoad(ctx context.Context, sel actors.Selection) error {
+	if sel.LoadCommand == nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.commits = append(f.commits, fmt.Sprintf("%d %s", sel.SetID, sel.LoadCommand.CallID))
+	return f.commitErr
 }
 
 func (f *fakeDispatcher) Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error {
