@@ -89,7 +89,12 @@ type Node struct {
 // is the YAML body; %SIP% and %API% in it are replaced by the node's addresses.
 func startNode(t *testing.T, config, list string) *Node {
 	t.Helper()
-	ip := nextIP()
+	return startNodeAt(t, nextIP(), config, list)
+}
+
+// startNodeAt is startNode with the node's addresses on ip.
+func startNodeAt(t *testing.T, ip, config, list string) *Node {
+	t.Helper()
 	n := &Node{t: t, Dir: t.TempDir(), log: &bytes.Buffer{}, exited: make(chan struct{})}
 	n.SIPAddr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
 	n.APIAddr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))

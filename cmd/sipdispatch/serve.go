@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/cluster"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
 )
@@ -43,9 +44,6 @@ func runServe(args []string, _, stderr io.Writer) error {
 	for _, w := range c.Warnings() {
 		log.Warn("config", "notice", w)
 	}
-	if c.Cluster.Enabled {
-		return errors.New("cluster.enabled: clustering is not available in this build yet; run without it")
-	}
 	if err := os.MkdirAll(c.Node.DataDir, 0o755); err != nil {
 		return fmt.Errorf("failed to create data dir: %w", err)
 	}
@@ -63,12 +61,29 @@ func runServe(args []string, _, stderr io.Writer) error {
 		}
 		onEvent = fanOut(m.OnEvent, hook.OnEvent)
 	}
-	reg, err := actors.NewRegistry(&c.Dispatcher.Config, sets, actors.Options{Logger: log, OnEvent: onEvent})
-	if err != nil {
+	src := &sources{c: &c, log: log, dests: dests}
+	opts := actors.Options{Logger: log, OnEvent: onEvent}
+	var node *cluster.Node
+	if c.Cluster.Enabled {
+		startCtx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
+		src.reg, node, err = startCluster(startCtx, &c, opts, src, log)
+		cancel()
+		if err != nil {
+			return err
+		}
+	} else if src.reg, err = actors.NewRegistry(&c.Dispatcher.Config, sets, opts); err != nil {
 		return fmt.Errorf("failed to start set actors: %w", err)
 	}
+	reg := src.reg
 	defer reg.Stop()
-	src := &sources{c: &c, reg: reg, log: log, dests: dests}
+	if node != nil {
+		// Runs before reg.Stop: no command is applied to stopped actors.
+		defer func() {
+			if err := node.Close(); err != nil {
+				log.Warn("cluster node close", "err", err)
+			}
+		}()
+	}
 	router, err := c.router(sets)
 	if err != nil {
 		return fmt.Errorf("failed to compile routes: %w", err)
@@ -94,7 +109,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if c.Dispatcher.HashSize > 0 {
+	if c.Dispatcher.HashSize > 0 && node == nil {
 		go reg.RunExpiry(ctx, time.Duration(c.Dispatcher.HashCheckInterval)*time.Second)
 	}
 	go reloadOnHUP(ctx, src, log)
@@ -105,7 +120,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	go func() { apiDone <- serveAPI(ctx, apiLn, newAPIServer(rb, token, log, m), log) }()
 
 	log.Info("sipdispatch serving", "version", version, "listen", strings.Join(c.Listen, ","),
-		"mode", c.Proxy.Mode, "sets", len(sets), "source", c.sourceName())
+		"mode", c.Proxy.Mode, "sets", len(sets), "source", c.sourceName(), "cluster", c.Cluster.Enabled)
 	serveErr := srv.Serve(ctx)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1,0 +1,157 @@
+package integration
+
+import (
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clusterYAML turns a nodeYAML configuration into cluster node i's: its own
+// name, gossip and raft on gossip and raft (host:port), joining join (empty
+// for the first node), three nodes to bootstrap.
+func clusterYAML(base string, i int, gossip, raft, join string) string {
+	joins := "[]"
+	if join != "" {
+		joins = "[" + join + "]"
+	}
+	base = strings.Replace(base, "name: n1", fmt.Sprintf("name: n%d", i), 1)
+	return base + fmt.Sprintf(`cluster:
+  enabled: true
+  gossip: {bind: "%s", join: %s}
+  raft: {bind: "%s", bootstrap_expect: 3}
+`, gossip, joins, raft)
+}
+
+// startCluster starts three sipdispatch processes on distinct addresses that
+// form one cluster (nodes 2 and 3 join node 1's gossip address) with the same
+// list, and waits until every node lists the list's destinations: the first
+// leader has committed them and each node has applied them.
+func startCluster(t *testing.T, base, list string, uris ...string) []*Node {
+	t.Helper()
+	var nodes []*Node
+	join := ""
+	for i := 1; i <= 3; i++ {
+		ip := nextIP()
+		gossip := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
+		raft := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
+		nodes = append(nodes, startNodeAt(t, ip, clusterYAML(base, i, gossip, raft, join), list))
+		if join == "" {
+			join = gossip
+		}
+	}
+	for _, n := range nodes {
+		waitFor(t, "node "+n.APIAddr+" to list the committed sets", 30*time.Second, func() bool {
+			f, _ := destStatesErr(n)
+			for _, u := range uris {
+				if _, ok := f[u]; !ok {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	return nodes
+}
+
+// destStatesErr is destStates that reports a failed call as empty state, for
+// polling a node that is still starting.
+func destStatesErr(n *Node) (flags map[string]string, load map[string]int) {
+	var l struct {
+		RECORDS []struct {
+			SET struct {
+				TARGETS []struct {
+					DEST struct {
+						URI     string
+						FLAGS   string
+						RUNTIME struct{ DLGLOAD int }
+					}
+				}
+			}
+		}
+	}
+	flags, load = map[string]string{}, map[string]int{}
+	if err := rpcErr(n, &l, "dispatcher.list"); err != nil {
+		return flags, load
+	}
+	for _, r := range l.RECORDS {
+		for _, d := range r.SET.TARGETS {
+			flags[d.DEST.URI] = d.DEST.FLAGS
+			load[d.DEST.URI] = d.DEST.RUNTIME.DLGLOAD
+		}
+	}
+	return flags, load
+}
+
+// A gateway set inactive through one node's API is inactive on every node.
+func TestClusterSetStateReplicated(t *testing.T) {
+	ip := nextIP()
+	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
+	nodes := startCluster(t, nodeYAML("stateful", "", `- name: all
+  dispatch: {set: 1, alg: 4}`), listFile(1, gws...), gws[0].URI(), gws[1].URI())
+
+	start := time.Now()
+	rpc(t, nodes[0], nil, "dispatcher.set_state", "ip", 1, gws[0].URI())
+	for _, n := range nodes {
+		waitFor(t, "gateway 1 inactive on "+n.APIAddr, 10*time.Second, func() bool {
+			f, _ := destStatesErr(n)
+			return strings.HasPrefix(f[gws[0].URI()], "I") && strings.HasPrefix(f[gws[1].URI()], "A")
+		})
+	}
+	t.Logf("set_state on node 1 visible on all three nodes after %v", time.Since(start))
+
+	// A call through another node avoids the inactive gateway.
+	if code, out := sipp(t, 30*time.Second, callerArgs(nodes[2], 4, 4, 0)...); code != 0 {
+		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
+	}
+	if gws[0].Calls() != 0 || gws[1].Calls() != 4 {
+		t.Fatalf("calls: inactive gateway %d, active %d; want 0 and 4", gws[0].Calls(), gws[1].Calls())
+	}
+}
+
+// Algorithm 10: the load of calls through node 1 shows on every node, and
+// returns to 0 everywhere after the BYEs.
+func TestClusterCallLoadReplicated(t *testing.T) {
+	ip := nextIP()
+	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
+	nodes := startCluster(t, nodeYAML("stateful", "ds_hash_size: 8", `- name: all
+  dispatch: {set: 1, alg: 10}`), listFile(1, gws...), gws[0].URI(), gws[1].URI())
+
+	const calls = 20
+	var wg sync.WaitGroup
+	var code int
+	var out string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		code, out = sipp(t, 45*time.Second, callerArgs(nodes[0], calls, 20, 5*time.Second)...)
+	}()
+	for _, n := range nodes {
+		waitFor(t, "all calls' load on "+n.APIAddr, 20*time.Second, func() bool {
+			_, load := destStatesErr(n)
+			return load[gws[0].URI()]+load[gws[1].URI()] == calls
+		})
+	}
+	// The same entries everywhere; least-loaded split them evenly.
+	_, want := destStatesErr(nodes[0])
+	for _, n := range nodes[1:] {
+		if _, got := destStatesErr(n); !maps.Equal(got, want) {
+			t.Errorf("load on %s %v, node 1 %v", n.APIAddr, got, want)
+		}
+	}
+	if want[gws[0].URI()] != calls/2 {
+		t.Errorf("load %v during the calls, want %d on each gateway", want, calls/2)
+	}
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
+	}
+	for _, n := range nodes {
+		waitFor(t, "load to return to 0 on "+n.APIAddr, 10*time.Second, func() bool {
+			_, load := destStatesErr(n)
+			return len(load) == 2 && load[gws[0].URI()] == 0 && load[gws[1].URI()] == 0
+		})
+	}
+}
