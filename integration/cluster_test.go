@@ -155,3 +155,55 @@ func TestClusterCallLoadReplicated(t *testing.T) {
 		})
 	}
 }
+
+// A call's load entry, added through node 1, is removed by its BYE through
+// node 2 (no Record-Route, so the BYE may take any node), on every node.
+func TestClusterByeThroughAnotherNode(t *testing.T) {
+	ip := nextIP()
+	gw := startGateway(t, ip, answer200)
+	base := strings.Replace(nodeYAML("stateful", "ds_hash_size: 8", `- name: all
+  dispatch: {set: 1, alg: 10}`), "record_route: true", "record_route: false", 1)
+	nodes := startCluster(t, base, listFile(1, gw), gw.URI())
+
+	const callID = "cluster-bye-1"
+	ok := sendRaw(t, nodes[0].SIPAddr, invite(callID, ""))
+	if l := firstLine(ok); l != "SIP/2.0 200 OK" {
+		t.Fatalf("INVITE through node 1: %s", l)
+	}
+	for _, n := range nodes {
+		waitFor(t, "the call's load on "+n.APIAddr, 10*time.Second, func() bool {
+			_, load := destStatesErr(n)
+			return load[gw.URI()] == 1
+		})
+	}
+	to := headerValue(ok, "To")
+	if !strings.Contains(to, "tag=") {
+		t.Fatalf("200 without a To tag: %q", to)
+	}
+	bye := "BYE sip:gw@" + gw.Addr + " SIP/2.0\nVia: SIP/2.0/UDP %LOCAL%;branch=z9hG4bK-" + callID + "-bye;rport\n" +
+		"From: <sip:alice@example.com>;tag=a1\nTo: " + to + "\nCall-ID: " + callID + "\nCSeq: 2 BYE\n" +
+		"Max-Forwards: 70\nContent-Length: 0\n\n"
+	if l := firstLine(sendRaw(t, nodes[1].SIPAddr, bye)); l != "SIP/2.0 200 OK" {
+		t.Fatalf("BYE through node 2: %s", l)
+	}
+	for _, n := range nodes {
+		waitFor(t, "load to return to 0 on "+n.APIAddr, 10*time.Second, func() bool {
+			_, load := destStatesErr(n)
+			v, ok := load[gw.URI()]
+			return ok && v == 0
+		})
+	}
+	if gw.Active() != 0 {
+		t.Errorf("gateway still has %d active calls", gw.Active())
+	}
+}
+
+// headerValue returns the value of the first header name in a SIP message.
+func headerValue(msg, name string) string {
+	for _, l := range strings.Split(msg, "\r\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(strings.TrimSpace(k), name) {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
