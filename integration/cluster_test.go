@@ -207,3 +207,33 @@ func headerValue(msg, name string) string {
 	}
 	return ""
 }
+
+// load_replication sync: with two of three nodes gone the survivor cannot
+// commit a call's load entry, so an algorithm-10 INVITE gets 503 with
+// Retry-After after a wait bounded by fr_timer, and never reaches the gateway.
+func TestClusterNoQuorumAnswers503(t *testing.T) {
+	ip := nextIP()
+	gw := startGateway(t, ip, answer200)
+	base := withFRTimer(nodeYAML("stateful", "ds_hash_size: 8", `- name: all
+  dispatch: {set: 1, alg: 10}`), 2*time.Second)
+	nodes := startCluster(t, base, listFile(1, gw), gw.URI())
+	if l := firstLine(sendRaw(t, nodes[0].SIPAddr, invite("quorum-ok", ""))); l != "SIP/2.0 200 OK" {
+		t.Fatalf("INVITE with a quorum: %s", l)
+	}
+	nodes[1].Stop()
+	nodes[2].Stop()
+	calls := gw.Calls()
+	start := time.Now()
+	resp := sendRaw(t, nodes[0].SIPAddr, invite("quorum-lost", ""))
+	waited := time.Since(start)
+	if l := firstLine(resp); !strings.HasPrefix(l, "SIP/2.0 503") {
+		t.Fatalf("INVITE without a quorum: %s, want 503", l)
+	}
+	if headerValue(resp, "Retry-After") == "" {
+		t.Errorf("503 without Retry-After:\n%s", resp)
+	}
+	if gw.Calls() != calls {
+		t.Errorf("the gateway got the INVITE whose load entry did not commit")
+	}
+	t.Logf("503 after %v without a quorum (fr_timer 2s)", waited)
+}
