@@ -59,29 +59,7 @@ func startCluster(t *testing.T, base, list string, uris ...string) []*Node {
 // destStatesErr is destStates that reports a failed call as empty state, for
 // polling a node that is still starting.
 func destStatesErr(n *Node) (flags map[string]string, load map[string]int) {
-	var l struct {
-		RECORDS []struct {
-			SET struct {
-				TARGETS []struct {
-					DEST struct {
-						URI     string
-						FLAGS   string
-						RUNTIME struct{ DLGLOAD int }
-					}
-				}
-			}
-		}
-	}
-	flags, load = map[string]string{}, map[string]int{}
-	if err := rpcErr(n, &l, "dispatcher.list"); err != nil {
-		return flags, load
-	}
-	for _, r := range l.RECORDS {
-		for _, d := range r.SET.TARGETS {
-			flags[d.DEST.URI] = d.DEST.FLAGS
-			load[d.DEST.URI] = d.DEST.RUNTIME.DLGLOAD
-		}
-	}
+	flags, load, _ = listStates(n)
 	return flags, load
 }
 

@@ -97,9 +97,19 @@ func rpcErr(n *Node, out any, method string, params ...any) error {
 	return nil
 }
 
-// destStates returns FLAGS and DLGLOAD per URI from dispatcher.list.
+// destStates returns FLAGS and DLGLOAD per URI from dispatcher.list; the
+// call must succeed.
 func destStates(t *testing.T, n *Node) (flags map[string]string, load map[string]int) {
 	t.Helper()
+	flags, load, err := listStates(n)
+	if err != nil {
+		t.Fatalf("dispatcher.list: %v", err)
+	}
+	return flags, load
+}
+
+// listStates reads FLAGS and DLGLOAD per URI from the node's dispatcher.list.
+func listStates(n *Node) (flags map[string]string, load map[string]int, err error) {
 	var l struct {
 		RECORDS []struct {
 			SET struct {
@@ -113,15 +123,17 @@ func destStates(t *testing.T, n *Node) (flags map[string]string, load map[string
 			}
 		}
 	}
-	rpc(t, n, &l, "dispatcher.list")
 	flags, load = map[string]string{}, map[string]int{}
+	if err := rpcErr(n, &l, "dispatcher.list"); err != nil {
+		return flags, load, err
+	}
 	for _, r := range l.RECORDS {
 		for _, d := range r.SET.TARGETS {
 			flags[d.DEST.URI] = d.DEST.FLAGS
 			load[d.DEST.URI] = d.DEST.RUNTIME.DLGLOAD
 		}
 	}
-	return flags, load
+	return flags, load, nil
 }
 
 // 1,000 calls through the proxy, in both modes, with 0 failures; round-robin
