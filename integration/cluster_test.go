@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"maps"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -214,4 +215,44 @@ func TestClusterNoQuorumAnswers503(t *testing.T) {
 		t.Errorf("the gateway got the INVITE whose load entry did not commit")
 	}
 	t.Logf("503 after %v without a quorum (fr_timer 2s)", waited)
+}
+
+// The operator's view of a cluster: `sipdispatch members` and `raft` on any
+// node, and the raft/gossip series on /metrics.
+func TestClusterMembersRaftAndMetrics(t *testing.T) {
+	ip := nextIP()
+	gw := startGateway(t, ip, answer200)
+	nodes := startCluster(t, nodeYAML("stateful", "", `- name: all
+  dispatch: {set: 1, alg: 4}`), listFile(1, gw), gw.URI())
+
+	admin := func(n *Node, cmd string) string {
+		out, err := exec.Command(binary, cmd, "-api", "http://"+n.APIAddr).CombinedOutput()
+		if err != nil {
+			t.Fatalf("sipdispatch %s: %v\n%s", cmd, err, out)
+		}
+		return string(out)
+	}
+	waitFor(t, "three alive members seen from node 3", 15*time.Second, func() bool {
+		return strings.Count(admin(nodes[2], "members"), " alive ") == 3
+	})
+	leaders := 0.0
+	for _, n := range nodes {
+		out := admin(n, "raft")
+		if !strings.Contains(out, "leader n") || strings.Count(out, "Voter") != 3 {
+			t.Errorf("raft on %s: want a named leader and three voters:\n%s", n.APIAddr, out)
+		}
+		leaders += metric(t, n, "sipdispatch_raft_leader ")
+		if got := metric(t, n, `sipdispatch_gossip_members{state="alive"}`); got != 3 {
+			t.Errorf("%s: sipdispatch_gossip_members{alive} = %v, want 3", n.APIAddr, got)
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("sipdispatch_raft_leader summed over the nodes = %v, want exactly 1", leaders)
+	}
+	// A state change proposed through node 2 is timed there.
+	before := metric(t, nodes[1], "sipdispatch_raft_commit_seconds_count")
+	rpc(t, nodes[1], nil, "dispatcher.set_state", "i", 1, gw.URI())
+	if after := metric(t, nodes[1], "sipdispatch_raft_commit_seconds_count"); after <= before {
+		t.Errorf("raft commit latency count %v → %v after a set_state, want it to grow", before, after)
+	}
 }

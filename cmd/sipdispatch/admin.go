@@ -371,3 +371,51 @@ func runLoad(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}, "dispatcher.load", params...)
 }
+
+// runMembers is `members`: the gossip members the node knows (cluster.members).
+func runMembers(args []string, stdout, stderr io.Writer) error {
+	a := newAdminFlags("members", "", stderr)
+	if err := a.parse(args, 0, 0); err != nil {
+		return err
+	}
+	return a.callAndPrint(stdout, func(res json.RawMessage) error {
+		var r struct {
+			MEMBERS []struct{ NAME, ADDR, STATE, RAFT_ID, RAFT_ADDR, SINCE string }
+		}
+		if err := json.Unmarshal(res, &r); err != nil {
+			return fmt.Errorf("unexpected result %s", res)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tGOSSIP ADDR\tSTATE\tRAFT ADDR\tSINCE")
+		for _, m := range r.MEMBERS {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.NAME, m.ADDR, m.STATE, m.RAFT_ADDR, m.SINCE)
+		}
+		return tw.Flush()
+	}, "cluster.members")
+}
+
+// runRaft is `raft`: the node's raft state, leader, term, indexes and peers (cluster.raft).
+func runRaft(args []string, stdout, stderr io.Writer) error {
+	a := newAdminFlags("raft", "", stderr)
+	if err := a.parse(args, 0, 0); err != nil {
+		return err
+	}
+	return a.callAndPrint(stdout, func(res json.RawMessage) error {
+		var r struct {
+			STATE, LEADER_ID, LEADER_ADDR                 string
+			TERM, LAST_INDEX, COMMIT_INDEX, APPLIED_INDEX uint64
+			PEERS                                         []struct{ ID, ADDR, SUFFRAGE string }
+		}
+		if err := json.Unmarshal(res, &r); err != nil {
+			return fmt.Errorf("unexpected result %s", res)
+		}
+		fmt.Fprintf(stdout, "state %s, leader %s (%s), term %d, last index %d, commit index %d, applied %d\n",
+			r.STATE, r.LEADER_ID, r.LEADER_ADDR, r.TERM, r.LAST_INDEX, r.COMMIT_INDEX, r.APPLIED_INDEX)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PEER\tADDR\tSUFFRAGE")
+		for _, p := range r.PEERS {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", p.ID, p.ADDR, p.SUFFRAGE)
+		}
+		return tw.Flush()
+	}, "cluster.raft")
+}

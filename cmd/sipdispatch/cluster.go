@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
 	"github.com/sipdispatch/sipdispatch/dispatch"
@@ -28,7 +30,12 @@ const snapshotTimeout = 10 * time.Second
 
 // proposer adapts a cluster node to actors.Proposer: commands travel the raft
 // log encoded, and the result is the error of this node's own Apply.
-type proposer struct{ node *cluster.Node }
+type proposer struct {
+	node *cluster.Node
+	// commit observes each proposal's time to commit and local apply,
+	// seconds; nil = not measured.
+	commit prometheus.Observer
+}
 
 // Propose implements actors.Proposer.
 func (p proposer) Propose(ctx context.Context, c dispatch.Command) error {
@@ -36,7 +43,11 @@ func (p proposer) Propose(ctx context.Context, c dispatch.Command) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", c.Kind, err)
 	}
+	start := time.Now()
 	res, err := p.node.Propose(ctx, b)
+	if p.commit != nil && err == nil {
+		p.commit.Observe(time.Since(start).Seconds())
+	}
 	if errors.Is(err, cluster.ErrNoResult) {
 		// Committed for sure; this node caught up by snapshot, which holds
 		// the command's effect, so there is nothing more to wait for.
@@ -138,7 +149,7 @@ func (c *fileConfig) clusterNodeConfig() (cluster.Config, error) {
 // the node. The registry starts empty: its sets come from the raft log, a
 // snapshot, or, on a brand-new cluster, from the first leader's source
 // (seedSets). Load-expiry sweeps run on the leader only.
-func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *sources, log *slog.Logger) (*actors.Registry, *cluster.Node, error) {
+func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *sources, m *metrics, log *slog.Logger) (*actors.Registry, *cluster.Node, error) {
 	ncfg, err := c.clusterNodeConfig()
 	if err != nil {
 		return nil, nil, err
@@ -148,7 +159,11 @@ func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *
 	if err != nil {
 		return nil, nil, err
 	}
-	opts.Proposer = proposer{node}
+	p := proposer{node: node}
+	if m != nil {
+		p.commit = m.commit
+	}
+	opts.Proposer = p
 	reg, err := actors.NewRegistry(&c.Dispatcher.Config, nil, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("failed to start set actors: %w", err)

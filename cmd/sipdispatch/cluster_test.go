@@ -143,7 +143,7 @@ func TestStartClusterOneNode(t *testing.T) {
 	src := &sources{c: &c, log: log, dests: testDests(t, "sip:a.example.com", "sip:b.example.com")}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	reg, node, err := startCluster(ctx, &c, actors.Options{Logger: log}, src, log)
+	reg, node, err := startCluster(ctx, &c, actors.Options{Logger: log}, src, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestStartClusterOneNode(t *testing.T) {
 	if f := flagsOf(t, reg)["sip:a.example.com"]; !strings.HasPrefix(f, "I") {
 		t.Errorf("after a committed mark: %s, want inactive", f)
 	}
-	err = proposer{node}.Propose(ctx, dispatch.Command{Kind: dispatch.CmdMark, Set: 42, URI: "sip:a.example.com", Op: op})
+	err = proposer{node: node}.Propose(ctx, dispatch.Command{Kind: dispatch.CmdMark, Set: 42, URI: "sip:a.example.com", Op: op})
 	if !errors.Is(err, dispatch.ErrUnknownSet) {
 		t.Errorf("mark of an unknown set: %v, want ErrUnknownSet from Apply", err)
 	}

@@ -46,6 +46,8 @@ var commands = map[string]command{
 	"add":            {"SET URI [FLAGS [PRIORITY [ATTRS]]]: add a destination at runtime", runAdd},
 	"remove":         {"SET URI: remove a destination at runtime", runRemove},
 	"load":           {"[--set N]: call load per destination", runLoad},
+	"members":        {"gossip members of the cluster with their state", runMembers},
+	"raft":           {"raft state: leader, term, indexes, peers", runRaft},
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -31,6 +31,7 @@ type metrics struct {
 	requests   *prometheus.CounterVec
 	selections *prometheus.CounterVec
 	replies    *prometheus.CounterVec
+	commit     prometheus.Histogram // raft commit latency of this node's proposals
 }
 
 var _ sip.Observer = (*metrics)(nil)
@@ -59,6 +60,11 @@ func newMetrics(log *slog.Logger) *metrics {
 			Name: "sipdispatch_sip_replies_total",
 			Help: "SIP responses sent upstream, relayed or local, by class (1xx..6xx).",
 		}, []string{"class"}),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sipdispatch_raft_commit_seconds",
+			Help:    "Time from proposing a state change to its commit and local apply (cluster only).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms .. 4 s
+		}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -68,6 +74,7 @@ func newMetrics(log *slog.Logger) *metrics {
 		m.requests,
 		m.selections,
 		m.replies,
+		m.commit,
 	)
 	return m
 }

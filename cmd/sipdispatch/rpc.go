@@ -173,6 +173,7 @@ type apiServer struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	methods map[string]rpcMethod
+	cluster clusterInfo // nil without cluster.enabled
 }
 
 // newAPIServer returns the management API handler: POST /RPC (JSON-RPC 2.0
@@ -200,6 +201,8 @@ func newAPIServer(b backend, token string, log *slog.Logger, m *metrics) *apiSer
 		"dispatcher.ping_active":    s.pingActive,
 		"dispatcher.hash":           s.hash,
 		"dispatcher.load":           s.load,
+		"cluster.members":           s.members,
+		"cluster.raft":              s.raftStatus,
 		// Old MI names, kept by Kamailio's users' scripts.
 		"ds_list":      s.list,
 		"ds_set_state": s.setState,

@@ -66,7 +66,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	var node *cluster.Node
 	if c.Cluster.Enabled {
 		startCtx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
-		src.reg, node, err = startCluster(startCtx, &c, opts, src, log)
+		src.reg, node, err = startCluster(startCtx, &c, opts, src, m, log)
 		cancel()
 		if err != nil {
 			return err
@@ -117,7 +117,11 @@ func runServe(args []string, _, stderr io.Writer) error {
 		go hook.run(ctx)
 	}
 	apiDone := make(chan error, 1)
-	go func() { apiDone <- serveAPI(ctx, apiLn, newAPIServer(rb, token, log, m), log) }()
+	api := newAPIServer(rb, token, log, m)
+	if node != nil {
+		api.setCluster(node, m)
+	}
+	go func() { apiDone <- serveAPI(ctx, apiLn, api, log) }()
 
 	log.Info("sipdispatch serving", "version", version, "listen", strings.Join(c.Listen, ","),
 		"mode", c.Proxy.Mode, "sets", len(sets), "source", c.sourceName(), "cluster", c.Cluster.Enabled)
