@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"maps"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -199,6 +200,9 @@ func TestClusterNoQuorumAnswers503(t *testing.T) {
 	if l := firstLine(sendRaw(t, nodes[0].SIPAddr, invite("quorum-ok", ""))); l != "SIP/2.0 200 OK" {
 		t.Fatalf("INVITE with a quorum: %s", l)
 	}
+	if c := readyz(nodes[0]); c != 200 {
+		t.Fatalf("/readyz with a quorum: %d, want 200", c)
+	}
 	nodes[1].Stop()
 	nodes[2].Stop()
 	calls := gw.Calls()
@@ -215,6 +219,18 @@ func TestClusterNoQuorumAnswers503(t *testing.T) {
 		t.Errorf("the gateway got the INVITE whose load entry did not commit")
 	}
 	t.Logf("503 after %v without a quorum (fr_timer 2s)", waited)
+	// Without a leader the node is not ready (SPEC §8), though it still answers.
+	waitFor(t, "/readyz to report the lost leader", 20*time.Second, func() bool { return readyz(nodes[0]) == 503 })
+}
+
+// readyz returns the status code of the node's GET /readyz, 0 on no answer.
+func readyz(n *Node) int {
+	resp, err := http.Get("http://" + n.APIAddr + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // The operator's view of a cluster: `sipdispatch members` and `raft` on any

@@ -117,6 +117,19 @@ func runServe(args []string, _, stderr io.Writer) error {
 		go hook.run(ctx)
 	}
 	apiDone := make(chan error, 1)
+	if node != nil {
+		// SPEC §8: a cluster member is ready once a leader exists (writes can
+		// commit) and the replicated sets have arrived.
+		rb.ReadyFunc = func() error {
+			if id, _ := node.Leader(); id == "" {
+				return errors.New("cluster has no leader")
+			}
+			if len(reg.IDs()) == 0 {
+				return errors.New("no destination sets replicated yet")
+			}
+			return nil
+		}
+	}
 	api := newAPIServer(rb, token, log, m)
 	if node != nil {
 		api.setCluster(node, m)
