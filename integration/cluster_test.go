@@ -272,3 +272,142 @@ func TestClusterMembersRaftAndMetrics(t *testing.T) {
 		t.Errorf("raft commit latency count %v → %v after a set_state, want it to grow", before, after)
 	}
 }
+
+// raftState returns a node's raft STATE and LEADER_ID, empty if it does not answer.
+func raftState(n *Node) (state, leader string) {
+	var r struct{ STATE, LEADER_ID string }
+	if rpcErr(n, &r, "cluster.raft") != nil {
+		return "", ""
+	}
+	return r.STATE, r.LEADER_ID
+}
+
+// leaderOf returns the index in nodes of the one that reports itself raft
+// leader with every other node agreeing, -1 if there is none yet.
+func leaderOf(nodes []*Node) int {
+	leader, name := -1, ""
+	for i, n := range nodes {
+		if st, _ := raftState(n); st == "Leader" {
+			if leader >= 0 {
+				return -1
+			}
+			leader = i
+		}
+	}
+	if leader < 0 {
+		return -1
+	}
+	for _, n := range nodes {
+		_, id := raftState(n)
+		if name == "" {
+			name = id
+		}
+		if id == "" || id != name {
+			return -1
+		}
+	}
+	return leader
+}
+
+// totalLoad is the DLGLOAD summed over a node's destinations, -1 on no answer.
+func totalLoad(n *Node) int {
+	_, load, err := listStates(n)
+	if err != nil {
+		return -1
+	}
+	sum := 0
+	for _, v := range load {
+		sum += v
+	}
+	return sum
+}
+
+// kill -9 of the raft leader while algorithm-10 calls are held through a
+// follower: the two survivors elect a new leader without losing a committed
+// load entry, the BYEs still commit (quorum 2 of 3), and the killed node,
+// restarted from its data dir, catches up to the same sets and loads.
+func TestClusterKillLeaderKeepsCallLoad(t *testing.T) {
+	ip := nextIP()
+	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
+	nodes := startCluster(t, nodeYAML("stateful", "ds_hash_size: 8", `- name: all
+  dispatch: {set: 1, alg: 10}`), listFile(1, gws...), gws[0].URI(), gws[1].URI())
+
+	var leader int
+	waitFor(t, "one raft leader all nodes agree on", 15*time.Second, func() bool {
+		leader = leaderOf(nodes)
+		return leader >= 0
+	})
+	var survivors []*Node
+	for i, n := range nodes {
+		if i != leader {
+			survivors = append(survivors, n)
+		}
+	}
+	via := survivors[0] // a follower: the calls and their BYEs never touch the killed node
+
+	const calls = 40
+	var wg sync.WaitGroup
+	var code int
+	var out string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		code, out = sipp(t, 60*time.Second, callerArgs(via, calls, 40, 10*time.Second)...)
+	}()
+	for _, n := range nodes {
+		waitFor(t, "all calls' load on "+n.APIAddr, 20*time.Second, func() bool { return totalLoad(n) == calls })
+	}
+	if st, _ := raftState(nodes[leader]); st != "Leader" {
+		t.Fatalf("node %d is no longer the leader (%q) before the kill", leader+1, st)
+	}
+
+	killed := nodes[leader]
+	killed.Kill()
+	start := time.Now()
+	var next int
+	waitFor(t, "the survivors to agree on a new leader", 20*time.Second, func() bool {
+		next = leaderOf(survivors)
+		return next >= 0
+	})
+	t.Logf("kill -9 of leader n%d: new leader n%d agreed by both survivors after %v",
+		leader+1, indexOf(nodes, survivors[next])+1, time.Since(start))
+	for _, n := range survivors {
+		if got := totalLoad(n); got != calls {
+			t.Errorf("load on %s right after the failover: %d, want %d", n.APIAddr, got, calls)
+		}
+	}
+
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
+	}
+	for _, n := range survivors {
+		waitFor(t, "load to return to 0 on "+n.APIAddr, 15*time.Second, func() bool {
+			_, load := destStatesErr(n)
+			return len(load) == 2 && load[gws[0].URI()] == 0 && load[gws[1].URI()] == 0
+		})
+	}
+
+	want, _ := destStatesErr(survivors[0])
+	start = time.Now()
+	killed.Restart()
+	waitFor(t, "the restarted node to catch up", 30*time.Second, func() bool {
+		flags, load := destStatesErr(killed)
+		return maps.Equal(flags, want) && len(load) == 2 && load[gws[0].URI()] == 0 && load[gws[1].URI()] == 0 &&
+			readyz(killed) == 200
+	})
+	t.Logf("restarted n%d listed the same sets and loads and was ready after %v", leader+1, time.Since(start))
+	if leaderOf(nodes) < 0 {
+		t.Errorf("no leader agreed by all three nodes after the restart")
+	}
+}
+
+// indexOf returns n's index in nodes, -1 if absent.
+func indexOf(nodes []*Node, n *Node) int {
+	for i, m := range nodes {
+		if m == n {
+			return i
+		}
+	}
+	return -1
+}

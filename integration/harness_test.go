@@ -95,7 +95,7 @@ func startNode(t *testing.T, config, list string) *Node {
 // startNodeAt is startNode with the node's addresses on ip.
 func startNodeAt(t *testing.T, ip, config, list string) *Node {
 	t.Helper()
-	n := &Node{t: t, Dir: t.TempDir(), log: &bytes.Buffer{}, exited: make(chan struct{})}
+	n := &Node{t: t, Dir: t.TempDir(), log: &bytes.Buffer{}}
 	n.SIPAddr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
 	n.APIAddr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
 	config = strings.NewReplacer("%SIP%", n.SIPAddr, "%API%", n.APIAddr).Replace(config)
@@ -105,28 +105,54 @@ func startNodeAt(t *testing.T, ip, config, list string) *Node {
 	if err := os.WriteFile(filepath.Join(n.Dir, "dispatcher.list"), []byte(list), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n.cmd = exec.Command(binary, "serve", "-config", filepath.Join(n.Dir, "sipdispatch.yaml"))
-	n.cmd.Dir = n.Dir
-	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { n.cmd.Wait(); close(n.exited) }()
 	t.Cleanup(func() {
 		n.Stop()
 		if t.Failed() {
 			t.Logf("node %s log:\n%s", n.SIPAddr, n.log.String())
 		}
 	})
+	n.launch()
+	return n
+}
+
+// launch starts `serve` on the config in n.Dir and waits until it answers
+// OPTIONS. The process writes into the same log across restarts.
+func (n *Node) launch() {
+	t := n.t
+	t.Helper()
+	n.exited = make(chan struct{})
+	n.cmd = exec.Command(binary, "serve", "-config", filepath.Join(n.Dir, "sipdispatch.yaml"))
+	n.cmd.Dir = n.Dir
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	if err := n.cmd.Start(); err != nil {
+		close(n.exited) // nothing to stop
+		t.Fatal(err)
+	}
+	cmd, exited := n.cmd, n.exited
+	go func() { cmd.Wait(); close(exited) }()
 	waitFor(t, "node "+n.SIPAddr+" to answer OPTIONS", 20*time.Second, func() bool {
 		select {
-		case <-n.exited:
+		case <-exited:
 			t.Fatalf("node exited during start-up:\n%s", n.log.String())
 		default:
 		}
 		return sipPing(n.SIPAddr) == 200
 	})
-	return n
+}
+
+// Kill ends the node with SIGKILL, as a crash: no shutdown path runs. It
+// waits for the process to be gone.
+func (n *Node) Kill() {
+	n.cmd.Process.Kill()
+	<-n.exited
+}
+
+// Restart starts the stopped or killed node again with the same config, list
+// and data dir, on the same addresses.
+func (n *Node) Restart() {
+	n.t.Helper()
+	<-n.exited
+	n.launch()
 }
 
 // Stop ends the node with SIGTERM (SIGKILL after 10 s) and waits for it.
