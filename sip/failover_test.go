@@ -1,7 +1,6 @@
 package sip
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -101,14 +100,7 @@ func TestCancelRingingCall(t *testing.T) {
 	d.loadAdded = true
 	_, proxy := startProxy(t, testConfig(ModeStateful), d, dispatchRoute(1))
 	u := newUAC(t)
-	inv := u.request(sipmsg.INVITE, proxy, nil)
-	tx, err := u.cli.TransactionRequest(context.Background(), inv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Terminate()
-	callID := inv.CallID().Value()
-	waitFor(t, "180 at the caller", 10*time.Second, func() bool { return slices.Contains(u.wireCodes(callID), 180) })
+	inv, tx, callID := ringing(t, u, proxy)
 
 	cancel := cancelFor(inv, proxy)
 	cres := u.final(t, cancel)

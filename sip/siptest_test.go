@@ -464,3 +464,18 @@ func cancelFor(inv *sipmsg.Request, proxy string) *sipmsg.Request {
 	c.SetTransport("UDP")
 	return c
 }
+
+// ringing sends an INVITE from u through proxy and waits for its 180, for
+// tests that then CANCEL it; the transaction ends with the test.
+func ringing(t *testing.T, u *uac, proxy string) (*sipmsg.Request, sipmsg.ClientTransaction, string) {
+	t.Helper()
+	inv := u.request(sipmsg.INVITE, proxy, nil)
+	tx, err := u.cli.TransactionRequest(context.Background(), inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tx.Terminate)
+	callID := inv.CallID().Value()
+	waitFor(t, "180 at the caller", 10*time.Second, func() bool { return slices.Contains(u.wireCodes(callID), 180) })
+	return inv, tx, callID
+}

@@ -1,14 +1,11 @@
 package sip
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"slices"
 	"testing"
 	"time"
-
-	sipmsg "github.com/emiago/sipgo/sip"
 
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
@@ -22,14 +19,7 @@ func TestStatelessCancel(t *testing.T) {
 	d.loadAdded = true
 	_, proxy := startProxy(t, testConfig(ModeStateless), d, dispatchRoute(1))
 	u := newUAC(t)
-	inv := u.request(sipmsg.INVITE, proxy, nil)
-	tx, err := u.cli.TransactionRequest(context.Background(), inv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Terminate()
-	callID := inv.CallID().Value()
-	waitFor(t, "180 at the caller", 10*time.Second, func() bool { return slices.Contains(u.wireCodes(callID), 180) })
+	inv, tx, callID := ringing(t, u, proxy)
 
 	cancel := cancelFor(inv, proxy)
 	if c := u.final(t, cancel); c[len(c)-1].StatusCode != 200 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -117,24 +116,9 @@ func TestMetricsAuth(t *testing.T) {
 
 func scrape(t *testing.T, url, token string, wantStatus int) string {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != wantStatus {
-		t.Errorf("GET /metrics: HTTP %d, want %d\n%s", resp.StatusCode, wantStatus, b)
+	status, b := apiRequest(t, http.MethodGet, url+"/metrics", token, nil)
+	if status != wantStatus {
+		t.Errorf("GET /metrics: HTTP %d, want %d\n%s", status, wantStatus, b)
 	}
 	return string(b)
 }

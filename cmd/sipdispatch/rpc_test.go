@@ -85,11 +85,20 @@ func newFixtureNode(t *testing.T) (*httptest.Server, *registryBackend) {
 // post sends body to /RPC and returns the status and body.
 func post(t *testing.T, url, token, body string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url+"/RPC", strings.NewReader(body))
+	return apiRequest(t, http.MethodPost, url+"/RPC", token, strings.NewReader(body))
+}
+
+// apiRequest sends one request to the management API, with the bearer token
+// when one is given, and returns the status and body.
+func apiRequest(t *testing.T, method, url, token string, body io.Reader) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
