@@ -79,7 +79,8 @@ type Registry struct {
 	// mu serialises Replace and Stop; lookups never take it.
 	mu      sync.Mutex
 	stopped bool
-	seq     uint64 // guarded by mu: per-set seed counter
+	seq     uint64         // guarded by mu: per-set seed counter
+	defs    []dispatch.Set // guarded by mu: the installed sets, for runtime edits
 
 	// Background proposals (replicated mode); bgMu guards bgStopped and
 	// bg.Add, so that Stop's Wait never races an Add.
@@ -129,6 +130,46 @@ func (r *Registry) Replace(ctx context.Context, sets []dispatch.Set) error {
 	return r.replaceLocal(ctx, sets)
 }
 
+// AddDest adds d to its set as a new last source entry (dispatcher.add),
+// creating the set if needed; state and load carry over as on Replace. The
+// edit applies to the sets as installed (in replicated mode: as committed when
+// the command applies), so concurrent edits through different nodes of a
+// cluster all take effect. A reload replaces runtime edits, as in Kamailio.
+func (r *Registry) AddDest(ctx context.Context, d dispatch.Destination) error {
+	return r.edit(ctx, dispatch.Command{Kind: dispatch.CmdAddDest, Set: d.SetID, Dests: []dispatch.Destination{d}})
+}
+
+// RemoveDest removes every destination with uri from set setID
+// (dispatcher.remove); an error wraps dispatch.ErrUnknownDestination when
+// there is none.
+func (r *Registry) RemoveDest(ctx context.Context, setID int, uri string) error {
+	return r.edit(ctx, dispatch.Command{Kind: dispatch.CmdRemoveDest, Set: setID, URI: uri})
+}
+
+func (r *Registry) edit(ctx context.Context, c dispatch.Command) error {
+	// Check against the installed sets first so that a bad edit gets its
+	// error without a round through the log.
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return ErrStopped
+	}
+	sets, err := editSets(r.defs, c)
+	if err == nil {
+		scratch := func() *rand.Rand { return rand.New(rand.NewPCG(0, 0)) }
+		_, err = r.buildLocked(sets, scratch)
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if r.replicated() {
+		c.At = r.opts.Now().UnixNano()
+		return r.propose(ctx, c)
+	}
+	return r.applyEdit(c)
+}
+
 func (r *Registry) replaceLocal(ctx context.Context, sets []dispatch.Set) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -167,7 +208,10 @@ func (r *Registry) buildLocked(sets []dispatch.Set, rng func() *rand.Rand) ([]*d
 func (r *Registry) installLocked(ctx context.Context, states []*dispatch.SetState, restore bool) error {
 	old := *r.sets.Load()
 	next := make(map[int]*Set, len(states))
+	defs := make([]dispatch.Set, 0, len(states))
 	for _, st := range states {
+		// Dests are read-only after construction, so sharing them is safe.
+		defs = append(defs, dispatch.Set{ID: st.ID, Dests: st.Dests})
 		if a, ok := old[st.ID]; ok {
 			if err := a.replace(ctx, st, restore); err != nil {
 				return fmt.Errorf("reload: set %d: %w", st.ID, err)
@@ -178,6 +222,7 @@ func (r *Registry) installLocked(ctx context.Context, states []*dispatch.SetStat
 		next[st.ID] = newSet(st, &r.opts)
 	}
 	r.sets.Store(&next)
+	r.defs = defs
 	for id, a := range old {
 		if _, ok := next[id]; !ok {
 			a.close()

@@ -50,8 +50,11 @@ func (r *Registry) replicated() bool { return r.opts.Proposer != nil }
 // other load commands until one knows the Call-ID. Errors are as
 // deterministic as the state: every node returns the same one.
 func (r *Registry) Apply(c dispatch.Command) ([]dispatch.Event, error) {
-	if c.Kind == dispatch.CmdReplaceSets {
+	switch c.Kind {
+	case dispatch.CmdReplaceSets:
 		return nil, r.applyReplace(c)
+	case dispatch.CmdAddDest, dispatch.CmdRemoveDest:
+		return nil, r.applyEdit(c)
 	}
 	if c.Set >= 0 {
 		s, err := r.lookup(c.Set)
@@ -93,6 +96,36 @@ func (r *Registry) applyReplace(c dispatch.Command) error {
 		return err
 	}
 	return r.installLocked(context.Background(), states, false)
+}
+
+// applyEdit applies a runtime add or remove to the installed sets, carrying
+// state and load over as a reload does.
+func (r *Registry) applyEdit(c dispatch.Command) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return ErrStopped
+	}
+	sets, err := editSets(r.defs, c)
+	if err != nil {
+		return err
+	}
+	states, err := r.buildLocked(sets, r.rngLocked)
+	if err != nil {
+		return err
+	}
+	return r.installLocked(context.Background(), states, false)
+}
+
+// editSets returns defs changed by a CmdAddDest or CmdRemoveDest.
+func editSets(defs []dispatch.Set, c dispatch.Command) ([]dispatch.Set, error) {
+	if c.Kind == dispatch.CmdRemoveDest {
+		return dispatch.RemoveDestination(defs, c.Set, c.URI)
+	}
+	if len(c.Dests) != 1 {
+		return nil, fmt.Errorf("%s with %d destinations, want 1: %w", c.Kind, len(c.Dests), dispatch.ErrBadCommand)
+	}
+	return dispatch.AddDestination(defs, c.Dests[0]), nil
 }
 
 // Snapshot encodes the replicated state of every set, in ascending set id

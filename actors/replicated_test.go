@@ -511,3 +511,86 @@ func TestApplyAnySet(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// statusURIs lists each set's destination URIs with their flags.
+func statusURIs(t *testing.T, r *Registry) map[int]map[string]dispatch.Flags {
+	t.Helper()
+	st, err := r.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[int]map[string]dispatch.Flags)
+	for _, s := range st {
+		out[s.ID] = make(map[string]dispatch.Flags)
+		for _, d := range s.Dests {
+			out[s.ID][d.URI] = d.State.Flags
+		}
+	}
+	return out
+}
+
+// Runtime adds and removes apply to the sets as committed: concurrent edits
+// all survive, state and load carry over, and a follower replaying the log
+// ends with the same state; in direct mode the same edits give the same sets.
+func TestAddRemoveDest(t *testing.T) {
+	for _, replicated := range []bool{false, true} {
+		t.Run(fmt.Sprintf("replicated=%v", replicated), func(t *testing.T) {
+			ctx := context.Background()
+			var r *Registry
+			var p *logProposer
+			if replicated {
+				r, p = newReplicated(t, threeGateways(), Options{})
+			} else {
+				r = newTestRegistry(t, threeGateways(), Options{})
+			}
+			if err := r.Mark(ctx, 1, "sip:127.0.0.1:5081", mustMarkOp(t, "i")); err != nil {
+				t.Fatal(err)
+			}
+			sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("held"), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.CommitLoad(ctx, sel); err != nil {
+				t.Fatal(err)
+			}
+			const adds = 8
+			var wg sync.WaitGroup
+			for i := range adds {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					d := dest(2+i%2, fmt.Sprintf("sip:127.0.0.%d:5060", 10+i), fmt.Sprintf("127.0.0.%d", 10+i), 5060, "")
+					if err := r.AddDest(ctx, d); err != nil {
+						t.Errorf("add %s: %v", d.URI, err)
+					}
+				}()
+			}
+			wg.Wait()
+			if err := r.RemoveDest(ctx, 1, "sip:127.0.0.1:5083"); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.RemoveDest(ctx, 1, "sip:127.0.0.1:5083"); !errors.Is(err, dispatch.ErrUnknownDestination) {
+				t.Fatalf("second remove: %v, want ErrUnknownDestination", err)
+			}
+			got := statusURIs(t, r)
+			if len(got) != 3 || len(got[1]) != 2 || len(got[2])+len(got[3]) != adds {
+				t.Fatalf("sets after edits: %v; want set 1 with 2 and %d added in sets 2 and 3", got, adds)
+			}
+			if f := got[1]["sip:127.0.0.1:5081"]; f&dispatch.FlagInactive == 0 {
+				t.Errorf("gw1 flags %v after the edits; the inactive mark was not carried over", f)
+			}
+			st, _ := r.Status(ctx)
+			if st[0].Calls != 1 {
+				t.Errorf("set 1 has %d call-load entries after the edits, want the held call", st[0].Calls)
+			}
+			if !replicated {
+				return
+			}
+			follower := newTestRegistry(t, threeGateways(), Options{Seed: 9})
+			replay(t, follower, p.entries())
+			if !bytes.Equal(mustSnapshot(t, follower), mustSnapshot(t, r)) {
+				t.Fatal("a registry replaying the log differs from the proposer's")
+			}
+		})
+	}
+}

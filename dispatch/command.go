@@ -15,20 +15,22 @@ type CommandKind uint8
 // The commands of SPEC §7. Values are part of the wire format: never reuse or
 // renumber one.
 const (
-	CmdMark         CommandKind = 1 // ds_mark_dst / set_state on one destination, or "all"
-	CmdProbe        CommandKind = 2 // one keepalive result, thresholds applied on apply
-	CmdLoadAdd      CommandKind = 3 // an algorithm-10 INVITE placed on a destination
-	CmdLoadConfirm  CommandKind = 4 // 2xx to the INVITE
-	CmdLoadMove     CommandKind = 5 // failover moved the call to another destination
-	CmdLoadRemove   CommandKind = 6 // BYE, CANCEL, final >= 300; Set < 0: whichever set has it
-	CmdLoadExpire   CommandKind = 7 // sweep of expired entries; Set < 0: every set
-	CmdReplaceSets  CommandKind = 8 // reload: every destination in source order
-	maxCommandKind              = CmdReplaceSets
+	CmdMark         CommandKind = 1  // ds_mark_dst / set_state on one destination, or "all"
+	CmdProbe        CommandKind = 2  // one keepalive result, thresholds applied on apply
+	CmdLoadAdd      CommandKind = 3  // an algorithm-10 INVITE placed on a destination
+	CmdLoadConfirm  CommandKind = 4  // 2xx to the INVITE
+	CmdLoadMove     CommandKind = 5  // failover moved the call to another destination
+	CmdLoadRemove   CommandKind = 6  // BYE, CANCEL, final >= 300; Set < 0: whichever set has it
+	CmdLoadExpire   CommandKind = 7  // sweep of expired entries; Set < 0: every set
+	CmdReplaceSets  CommandKind = 8  // reload: every destination in source order
+	CmdAddDest      CommandKind = 9  // dispatcher.add: Dests[0] becomes the last source entry
+	CmdRemoveDest   CommandKind = 10 // dispatcher.remove: every destination with URI from Set
+	maxCommandKind              = CmdRemoveDest
 	commandVersion  byte        = 1
 	snapshotVersion byte        = 1
 )
 
-var kindNames = [...]string{"", "mark", "probe", "load-add", "load-confirm", "load-move", "load-remove", "load-expire", "replace-sets"}
+var kindNames = [...]string{"", "mark", "probe", "load-add", "load-confirm", "load-move", "load-remove", "load-expire", "replace-sets", "add-dest", "remove-dest"}
 
 func (k CommandKind) String() string {
 	if k >= 1 && k <= maxCommandKind {
@@ -115,8 +117,9 @@ func (s *SetState) find(c *Command) (int, error) {
 // tables rebuilt after a state change), which no replicated state depends on,
 // so every node that applies the same log ends with the same MarshalState.
 // An error leaves the state unchanged; it is as deterministic as a success.
-// CmdReplaceSets is not a set's command: the owner of all sets builds them
-// with BuildSets and carries each over with CarryOver.
+// CmdReplaceSets, CmdAddDest and CmdRemoveDest are not a set's commands: the
+// owner of all sets builds them with BuildSets (AddDestination,
+// RemoveDestination) and carries each over with CarryOver.
 func (s *SetState) Apply(c Command) (ApplyResult, error) {
 	var res ApplyResult
 	if c.Set != s.ID && !(c.Set < 0 && (c.Kind == CmdLoadRemove || c.Kind == CmdLoadExpire)) {

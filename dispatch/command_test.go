@@ -58,6 +58,8 @@ func sampleCommands(t testing.TB) []Command {
 		{Kind: CmdLoadRemove, At: at, Set: -1, CallID: "c1@host"},
 		{Kind: CmdLoadExpire, At: -at, Set: -1},
 		{Kind: CmdReplaceSets, At: at, Dests: FlattenSets(sets)},
+		{Kind: CmdAddDest, At: at, Dests: sets[0].Dests[:1]},
+		{Kind: CmdRemoveDest, At: at, Set: 2, URI: "sips:gw.example.com"},
 	}
 }
 
@@ -306,6 +308,8 @@ func TestApplyErrors(t *testing.T) {
 		{Command{Kind: CmdLoadAdd, At: at, Set: 1, DUID: "a", CallID: "dup"}, ErrLoadExists},
 		{Command{Kind: CmdLoadMove, At: at, Set: 1, URI: "sip:nowhere", CallID: "dup"}, ErrUnknownDestination},
 		{Command{Kind: CmdReplaceSets, At: at, Set: 1}, ErrBadCommand},
+		{Command{Kind: CmdAddDest, At: at, Set: 1}, ErrBadCommand},
+		{Command{Kind: CmdRemoveDest, At: at, Set: 1, URI: "sip:10.0.0.3"}, ErrBadCommand},
 		{Command{Kind: 42, At: at, Set: 1}, ErrBadCommand},
 	}
 	s := newCmdSet(t, 1)

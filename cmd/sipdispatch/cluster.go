@@ -148,8 +148,8 @@ func (c *fileConfig) clusterNodeConfig() (cluster.Config, error) {
 // startCluster builds the replicated registry and its cluster node and starts
 // the node. The registry starts empty: its sets come from the raft log, a
 // snapshot, or, on a brand-new cluster, from the first leader's source
-// (seedSets). Load-expiry sweeps run on the leader only.
-func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *sources, m *metrics, log *slog.Logger) (*actors.Registry, *cluster.Node, error) {
+// (seedSets). Load-expiry sweeps and leaderWork run on the leader only.
+func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *sources, m *metrics, log *slog.Logger, leaderWork ...func(context.Context)) (*actors.Registry, *cluster.Node, error) {
 	ncfg, err := c.clusterNodeConfig()
 	if err != nil {
 		return nil, nil, err
@@ -176,6 +176,9 @@ func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *
 	if c.Dispatcher.HashSize > 0 {
 		interval := time.Duration(c.Dispatcher.HashCheckInterval) * time.Second
 		node.OnLeadership(func(ctx context.Context) { reg.RunExpiry(ctx, interval) })
+	}
+	for _, fn := range leaderWork {
+		node.OnLeadership(fn)
 	}
 	if err := node.Start(ctx); err != nil {
 		reg.Stop()

@@ -65,8 +65,13 @@ func runServe(args []string, _, stderr io.Writer) error {
 	opts := actors.Options{Logger: log, OnEvent: onEvent}
 	var node *cluster.Node
 	if c.Cluster.Enabled {
+		var leaderWork []func(context.Context)
+		if hook != nil {
+			hook.leaderOnly = true
+			leaderWork = append(leaderWork, hook.whileLeader)
+		}
 		startCtx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
-		src.reg, node, err = startCluster(startCtx, &c, opts, src, m, log)
+		src.reg, node, err = startCluster(startCtx, &c, opts, src, m, log, leaderWork...)
 		cancel()
 		if err != nil {
 			return err

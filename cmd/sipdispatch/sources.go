@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -87,41 +86,27 @@ func (s *sources) reload(ctx context.Context) error {
 }
 
 // add inserts a destination at runtime (dispatcher.add), as if it were a new
-// last line of the list. It is not written back to the file.
+// last line of the list. It is not written back to the file, and a reload
+// drops it, as in Kamailio. In a cluster it applies to the committed sets, so
+// additions through different nodes all survive.
 func (s *sources) add(ctx context.Context, set int, uri string, flags dispatch.Flags, priority int, attrs string) error {
 	d, err := dispatch.NewDestination(set, uri, flags, priority, attrs)
 	if err != nil {
 		return err
 	}
 	d.Source = "runtime"
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := append(append([]dispatch.Destination(nil), s.dests...), d)
-	if err := s.reg.Replace(ctx, dispatch.BuildSets(next)); err != nil {
+	if err := s.reg.AddDest(ctx, d); err != nil {
 		return err
 	}
-	s.dests = next
 	s.log.Info("destination added", "set", set, "uri", uri)
 	return nil
 }
 
 // remove deletes every destination with uri from set (dispatcher.remove).
 func (s *sources) remove(ctx context.Context, set int, uri string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := make([]dispatch.Destination, 0, len(s.dests))
-	for _, d := range s.dests {
-		if d.SetID != set || d.URI != uri {
-			next = append(next, d)
-		}
-	}
-	if len(next) == len(s.dests) {
-		return fmt.Errorf("set %d: %q: %w", set, uri, dispatch.ErrUnknownDestination)
-	}
-	if err := s.reg.Replace(ctx, dispatch.BuildSets(next)); err != nil {
+	if err := s.reg.RemoveDest(ctx, set, uri); err != nil {
 		return err
 	}
-	s.dests = next
 	s.log.Info("destination removed", "set", set, "uri", uri)
 	return nil
 }

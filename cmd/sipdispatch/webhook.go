@@ -100,6 +100,22 @@ type webhook struct {
 
 	// delivered and dropped count events, for logs and tests.
 	delivered, dropped atomic.Uint64
+
+	// leaderOnly (cluster mode) sends only while active: every node applies
+	// the same commands and sees the same events, and the receiver wants each
+	// once. active is set by whileLeader after raft's barrier, so neither a
+	// log replayed at start nor a follower's copy is sent.
+	leaderOnly bool
+	active     atomic.Bool
+}
+
+// whileLeader is the webhook's leader work (cluster.Node.OnLeadership): it
+// enables sending until the leadership ends. An event applied between two
+// leaderships (an election in progress) is sent by no node.
+func (w *webhook) whileLeader(ctx context.Context) {
+	w.active.Store(true)
+	<-ctx.Done()
+	w.active.Store(false)
 }
 
 // newWebhook builds the sender of a validated events config; queue bounds
@@ -122,6 +138,9 @@ func newWebhook(c eventsConfig, queue int, log *slog.Logger) (*webhook, error) {
 
 // OnEvent queues ev for delivery without blocking; a full queue drops it.
 func (w *webhook) OnEvent(ev dispatch.Event) {
+	if w.leaderOnly && !w.active.Load() {
+		return
+	}
 	e := webhookEvent{
 		Event: eventKind(ev), Set: ev.SetID, URI: ev.URI, DUID: ev.DUID,
 		OldFlags: ev.Old.Letters(), NewFlags: ev.New.Letters(),

@@ -249,3 +249,33 @@ func TestEventsConfig(t *testing.T) {
 		t.Errorf("unparsable URL: %v", err)
 	}
 }
+
+// In a cluster only the leader sends, and only while it leads: a follower's
+// (or a replayed) event is not queued.
+func TestWebhookLeaderOnly(t *testing.T) {
+	var posts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		posts.Add(1)
+	}))
+	defer srv.Close()
+	w := startWebhook(t, srv.URL, eventsConfig{Timeout: 2 * time.Second}, 8)
+	w.leaderOnly = true
+	w.OnEvent(testEvent(1)) // not the leader: not sent
+
+	ctx, cancel := context.WithCancel(context.Background())
+	lead := make(chan struct{})
+	go func() { w.whileLeader(ctx); close(lead) }()
+	waitFor(t, "leadership to enable the webhook", w.active.Load)
+	w.OnEvent(testEvent(2))
+	waitFor(t, "the leader's event", func() bool { return w.delivered.Load() == 1 })
+	cancel()
+	<-lead
+	w.OnEvent(testEvent(3)) // leadership lost: not sent
+	if w.active.Load() || len(w.queue) != 0 || w.dropped.Load() != 0 {
+		t.Fatalf("after leadership: active %v, queued %d, dropped %d", w.active.Load(), len(w.queue), w.dropped.Load())
+	}
+	if n := posts.Load(); n != 1 {
+		t.Errorf("%d POSTs, want 1 (the leader's event only)", n)
+	}
+}
