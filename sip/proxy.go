@@ -51,6 +51,10 @@ func watchCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) *cancelWatch 
 // step 5): on a timeout or a failover code it marks the destination when the
 // route asks and tries the next one; the caller gets the last final reply.
 func (s *Server) statefulInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
+	if sel.Parallel && len(sel.Dests) > 1 {
+		s.statefulParallel(req, tx, dr, d, sel, mf)
+		return
+	}
 	c := watchCancel(req, tx)
 	var out outcome
 	for i := range sel.Dests {

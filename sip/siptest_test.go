@@ -81,7 +81,8 @@ func (f *fakeDispatcher) Select(ctx context.Context, setID int, alg dispatch.Alg
 	}
 	start := f.rr[setID] % len(dests)
 	f.rr[setID]++
-	sel := actors.Selection{SetID: setID, Alg: alg, LoadAdded: f.loadAdded && req.Method == "INVITE"}
+	sel := actors.Selection{SetID: setID, Alg: alg, LoadAdded: f.loadAdded && req.Method == "INVITE",
+		Parallel: alg == dispatch.AlgParallel}
 	if f.replicated && req.Method == "INVITE" {
 		sel.LoadCommand = &dispatch.Command{Kind: dispatch.CmdLoadAdd, Set: setID, CallID: req.CallID}
 	}
@@ -290,6 +291,10 @@ func (g *gateway) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	default:
+		if code, err := strconv.Atoi(g.mode); err == nil {
+			respond(code, "Test")
+			return
+		}
 		respond(180, "Ringing")
 		respond(200, "OK")
 	}
