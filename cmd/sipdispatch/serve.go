@@ -60,6 +60,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 			return err
 		}
 		onEvent = fanOut(m.OnEvent, hook.OnEvent)
+		m.reg.MustRegister(hook)
 	}
 	src := &sources{c: &c, log: log, dests: dests}
 	opts := actors.Options{Logger: log, OnEvent: onEvent}

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -107,6 +109,20 @@ type webhook struct {
 	// log replayed at start nor a follower's copy is sent.
 	leaderOnly bool
 	active     atomic.Bool
+}
+
+// descWebhookEvents counts the webhook's events by how they ended.
+var descWebhookEvents = prometheus.NewDesc("sipdispatch_webhook_events_total",
+	"Destination events POSTed to events.webhook_url (delivered) or given up (dropped: queue full or retries spent).",
+	[]string{"result"}, nil)
+
+// Describe implements prometheus.Collector.
+func (w *webhook) Describe(ch chan<- *prometheus.Desc) { ch <- descWebhookEvents }
+
+// Collect implements prometheus.Collector.
+func (w *webhook) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descWebhookEvents, prometheus.CounterValue, float64(w.delivered.Load()), "delivered")
+	ch <- prometheus.MustNewConstMetric(descWebhookEvents, prometheus.CounterValue, float64(w.dropped.Load()), "dropped")
 }
 
 // whileLeader is the webhook's leader work (cluster.Node.OnLeadership): it

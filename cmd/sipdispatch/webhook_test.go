@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
@@ -109,6 +111,15 @@ func TestWebhookRetriesThenDrops(t *testing.T) {
 	waitFor(t, "the second event", func() bool { return w.delivered.Load() == 1 })
 	if n := attempts.Load(); n != 5 {
 		t.Errorf("%d attempts in all, want 5: the dropped event must not be retried again", n)
+	}
+	want := `
+# HELP sipdispatch_webhook_events_total Destination events POSTed to events.webhook_url (delivered) or given up (dropped: queue full or retries spent).
+# TYPE sipdispatch_webhook_events_total counter
+sipdispatch_webhook_events_total{result="delivered"} 1
+sipdispatch_webhook_events_total{result="dropped"} 1
+`
+	if err := testutil.CollectAndCompare(w, strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
 }
 
