@@ -55,7 +55,7 @@ type probeRelay struct {
 }
 
 // newProbeRelay builds the relay of node self and registers its metrics on
-// reg (nil: unregistered).
+// reg.
 func newProbeRelay(self string, node probeCluster, sink probeSink, reg prometheus.Registerer, log *slog.Logger) *probeRelay {
 	r := &probeRelay{self: self, node: node, sink: sink, log: log,
 		count: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -70,9 +70,7 @@ func newProbeRelay(self string, node probeCluster, sink probeSink, reg prometheu
 	for _, e := range []string{probeProposedLocal, probeGossiped, probeGossipError, probeProposedRelayed, probeIgnored, probeMalformed} {
 		r.count.WithLabelValues(e)
 	}
-	if reg != nil {
-		reg.MustRegister(r.count, r.ownedGauge)
-	}
+	reg.MustRegister(r.count, r.ownedGauge)
 	return r
 }
 
