@@ -133,8 +133,16 @@ func TestClusterProbeOneNodePerGateway(t *testing.T) {
 	}
 
 	// (c) kill -9 of the node probing a gateway: another node takes it over
-	// once gossip declares the node dead, and only one does.
+	// once gossip declares the node dead, and only one does. The gateway is
+	// one the leader probes when there is one, so that a new leader must
+	// commit its results too.
 	victim := 1
+	for i, n := range owner {
+		if n == leader {
+			victim = i
+			break
+		}
+	}
 	killed := owner[victim]
 	var survivors []*Node
 	for i, n := range nodes {
@@ -173,10 +181,12 @@ func TestClusterProbeOneNodePerGateway(t *testing.T) {
 	// The survivors still commit keepalive transitions (a new leader, if
 	// the killed node led).
 	gws[victim].SetMode(deaf)
+	start = time.Now()
 	for _, n := range survivors {
 		waitFor(t, "the taken-over gateway to go inactive on "+n.APIAddr, 45*time.Second, func() bool {
 			f, _ := destStatesErr(n)
 			return strings.HasPrefix(f[uris[victim]], "I")
 		})
 	}
+	t.Logf("the taken-over gateway, turned deaf, inactive on both survivors after %v", time.Since(start))
 }
