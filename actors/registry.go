@@ -336,6 +336,8 @@ func (r *Registry) ReportProbe(setID int, uri string, res dispatch.ProbeResult) 
 	if r.replicated() {
 		// Every result is proposed, not only state changes: the failure and
 		// success counters toward the thresholds are replicated state too.
+		// In a cluster only the leader calls this (the others gossip their
+		// results to it), so each result is proposed once.
 		if d, ok := s.findDest(uri, false); ok {
 			c := s.command(dispatch.CmdProbe, &d, r.opts.Now())
 			c.Probe = res

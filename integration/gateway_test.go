@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Gateway answer modes.
@@ -29,6 +30,7 @@ type Gateway struct {
 	byes    int             // guarded by mu
 	cancels int             // guarded by mu
 	options int             // guarded by mu
+	optFrom []optionsHit    // guarded by mu: every OPTIONS, in arrival order
 	active  map[string]bool // guarded by mu: answered calls not yet ended by BYE
 }
 
@@ -58,6 +60,26 @@ func (g *Gateway) Active() int { g.mu.Lock(); defer g.mu.Unlock(); return len(g.
 
 // Options returns how many OPTIONS keepalives reached the gateway.
 func (g *Gateway) Options() int { g.mu.Lock(); defer g.mu.Unlock(); return g.options }
+
+// optionsHit is one OPTIONS: who sent it (ip:port) and when it arrived.
+type optionsHit struct {
+	from string
+	at   time.Time
+}
+
+// OptionsFrom counts the OPTIONS that arrived at or after since, by source
+// address (ip:port).
+func (g *Gateway) OptionsFrom(since time.Time) map[string]int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := map[string]int{}
+	for _, h := range g.optFrom {
+		if !h.at.Before(since) {
+			out[h.from]++
+		}
+	}
+	return out
+}
 
 // Cancels returns how many CANCELs reached the gateway.
 func (g *Gateway) Cancels() int { g.mu.Lock(); defer g.mu.Unlock(); return g.cancels }
@@ -140,6 +162,7 @@ func (g *Gateway) handle(b []byte, from net.Addr) {
 		g.cancels++
 	case "OPTIONS":
 		g.options++
+		g.optFrom = append(g.optFrom, optionsHit{from: from.String(), at: time.Now()})
 	}
 	g.mu.Unlock()
 	if mode == deaf {

@@ -98,7 +98,14 @@ func runServe(args []string, _, stderr io.Writer) error {
 		ReloadFunc: src.reload, AddFunc: src.add, RemoveFunc: src.remove}
 	sipCfg := c.sipConfig()
 	sipCfg.Observer = m
-	srv, err := sip.NewServer(sipCfg, pingGate{reg, rb}, router, log)
+	gate := pingGate{Registry: reg, rb: rb}
+	if node != nil {
+		// SPEC §7: probe only this node's share, leader proposes. Registered
+		// after Start: a result gossiped before is repeated next round.
+		gate.relay = newProbeRelay(c.Node.Name, node, reg, m.reg, log)
+		node.OnMessage(gate.relay.receive)
+	}
+	srv, err := sip.NewServer(sipCfg, gate, router, log)
 	if err != nil {
 		return fmt.Errorf("failed to create SIP server: %w", err)
 	}
@@ -179,10 +186,13 @@ func reloadOnHUP(ctx context.Context, src *sources, log *slog.Logger) {
 }
 
 // pingGate is the proxy's view of the registry with Kamailio's ping_active
-// switch applied: while keepalives are off, no destination is due.
+// switch applied: while keepalives are off, no destination is due. In a
+// cluster, relay limits the targets to this node's share and routes the
+// results to the leader; nil on a single node.
 type pingGate struct {
 	*actors.Registry
-	rb *registryBackend
+	rb    *registryBackend
+	relay *probeRelay
 }
 
 // ProbeTargets implements sip.Dispatcher.
@@ -190,7 +200,11 @@ func (g pingGate) ProbeTargets(ctx context.Context) ([]actors.ProbeTarget, error
 	if g.rb.PingActive() == 0 {
 		return nil, nil
 	}
-	return g.Registry.ProbeTargets(ctx)
+	targets, err := g.Registry.ProbeTargets(ctx)
+	if g.relay != nil {
+		targets = g.relay.owned(targets)
+	}
+	return targets, err
 }
 
 // sipConfig maps the file's listen/proxy/dispatcher keys to the proxy's config.
