@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -95,8 +96,9 @@ func everyVoterSet(t *testing.T, nodes []*Node, want []string, timeout time.Dura
 // A fourth node that joins by gossip becomes a raft voter, receives the
 // replicated sets and routes a hash-over-Call-ID (algorithm 0) call to the
 // same gateway as every other node. Then a follower leaves with `sipdispatch
-// leave` and the leader with the cluster.leave RPC: each exits 0, the rest
-// drop it from raft, list it as left, and keep committing.
+// leave`, n4 on SIGTERM (leave_on_terminate) and the leader with the
+// cluster.leave RPC: each exits 0, the rest drop it from raft, list it as
+// left, and keep committing.
 func TestClusterMembershipJoinAndLeave(t *testing.T) {
 	ip := nextIP()
 	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
@@ -111,7 +113,9 @@ func TestClusterMembershipJoinAndLeave(t *testing.T) {
 	g4 := fmt.Sprintf("%s:%d", ip4, freeUDPPort(t, ip4))
 	r4 := fmt.Sprintf("%s:%d", ip4, freeUDPPort(t, ip4))
 	start := time.Now()
-	n4 := startNodeAt(t, ip4, clusterYAML(base, 4, g4, r4, join), list)
+	// n4 leaves on SIGTERM (cluster.leave_on_terminate); the others would
+	// stay voters on a SIGTERM, as a restart must not shrink the cluster.
+	n4 := startNodeAt(t, ip4, clusterYAML(base, 4, g4, r4, join)+"  leave_on_terminate: true\n", list)
 	nodes = append(nodes, n4)
 	everyVoterSet(t, nodes, []string{"n1", "n2", "n3", "n4"}, 60*time.Second)
 	waitFor(t, "the newcomer to list the replicated sets and be ready", 30*time.Second, func() bool {
@@ -155,7 +159,7 @@ func TestClusterMembershipJoinAndLeave(t *testing.T) {
 		leader = leaderOf(nodes)
 		return leader >= 0
 	})
-	follower := (leader + 1) % len(nodes)
+	follower := (leader + 1) % 3 // one of the first three: n4 leaves on SIGTERM below
 	name := fmt.Sprintf("n%d", follower+1)
 	start = time.Now()
 	out, err := admin(nodes[follower], "leave")
@@ -183,9 +187,27 @@ func TestClusterMembershipJoinAndLeave(t *testing.T) {
 	t.Logf("%s: out of raft and listed as left on the other three %v after the leave", name, time.Since(start))
 	setStateSeen(t, rest, rest[len(rest)-1], "i", gws[0].URI())
 
+	// SIGTERM to n4, which has leave_on_terminate: it leaves, then exits 0.
+	start = time.Now()
+	n4.cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, n4, 30*time.Second); code != 0 {
+		t.Errorf("n4 exited %d after SIGTERM with leave_on_terminate, want 0", code)
+	}
+	rest = without(rest, indexOf(rest, n4))
+	ids = ids[:0]
+	for _, n := range rest {
+		ids = append(ids, fmt.Sprintf("n%d", indexOf(nodes, n)+1))
+	}
+	everyVoterSet(t, rest, ids, 30*time.Second)
+	waitFor(t, "n4 listed as left on both remaining nodes", 60*time.Second, func() bool {
+		return memberState(rest[0], "n4") == "left" && memberState(rest[1], "n4") == "left"
+	})
+	t.Logf("n4 left on SIGTERM: out of raft and listed as left on the other two %v after the signal", time.Since(start))
+	setStateSeen(t, rest, rest[0], "a", gws[0].URI())
+
 	// The leader leaves through the RPC: it removes itself and steps down,
-	// and the two others elect a leader between them.
-	waitFor(t, "one leader the three agree on", 15*time.Second, func() bool {
+	// and the last node, now the only voter, elects itself.
+	waitFor(t, "one leader the two agree on", 15*time.Second, func() bool {
 		leader = leaderOf(rest)
 		return leader >= 0
 	})
@@ -204,11 +226,11 @@ func TestClusterMembershipJoinAndLeave(t *testing.T) {
 		ids = append(ids, fmt.Sprintf("n%d", indexOf(nodes, n)+1))
 	}
 	everyVoterSet(t, last, ids, 30*time.Second)
-	t.Logf("leader %s left (%q); the other two list two voters and agree on a new leader %v after the call",
+	t.Logf("leader %s left (%q); the last node is the only voter and leader %v after the call",
 		lname, msg, time.Since(start))
-	setStateSeen(t, last, last[0], "a", gws[0].URI())
-	waitFor(t, lname+" listed as left on both remaining nodes", 60*time.Second, func() bool {
-		return memberState(last[0], lname) == "left" && memberState(last[1], lname) == "left"
+	setStateSeen(t, last, last[0], "i", gws[0].URI())
+	waitFor(t, lname+" listed as left on the last node", 60*time.Second, func() bool {
+		return memberState(last[0], lname) == "left"
 	})
 }
 

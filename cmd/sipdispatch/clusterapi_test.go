@@ -27,7 +27,7 @@ func TestClusterMethods(t *testing.T) {
 	// Without a cluster both methods say so.
 	alone := httptest.NewServer(newAPIServer(f, "", discardLog, nil))
 	defer alone.Close()
-	for _, m := range []string{"cluster.members", "cluster.raft"} {
+	for _, m := range []string{"cluster.members", "cluster.raft", "cluster.leave"} {
 		if _, b := post(t, alone.URL, "", rpcBody(m, 1)); !strings.Contains(string(b), `"Cluster Not Enabled"`) {
 			t.Errorf("%s on a lone node: %s", m, b)
 		}
