@@ -16,6 +16,7 @@ import (
 // fwdClient keeps one multiplexed connection per peer raft address for
 // forwarding proposals and control requests.
 type fwdClient struct {
+	local   net.Addr      // source address of its connections; nil = any
 	timeout time.Duration // dial and write timeout
 	stats   *counters
 
@@ -24,8 +25,8 @@ type fwdClient struct {
 	closed bool                // guarded by mu
 }
 
-func newFwdClient(timeout time.Duration, stats *counters) *fwdClient {
-	return &fwdClient{timeout: timeout, stats: stats, conns: make(map[string]*fwdConn)}
+func newFwdClient(local net.Addr, timeout time.Duration, stats *counters) *fwdClient {
+	return &fwdClient{local: local, timeout: timeout, stats: stats, conns: make(map[string]*fwdConn)}
 }
 
 // errUnreachable: the request could not be sent, so nothing was appended.
@@ -72,7 +73,7 @@ func (c *fwdClient) get(addr string) (*fwdConn, error) {
 		return fc, nil
 	}
 	c.mu.Unlock()
-	conn, err := dialMux(addr, muxForward, c.timeout)
+	conn, err := dialMux(c.local, addr, muxForward, c.timeout)
 	if err != nil {
 		return nil, err
 	}

@@ -215,7 +215,7 @@ func (n *Node) start() error {
 	if n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, n.trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
-	n.fwd = newFwdClient(cfg.TCPTimeout, &n.stats)
+	n.fwd = newFwdClient(n.mux.local, cfg.TCPTimeout, &n.stats)
 	n.batcher = newBatcher(n.raft, cfg, &n.stats, n.shutdownCh)
 	n.wg.Add(3)
 	go n.batcherRun()
@@ -225,12 +225,24 @@ func (n *Node) start() error {
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.NodeName
+	mc.Logger = stdlogFor(n.log, "memberlist")
 	host, port, _ := splitHostPort(cfg.GossipBind)
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertiseAddr, mc.AdvertisePort = "", port
 	if cfg.GossipAdvertise != "" {
 		h, p, _ := splitHostPort(cfg.GossipAdvertise)
 		mc.AdvertiseAddr, mc.AdvertisePort = h, p
+	}
+	gt, err := gossipTransport(host, port, mc.Logger)
+	if err != nil {
+		return err
+	}
+	mc.Transport = gt
+	if mc.BindPort == 0 { // memberlist learns a picked port only from a transport of its own
+		mc.BindPort = gt.GetAutoBindPort()
+		if cfg.GossipAdvertise == "" {
+			mc.AdvertisePort = mc.BindPort
+		}
 	}
 	mc.SecretKey = cfg.EncryptKey
 	mc.ProbeInterval = cfg.ProbeInterval
@@ -242,7 +254,6 @@ func (n *Node) start() error {
 	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
 	mc.Delegate = delegate{n}
 	mc.Events = events{n}
-	mc.Logger = stdlogFor(n.log, "memberlist")
 	n.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes: func() int {
 			if ml := n.ml.Load(); ml != nil {
@@ -254,6 +265,7 @@ func (n *Node) start() error {
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		gt.Shutdown()
 		return fmt.Errorf("start gossip on %s: %w", cfg.GossipBind, err)
 	}
 	n.ml.Store(ml)

@@ -3,11 +3,15 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 )
 
@@ -25,6 +29,7 @@ const (
 type mux struct {
 	ln        net.Listener
 	advertise net.Addr
+	local     net.Addr      // source address of outgoing connections; nil = the kernel's choice
 	timeout   time.Duration // for reading the selector byte
 	serveFwd  func(net.Conn)
 	stats     *counters
@@ -37,8 +42,20 @@ type mux struct {
 }
 
 func newMux(ln net.Listener, advertise net.Addr, timeout time.Duration, serveFwd func(net.Conn), stats *counters, log *slog.Logger) *mux {
-	return &mux{ln: ln, advertise: advertise, timeout: timeout, serveFwd: serveFwd, stats: stats, log: log,
-		raftCh: make(chan net.Conn), closed: make(chan struct{})}
+	return &mux{ln: ln, advertise: advertise, local: sourceAddr(ln.Addr()), timeout: timeout, serveFwd: serveFwd,
+		stats: stats, log: log, raftCh: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// sourceAddr is the address outgoing cluster connections are made from: the
+// bound IP when it is a specific one. Without it the kernel picks the source
+// (on loopback always 127.0.0.1), so a firewall rule between two nodes'
+// addresses would not match a node's outgoing raft and gossip connections.
+func sourceAddr(bound net.Addr) net.Addr {
+	a, ok := bound.(*net.TCPAddr)
+	if !ok || a.IP == nil || a.IP.IsUnspecified() {
+		return nil
+	}
+	return &net.TCPAddr{IP: a.IP, Zone: a.Zone}
 }
 
 func (m *mux) run() {
@@ -122,11 +139,13 @@ func (l raftLayer) Close() error { return nil }
 func (l raftLayer) Addr() net.Addr { return l.m.advertise }
 
 func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialMux(string(addr), muxRaft, timeout)
+	return dialMux(l.m.local, string(addr), muxRaft, timeout)
 }
 
-func dialMux(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", addr, timeout)
+// dialMux connects to a raft port from local (nil: any) and selects proto.
+func dialMux(local net.Addr, addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout, LocalAddr: local}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -137,4 +156,46 @@ func dialMux(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
 	}
 	_ = conn.SetWriteDeadline(time.Time{})
 	return conn, nil
+}
+
+// boundTransport is memberlist's network transport with its outgoing TCP
+// connections (push/pull, fallback probes) made from the gossip bind IP, as
+// its UDP packets already are; see sourceAddr.
+type boundTransport struct {
+	*memberlist.NetTransport
+	local net.Addr
+}
+
+// DialAddressTimeout implements memberlist.NodeAwareTransport.
+func (t boundTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return t.DialTimeout(a.Addr, timeout)
+}
+
+// DialTimeout implements memberlist.Transport.
+func (t boundTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout, LocalAddr: t.local}
+	return d.Dial("tcp", addr)
+}
+
+// gossipTransport binds memberlist's UDP and TCP listeners on host:port (port
+// 0 picks a free port for both, retried as memberlist itself does when the
+// UDP port turns out taken).
+func gossipTransport(host string, port int, logger *log.Logger) (boundTransport, error) {
+	nc := &memberlist.NetTransportConfig{BindAddrs: []string{host}, BindPort: port, Logger: logger}
+	tries := 1
+	if port == 0 {
+		tries = 10
+	}
+	var err error
+	for range tries {
+		var nt *memberlist.NetTransport
+		if nt, err = memberlist.NewNetTransport(nc); err == nil {
+			ip := net.ParseIP(host)
+			return boundTransport{NetTransport: nt, local: sourceAddr(&net.TCPAddr{IP: ip})}, nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return boundTransport{}, fmt.Errorf("start gossip on %s: %w", net.JoinHostPort(host, strconv.Itoa(port)), err)
 }

@@ -419,3 +419,13 @@ func runRaft(args []string, stdout, stderr io.Writer) error {
 		return tw.Flush()
 	}, "cluster.raft")
 }
+
+// runLeave is `leave`: the node leaves the cluster for good and exits
+// (cluster.leave). It returns once the leave has committed.
+func runLeave(args []string, stdout, stderr io.Writer) error {
+	a := newAdminFlags("leave", "", stderr)
+	if err := a.parse(args, 0, 0); err != nil {
+		return err
+	}
+	return a.callAndPrint(stdout, printMessage(stdout), "cluster.leave")
+}

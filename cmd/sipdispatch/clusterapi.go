@@ -2,6 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -55,6 +61,89 @@ func (s *apiServer) raftStatus(context.Context, params) (any, *rpcError) {
 	return obj{{"STATE", st.State}, {"LEADER_ID", st.LeaderID}, {"LEADER_ADDR", st.LeaderAddr},
 		{"TERM", st.Term}, {"LAST_INDEX", st.LastIndex}, {"COMMIT_INDEX", st.CommitIndex},
 		{"APPLIED_INDEX", st.AppliedIndex}, {"PEERS", peers}}, nil
+}
+
+// leaveTimeout bounds a graceful leave: the gossip leave broadcast (up to
+// memberlist's TCP timeout, 10 s, though it normally goes out within one
+// gossip round) plus the raft configuration change. With the SIP server's
+// 5 s shutdown grace it stays within the admin client's timeout.
+const leaveTimeout = 20 * time.Second
+
+// errNotLeaving answers a cluster.leave that arrived while the node was
+// already shutting down without leaving.
+var errNotLeaving = errors.New("the node is shutting down without leaving the cluster")
+
+// leaver makes the process leave the cluster for good and exit: cluster.leave
+// asks for it and waits; serve stops taking SIP traffic, then leaves (finish)
+// and hands the outcome to every waiting caller. With
+// cluster.leave_on_terminate serve leaves on SIGTERM/SIGINT as well.
+type leaver struct {
+	node  *cluster.Node
+	quit  context.CancelFunc // ends serve's SIP server
+	asked atomic.Bool
+	once  sync.Once
+	done  chan struct{} // closed by finish once err is set
+	err   error
+}
+
+func newLeaver(node *cluster.Node, quit context.CancelFunc) *leaver {
+	return &leaver{node: node, quit: quit, done: make(chan struct{})}
+}
+
+// request asks serve to leave and shut down, and waits for the leave's outcome.
+func (l *leaver) request(ctx context.Context) error {
+	l.asked.Store(true)
+	l.quit()
+	select {
+	case <-l.done:
+		return l.err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the leave: %w", ctx.Err())
+	}
+}
+
+// finish runs on serve's way out, after the SIP server stopped: it leaves
+// the cluster when asked to or when onTerminate is set, and releases the
+// waiting callers. nil without a cluster.
+func (l *leaver) finish(onTerminate bool, log *slog.Logger) error {
+	if l == nil {
+		return nil
+	}
+	var err error
+	l.once.Do(func() {
+		if !l.asked.Load() && !onTerminate {
+			l.err = errNotLeaving
+			close(l.done)
+			return
+		}
+		log.Info("cluster: leaving the cluster", "requested", l.asked.Load(), "leave_on_terminate", onTerminate)
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+		defer cancel()
+		if err = l.node.Leave(ctx); err != nil {
+			err = fmt.Errorf("leave the cluster: %w", err)
+		} else {
+			log.Info("cluster: left the cluster", "took", time.Since(start))
+		}
+		l.err = err
+		close(l.done)
+	})
+	return err
+}
+
+// leave serves cluster.leave: the node leaves the raft configuration (the
+// leader removes it; a leader removes itself and steps down) and gossip, and
+// then the process exits. It answers once the leave has committed. Like
+// Consul it does not refuse a leave that leaves the remaining voters without
+// a quorum (docs/operations.md).
+func (s *apiServer) leave(ctx context.Context, _ params) (any, *rpcError) {
+	if s.cluster == nil || s.leaver == nil {
+		return nil, errNoCluster
+	}
+	if err := s.leaver.request(ctx); err != nil {
+		return nil, failed("Leave Failed", err)
+	}
+	return "Ok. Left the cluster; the node is shutting down.", nil
 }
 
 // clusterCollector turns the cluster view into series at scrape time.

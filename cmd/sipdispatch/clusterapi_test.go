@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -27,7 +29,7 @@ func TestClusterMethods(t *testing.T) {
 	// Without a cluster both methods say so.
 	alone := httptest.NewServer(newAPIServer(f, "", discardLog, nil))
 	defer alone.Close()
-	for _, m := range []string{"cluster.members", "cluster.raft"} {
+	for _, m := range []string{"cluster.members", "cluster.raft", "cluster.leave"} {
 		if _, b := post(t, alone.URL, "", rpcBody(m, 1)); !strings.Contains(string(b), `"Cluster Not Enabled"`) {
 			t.Errorf("%s on a lone node: %s", m, b)
 		}
@@ -82,5 +84,29 @@ func TestClusterMethods(t *testing.T) {
 	}
 	if resp, err := http.Get(srv.URL + "/metrics"); err != nil || resp.StatusCode != 200 {
 		t.Errorf("/metrics with a failing raft: %v %v", resp, err)
+	}
+}
+
+// A cluster.leave that arrives once serve is on its way out without leaving
+// fails at once instead of waiting for a leave that never comes; a node
+// without a cluster has nothing to leave.
+func TestLeaverShutdownWithoutLeave(t *testing.T) {
+	quit := 0
+	l := newLeaver(nil, func() { quit++ })
+	log := slog.New(slog.DiscardHandler)
+	if err := l.finish(false, log); err != nil {
+		t.Fatalf("finish without a leave: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.request(ctx); !errors.Is(err, errNotLeaving) {
+		t.Fatalf("request after shutdown: %v, want %v", err, errNotLeaving)
+	}
+	if quit != 1 {
+		t.Errorf("quit called %d times, want 1", quit)
+	}
+	var none *leaver
+	if err := none.finish(true, log); err != nil {
+		t.Errorf("finish without a cluster: %v", err)
 	}
 }

@@ -130,6 +130,10 @@ type clusterConfig struct {
 	Raft            raftConfig    `yaml:"raft"`
 	LoadReplication string        `yaml:"load_replication"` // sync | async
 	DeadNodeReap    time.Duration `yaml:"dead_node_reap"`   // a failed node is removed after this long
+	// LeaveOnTerminate makes SIGTERM/SIGINT leave the cluster for good
+	// first. Off by default: a restart (an upgrade) must not shrink the
+	// raft configuration, as with Consul servers.
+	LeaveOnTerminate bool `yaml:"leave_on_terminate"`
 }
 
 type gossipConfig struct {

@@ -56,6 +56,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"cluster.raft.bootstrap_expect", c.Cluster.Raft.BootstrapExpect, 1},
 		{"cluster.load_replication", c.Cluster.LoadReplication, "sync"},
 		{"cluster.dead_node_reap", c.Cluster.DeadNodeReap, 24 * time.Hour},
+		{"cluster.leave_on_terminate", c.Cluster.LeaveOnTerminate, false},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -132,7 +133,7 @@ func TestLoadFullFile(t *testing.T) {
 				Join: []string{"10.1.1.1:7946", "10.1.1.3"}, EncryptKeyFile: abs("gossip.key")},
 			Raft: raftConfig{Bind: "127.0.0.2:7947", Advertise: "10.1.1.2:7947", BootstrapExpect: 3,
 				TLS: tlsConfig{Cert: abs("raft.crt"), Key: abs("raft.key"), CA: abs("ca.crt")}},
-			LoadReplication: "async", DeadNodeReap: time.Hour,
+			LoadReplication: "async", DeadNodeReap: time.Hour, LeaveOnTerminate: true,
 		}},
 		{"events", c.Events, eventsConfig{WebhookURL: "https://hooks.example.com/sip?k=1", Timeout: 500 * time.Millisecond, Retries: 5}},
 	}

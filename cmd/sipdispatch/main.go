@@ -48,6 +48,7 @@ var commands = map[string]command{
 	"load":           {"[--set N]: call load per destination", runLoad},
 	"members":        {"gossip members of the cluster with their state", runMembers},
 	"raft":           {"raft state: leader, term, indexes, peers", runRaft},
+	"leave":          {"the node leaves the cluster for good, then exits", runLeave},
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

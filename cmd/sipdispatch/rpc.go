@@ -174,6 +174,7 @@ type apiServer struct {
 	mux     *http.ServeMux
 	methods map[string]rpcMethod
 	cluster clusterInfo // nil without cluster.enabled
+	leaver  *leaver     // nil without cluster.enabled
 }
 
 // newAPIServer returns the management API handler: POST /RPC (JSON-RPC 2.0
@@ -203,6 +204,7 @@ func newAPIServer(b backend, token string, log *slog.Logger, m *metrics) *apiSer
 		"dispatcher.load":           s.load,
 		"cluster.members":           s.members,
 		"cluster.raft":              s.raftStatus,
+		"cluster.leave":             s.leave,
 		// Old MI names, kept by Kamailio's users' scripts.
 		"ds_list":      s.list,
 		"ds_set_state": s.setState,

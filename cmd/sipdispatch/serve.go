@@ -122,6 +122,9 @@ func runServe(args []string, _, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// cluster.leave ends the SIP server only; the API stays up to answer it.
+	sipCtx, quit := context.WithCancel(ctx)
+	defer quit()
 	if c.Dispatcher.HashSize > 0 && node == nil {
 		go reg.RunExpiry(ctx, time.Duration(c.Dispatcher.HashCheckInterval)*time.Second)
 	}
@@ -146,23 +149,28 @@ func runServe(args []string, _, stderr io.Writer) error {
 	api := newAPIServer(rb, token, log, m)
 	if node != nil {
 		api.setCluster(node, m)
+		api.leaver = newLeaver(node, quit)
 	}
 	go func() { apiDone <- serveAPI(ctx, apiLn, api, log) }()
 
 	log.Info("sipdispatch serving", "version", version, "listen", strings.Join(c.Listen, ","),
 		"mode", c.Proxy.Mode, "sets", len(sets), "source", c.sourceName(), "cluster", c.Cluster.Enabled)
-	serveErr := srv.Serve(ctx)
+	serveErr := srv.Serve(sipCtx)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("SIP server shutdown", "err", err)
 	}
+	leaveErr := api.leaver.finish(c.Cluster.LeaveOnTerminate, log)
 	stop()
 	if err := <-apiDone; err != nil {
 		log.Warn("API server", "err", err)
 	}
 	if serveErr != nil && !errors.Is(serveErr, context.Canceled) {
 		return serveErr
+	}
+	if leaveErr != nil {
+		return leaveErr
 	}
 	log.Info("sipdispatch stopped")
 	return nil
