@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 // forwarding proposals and control requests.
 type fwdClient struct {
 	timeout time.Duration // dial and write timeout
+	tls     *tls.Config   // nil = plain TCP
 	stats   *counters
 
 	mu     sync.Mutex
@@ -24,8 +26,8 @@ type fwdClient struct {
 	closed bool                // guarded by mu
 }
 
-func newFwdClient(timeout time.Duration, stats *counters) *fwdClient {
-	return &fwdClient{timeout: timeout, stats: stats, conns: make(map[string]*fwdConn)}
+func newFwdClient(timeout time.Duration, tlsCfg *tls.Config, stats *counters) *fwdClient {
+	return &fwdClient{timeout: timeout, tls: tlsCfg, stats: stats, conns: make(map[string]*fwdConn)}
 }
 
 // errUnreachable: the request could not be sent, so nothing was appended.
@@ -72,7 +74,7 @@ func (c *fwdClient) get(addr string) (*fwdConn, error) {
 		return fc, nil
 	}
 	c.mu.Unlock()
-	conn, err := dialMux(addr, muxForward, c.timeout)
+	conn, err := dialMux(addr, muxForward, c.timeout, c.tls)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,12 +22,14 @@ const (
 )
 
 // mux owns the raft-port listener and hands each accepted connection to raft
-// or to the forwarding server according to its first byte.
+// or to the forwarding server according to its first byte. With TLS, ln is a
+// TLS listener and the first byte is the first byte inside the TLS stream.
 type mux struct {
 	ln        net.Listener
 	advertise net.Addr
-	timeout   time.Duration // for reading the selector byte
+	timeout   time.Duration // for the TLS handshake and reading the selector byte
 	serveFwd  func(net.Conn)
+	dialTLS   *tls.Config // for raft's outgoing connections; nil = plain TCP
 	stats     *counters
 	log       *slog.Logger
 
@@ -36,8 +39,8 @@ type mux struct {
 	wg     sync.WaitGroup
 }
 
-func newMux(ln net.Listener, advertise net.Addr, timeout time.Duration, serveFwd func(net.Conn), stats *counters, log *slog.Logger) *mux {
-	return &mux{ln: ln, advertise: advertise, timeout: timeout, serveFwd: serveFwd, stats: stats, log: log,
+func newMux(ln net.Listener, advertise net.Addr, timeout time.Duration, serveFwd func(net.Conn), dialTLS *tls.Config, stats *counters, log *slog.Logger) *mux {
+	return &mux{ln: ln, advertise: advertise, timeout: timeout, serveFwd: serveFwd, dialTLS: dialTLS, stats: stats, log: log,
 		raftCh: make(chan net.Conn), closed: make(chan struct{})}
 }
 
@@ -71,12 +74,20 @@ func (m *mux) run() {
 
 func (m *mux) route(conn net.Conn) {
 	var b [1]byte
-	_ = conn.SetReadDeadline(time.Now().Add(m.timeout))
+	_ = conn.SetDeadline(time.Now().Add(m.timeout))
+	if tc, ok := conn.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			m.stats.tlsFailed.Add(1)
+			m.log.Warn("cluster: TLS handshake on raft port failed", "remote", conn.RemoteAddr(), "err", err)
+			conn.Close()
+			return
+		}
+	}
 	if _, err := conn.Read(b[:]); err != nil {
 		conn.Close()
 		return
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	_ = conn.SetDeadline(time.Time{})
 	switch b[0] {
 	case muxRaft:
 		select {
@@ -122,19 +133,29 @@ func (l raftLayer) Close() error { return nil }
 func (l raftLayer) Addr() net.Addr { return l.m.advertise }
 
 func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialMux(string(addr), muxRaft, timeout)
+	return dialMux(string(addr), muxRaft, timeout, l.m.dialTLS)
 }
 
-func dialMux(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+// dialMux connects to a raft port, completes the TLS handshake when tlsCfg
+// is set, and sends the protocol byte.
+func dialMux(addr string, proto byte, timeout time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
 	conn, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if tlsCfg != nil {
+		tc := tls.Client(conn, tlsCfg)
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("dial %s: TLS: %w", addr, err)
+		}
+		conn = tc
+	}
 	if _, err := conn.Write([]byte{proto}); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	_ = conn.SetWriteDeadline(time.Time{})
+	_ = conn.SetDeadline(time.Time{})
 	return conn, nil
 }
