@@ -3,6 +3,7 @@ package integration
 import (
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -76,7 +77,8 @@ func TestStandaloneKillKeepsStateAndCallLoad(t *testing.T) {
 	}
 }
 
-// SIGTERM, one destination added to the list file, restart: the new
+// `sipdispatch members` and `raft` show the standalone node as the only
+// member and voter. SIGTERM, one destination added to the list file, restart: the new
 // destination is committed and the old ones keep their state. A restart with
 // an unchanged file commits no reload.
 func TestStandaloneRestartWithEditedList(t *testing.T) {
@@ -85,6 +87,17 @@ func TestStandaloneRestartWithEditedList(t *testing.T) {
 	n := startNode(t, nodeYAML("stateful", "", `- name: all
   dispatch: {set: 1, alg: 4}`), listFile(1, gws[:2]...))
 	rpc(t, n, nil, "dispatcher.set_state", "i", 1, gws[1].URI())
+	for cmd, want := range map[string][]string{"members": {"n1", "alive"}, "raft": {"leader n1", "Voter"}} {
+		out, err := exec.Command(binary, cmd, "-api", "http://"+n.APIAddr).CombinedOutput()
+		if err != nil {
+			t.Fatalf("sipdispatch %s on a standalone node: %v\n%s", cmd, err, out)
+		}
+		for _, w := range want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("sipdispatch %s: no %q in\n%s", cmd, w, out)
+			}
+		}
+	}
 
 	n.Stop()
 	n.Restart()
