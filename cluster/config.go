@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -17,6 +19,17 @@ type Config struct {
 	// NodeName is the node's unique, stable name. It is both the memberlist
 	// name and the raft server ID, so it must survive restarts. Required.
 	NodeName string
+
+	// Standalone runs the node as a one-node cluster without any network:
+	// raft talks to itself over an in-process transport, there is no gossip,
+	// no raft/forwarding listener and no join. On a data dir without raft
+	// state the node bootstraps itself as the single voter; otherwise it
+	// resumes from the log and snapshots. Leader work (OnLeadership) runs as
+	// in a cluster. The gossip/raft addresses, Join, BootstrapExpect,
+	// EncryptKey and TLS must be empty, and the raft timings are fixed short
+	// (a lone voter waits for nobody). A data dir that holds the state of
+	// another server or of a multi-node cluster is refused at Start.
+	Standalone bool
 
 	// DataDir holds raft.db (raft log and stable store, bbolt) and the
 	// snapshots/ directory. Required; created if missing.
@@ -53,6 +66,11 @@ type Config struct {
 	// gossip is unencrypted. Nodes with a different key cannot join. Load it
 	// with LoadKeyFile.
 	EncryptKey []byte
+
+	// TLS, when set, makes every connection on the raft port mutual TLS
+	// (1.3 or later): raft replication and proposal forwarding alike. See
+	// TLSConfig. nil means plain TCP.
+	TLS *TLSConfig
 
 	// MaxVoters caps the raft voters; further nodes join as non-voters and
 	// are promoted when a voter goes away. 0 means 5.
@@ -126,6 +144,19 @@ type Config struct {
 	// path and OnMessage handlers; messages beyond it are dropped and counted.
 	// 0 means 1024.
 	MessageQueue int
+}
+
+// TLSConfig is a node's identity and trust for the raft port. Each side
+// verifies the other's certificate chain against CA: a server requires a
+// client certificate, a client verifies the server's. Host names and IP
+// SANs are not checked (raft dials advertised addresses that certificates
+// rarely name): holding a certificate from CA is what makes a member, so CA
+// should issue certificates to the cluster's nodes only. Cert is presented
+// in both roles, so its extended key usage must allow server and client
+// authentication (or be absent).
+type TLSConfig struct {
+	Cert tls.Certificate // this node's certificate chain and private key
+	CA   *x509.CertPool  // authorities a peer's certificate must chain to
 }
 
 // DefaultConfig returns production LAN settings; the caller fills in the
@@ -251,15 +282,36 @@ func (c Config) Validate() error {
 			bad("%s %q: %w", field, v, err)
 		}
 	}
-	checkAddr("gossip bind", c.GossipBind, true)
-	checkAddr("gossip advertise", c.GossipAdvertise, false)
-	checkAddr("raft bind", c.RaftBind, true)
-	checkAddr("raft advertise", c.RaftAdvertise, false)
-	if c.RaftAdvertise == "" && isUnspecified(c.RaftBind) {
-		bad("raft bind %q is a wildcard address: set raft advertise", c.RaftBind)
+	if c.Standalone {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"gossip bind", c.GossipBind != ""}, {"gossip advertise", c.GossipAdvertise != ""},
+			{"raft bind", c.RaftBind != ""}, {"raft advertise", c.RaftAdvertise != ""}, {"join", len(c.Join) > 0},
+			{"bootstrap expect", c.BootstrapExpect != 0}, {"encrypt key", len(c.EncryptKey) > 0}, {"TLS", c.TLS != nil}} {
+			if f.set {
+				bad("standalone node: %s must be empty", f.name)
+			}
+		}
+	} else {
+		checkAddr("gossip bind", c.GossipBind, true)
+		checkAddr("gossip advertise", c.GossipAdvertise, false)
+		checkAddr("raft bind", c.RaftBind, true)
+		checkAddr("raft advertise", c.RaftAdvertise, false)
+		if c.RaftAdvertise == "" && isUnspecified(c.RaftBind) {
+			bad("raft bind %q is a wildcard address: set raft advertise", c.RaftBind)
+		}
+		if c.GossipAdvertise == "" && isUnspecified(c.GossipBind) {
+			bad("gossip bind %q is a wildcard address: set gossip advertise", c.GossipBind)
+		}
 	}
-	if c.GossipAdvertise == "" && isUnspecified(c.GossipBind) {
-		bad("gossip bind %q is a wildcard address: set gossip advertise", c.GossipBind)
+	if c.TLS != nil {
+		if len(c.TLS.Cert.Certificate) == 0 || c.TLS.Cert.PrivateKey == nil {
+			bad("TLS: certificate or private key missing")
+		}
+		if c.TLS.CA == nil {
+			bad("TLS: CA pool missing")
+		}
 	}
 	for _, j := range c.Join {
 		if _, _, err := splitHostPort(j); err != nil {

@@ -34,5 +34,13 @@
 // MaxVoters, then non-voters, promoted when a voter goes), members that left
 // are removed, failed ones after DeadNodeReap if the rest keep a quorum.
 //
+// Standalone. With Config.Standalone the same code runs as a one-node
+// cluster without any network (an in-process raft transport, no gossip, no
+// listener): a lone server keeps its state in raft.db across restarts and
+// runs the same Applier, Propose and leader work as a cluster member.
+//
+// TLS. With Config.TLS every raft-port connection (raft and forwarding) is
+// mutual TLS 1.3 against one CA; see TLSConfig.
+//
 // Design notes and failure behaviour: docs/cluster-design.md.
 package cluster

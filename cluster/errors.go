@@ -25,6 +25,9 @@ var (
 	// installing a snapshot that already contains it, so its Applier never
 	// applied the command itself and there is no result to return.
 	ErrNoResult = errors.New("cluster: committed, result unavailable (caught up by snapshot)")
+	// ErrStandalone: the operation needs other members (Join, Leave), and
+	// the node runs standalone (Config.Standalone).
+	ErrStandalone = errors.New("cluster: standalone node has no cluster")
 	// ErrTooLarge: a command or broadcast exceeds its size limit.
 	ErrTooLarge = errors.New("cluster: payload too large")
 )

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 type fwdClient struct {
 	local   net.Addr      // source address of its connections; nil = any
 	timeout time.Duration // dial and write timeout
+	tls     *tls.Config   // nil = plain TCP
 	stats   *counters
 
 	mu     sync.Mutex
@@ -25,8 +27,8 @@ type fwdClient struct {
 	closed bool                // guarded by mu
 }
 
-func newFwdClient(local net.Addr, timeout time.Duration, stats *counters) *fwdClient {
-	return &fwdClient{local: local, timeout: timeout, stats: stats, conns: make(map[string]*fwdConn)}
+func newFwdClient(local net.Addr, timeout time.Duration, tlsCfg *tls.Config, stats *counters) *fwdClient {
+	return &fwdClient{local: local, timeout: timeout, tls: tlsCfg, stats: stats, conns: make(map[string]*fwdConn)}
 }
 
 // errUnreachable: the request could not be sent, so nothing was appended.
@@ -73,7 +75,7 @@ func (c *fwdClient) get(addr string) (*fwdConn, error) {
 		return fc, nil
 	}
 	c.mu.Unlock()
-	conn, err := dialMux(c.local, addr, muxForward, c.timeout)
+	conn, err := dialMux(c.local, addr, muxForward, c.timeout, c.tls)
 	if err != nil {
 		return nil, err
 	}

@@ -214,6 +214,7 @@ type counters struct {
 	forwarded, forwardServed, badRPC   atomic.Uint64
 	gossipReceived, gossipDropped      atomic.Uint64
 	gossipBad, badMeta                 atomic.Uint64
+	tlsFailed                          atomic.Uint64
 }
 
 // Stats are counters since the node was created.
@@ -232,6 +233,7 @@ type Stats struct {
 	GossipDropped   uint64 // broadcasts dropped because the queue was full
 	GossipBad       uint64 // malformed broadcasts
 	BadMeta         uint64 // members with malformed node meta
+	TLSFailed       uint64 // TLS handshakes refused on the raft port (Config.TLS)
 	Bootstrapped    bool   // this process bootstrapped the raft cluster
 }
 
@@ -242,6 +244,6 @@ func (c *counters) snapshot() Stats {
 		Batches: c.batches.Load(), BatchedCommands: c.batchedCommands.Load(),
 		Forwarded: c.forwarded.Load(), ForwardServed: c.forwardServed.Load(), BadRPC: c.badRPC.Load(),
 		GossipReceived: c.gossipReceived.Load(), GossipDropped: c.gossipDropped.Load(),
-		GossipBad: c.gossipBad.Load(), BadMeta: c.badMeta.Load(),
+		GossipBad: c.gossipBad.Load(), BadMeta: c.badMeta.Load(), TLSFailed: c.tlsFailed.Load(),
 	}
 }

@@ -230,10 +230,14 @@ func (b *namedBroadcast) Finished()       {}
 // same name is dropped. Delivery is best effort (UDP, retransmitted a few
 // times to random members; members are not guaranteed to receive it).
 // The encoded message must stay under about 1 KB, else ErrTooLarge. Names
-// must be non-empty and must not start with a NUL byte (reserved).
+// must be non-empty and must not start with a NUL byte (reserved). On a
+// standalone node there is nobody to tell: nil, nothing is sent.
 func (n *Node) Broadcast(name string, payload []byte) error {
 	if !n.started.Load() {
 		return ErrNotStarted
+	}
+	if n.cfg.Standalone {
+		return nil
 	}
 	if name == "" || name[0] == 0 {
 		return errors.New("broadcast: empty name or reserved leading NUL byte")

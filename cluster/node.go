@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,10 +16,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
+
+// closingTransport is a raft transport the node closes at teardown; both
+// raft.NetworkTransport and raft.InmemTransport are.
+type closingTransport interface {
+	raft.Transport
+	Close() error
+}
 
 // Node is one cluster member: a raft peer (log in DataDir) plus a memberlist
 // gossip member. Create it with New, register hooks (OnLeadership,
@@ -57,7 +66,7 @@ type Node struct {
 	// Set by Start before started is true; read-only afterwards.
 	raft     *raft.Raft
 	store    *raftboltdb.BoltStore
-	trans    *raft.NetworkTransport
+	trans    closingTransport // network, or in-process when standalone
 	mux      *mux
 	ml       atomic.Pointer[memberlist.Memberlist]
 	queue    *memberlist.TransmitLimitedQueue
@@ -111,7 +120,8 @@ func New(cfg Config, app Applier, log *slog.Logger) (*Node, error) {
 	return n, nil
 }
 
-// Start opens the raft log in DataDir, binds the raft and gossip ports, joins
+// Start opens the raft log in DataDir, binds the raft and gossip ports (a
+// standalone node binds nothing and bootstraps or resumes at once), joins
 // cfg.Join (retrying in the background on failure; ctx bounds only the first
 // attempt) and, on a fresh data dir with BootstrapExpect set, waits in the
 // background for enough members to bootstrap. It returns once the node is
@@ -156,27 +166,15 @@ func (n *Node) start() error {
 	}
 	n.lock = lock
 
-	ln, err := net.Listen("tcp", cfg.RaftBind)
-	if err != nil {
-		return fmt.Errorf("raft listen %s: %w", cfg.RaftBind, err)
-	}
-	var adv net.Addr = ln.Addr()
-	if cfg.RaftAdvertise != "" {
-		if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
-			ln.Close()
-			return fmt.Errorf("raft advertise %s: %w", cfg.RaftAdvertise, err)
-		}
-	}
-	n.mux = newMux(ln, adv, cfg.TCPTimeout, n.serveForward, &n.stats, n.log)
-	n.raftAddr = adv.String()
-	if n.meta, err = encodeMeta(nodeMeta{ID: cfg.NodeName, RaftAddr: n.raftAddr, Expect: cfg.BootstrapExpect}); err != nil {
+	hlog := hclogFor(n.log, "raft")
+	if cfg.Standalone {
+		var addr raft.ServerAddress
+		addr, n.trans = raft.NewInmemTransportWithTimeout(standaloneAddr, cfg.TCPTimeout)
+		n.raftAddr = string(addr)
+	} else if err := n.listen(hlog); err != nil {
 		return err
 	}
-	if len(n.meta) > memberlist.MetaMaxSize {
-		return fmt.Errorf("node meta is %d bytes, limit %d: shorten the node name", len(n.meta), memberlist.MetaMaxSize)
-	}
 
-	hlog := hclogFor(n.log, "raft")
 	if n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.RaftNoSync}); err != nil {
 		return fmt.Errorf("open raft.db: %w", err)
 	}
@@ -192,8 +190,6 @@ func (n *Node) start() error {
 	if err != nil {
 		return fmt.Errorf("read raft state: %w", err)
 	}
-	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: raftLayer{n.mux}, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog})
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeName)
@@ -201,6 +197,9 @@ func (n *Node) start() error {
 	rc.ElectionTimeout = cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	rc.CommitTimeout = cfg.CommitTimeout
+	if cfg.Standalone {
+		standaloneTimings(rc)
+	}
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.TrailingLogs = cfg.TrailingLogs
@@ -215,12 +214,19 @@ func (n *Node) start() error {
 	if n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, n.trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
-	n.fwd = newFwdClient(n.mux.local, cfg.TCPTimeout, &n.stats)
+	var local net.Addr // standalone: no mux, and nothing is ever forwarded
+	if n.mux != nil {
+		local = n.mux.local
+	}
+	n.fwd = newFwdClient(local, cfg.TCPTimeout, n.clientTLS(), &n.stats)
 	n.batcher = newBatcher(n.raft, cfg, &n.stats, n.shutdownCh)
 	n.wg.Add(3)
 	go n.batcherRun()
 	go n.monitorLeadership()
 	go n.deliverMessages()
+	if cfg.Standalone {
+		return n.startAlone(hasState)
+	}
 	n.mux.run()
 
 	mc := memberlist.DefaultLANConfig()
@@ -279,6 +285,37 @@ func (n *Node) start() error {
 	return nil
 }
 
+// listen binds the raft port (TLS-wrapped when configured) and builds the
+// raft network transport and the node meta over it.
+func (n *Node) listen(hlog hclog.Logger) error {
+	cfg := n.cfg
+	ln, err := net.Listen("tcp", cfg.RaftBind)
+	if err != nil {
+		return fmt.Errorf("raft listen %s: %w", cfg.RaftBind, err)
+	}
+	var adv net.Addr = ln.Addr()
+	if cfg.RaftAdvertise != "" {
+		if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
+			ln.Close()
+			return fmt.Errorf("raft advertise %s: %w", cfg.RaftAdvertise, err)
+		}
+	}
+	if srv := n.serverTLS(); srv != nil {
+		ln = tls.NewListener(ln, srv)
+	}
+	n.mux = newMux(ln, adv, cfg.TCPTimeout, n.serveForward, n.clientTLS(), &n.stats, n.log)
+	n.raftAddr = adv.String()
+	if n.meta, err = encodeMeta(nodeMeta{ID: cfg.NodeName, RaftAddr: n.raftAddr, Expect: cfg.BootstrapExpect}); err != nil {
+		return err
+	}
+	if len(n.meta) > memberlist.MetaMaxSize {
+		return fmt.Errorf("node meta is %d bytes, limit %d: shorten the node name", len(n.meta), memberlist.MetaMaxSize)
+	}
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: raftLayer{n.mux}, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog})
+	return nil
+}
+
 func (n *Node) batcherRun() {
 	defer n.wg.Done()
 	n.batcher.run()
@@ -289,6 +326,9 @@ func (n *Node) batcherRun() {
 func (n *Node) Join(ctx context.Context, addrs []string) (int, error) {
 	if !n.started.Load() {
 		return 0, ErrNotStarted
+	}
+	if n.cfg.Standalone {
+		return 0, ErrStandalone
 	}
 	return n.join(ctx, addrs)
 }
@@ -519,7 +559,7 @@ func (n *Node) shutdown(handOver bool) error {
 // were never set are skipped. shutdownCh is already closed.
 func (n *Node) teardown(handOver bool) error {
 	var errs []error
-	if handOver && n.raft != nil && n.raft.State() == raft.Leader {
+	if handOver && !n.cfg.Standalone && n.raft != nil && n.raft.State() == raft.Leader {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			n.log.Warn("cluster: leadership transfer on close failed", "err", err)
 		}
@@ -568,10 +608,14 @@ func (n *Node) teardown(handOver bool) error {
 // announces the leave in gossip, has the leader remove it from the raft
 // configuration (itself, if it is the leader: raft then steps down) and
 // waits for that to commit, bounded by ctx. A node that left can come back
-// later by starting again; the leader then adds it anew.
+// later by starting again; the leader then adds it anew. A standalone node
+// has nobody to leave: ErrStandalone, and it keeps running.
 func (n *Node) Leave(ctx context.Context) error {
 	if !n.started.Load() {
 		return ErrNotStarted
+	}
+	if n.cfg.Standalone {
+		return ErrStandalone
 	}
 	if n.isClosed() {
 		return ErrClosed
@@ -662,7 +706,8 @@ func (n *Node) Leader() (id, addr string) {
 	return string(i), string(a)
 }
 
-// RaftAddr is the advertised raft/forwarding address (resolved after Start).
+// RaftAddr is the advertised raft/forwarding address (resolved after Start);
+// a standalone node's is a fixed in-process name, not a network address.
 func (n *Node) RaftAddr() string {
 	if !n.started.Load() {
 		return ""
@@ -670,9 +715,10 @@ func (n *Node) RaftAddr() string {
 	return n.raftAddr
 }
 
-// GossipAddr is the advertised gossip address (resolved after Start).
+// GossipAddr is the advertised gossip address (resolved after Start); empty
+// on a standalone node.
 func (n *Node) GossipAddr() string {
-	if !n.started.Load() {
+	if !n.started.Load() || n.cfg.Standalone {
 		return ""
 	}
 	ln := n.ml.Load().LocalNode()

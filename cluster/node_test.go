@@ -299,7 +299,7 @@ func TestRaftPortRejectsGarbage(t *testing.T) {
 	c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
 	c.Close()
 	// A forwarding connection carrying a malformed frame.
-	f, err := dialMux(nil, n.RaftAddr(), muxForward, time.Second)
+	f, err := dialMux(nil, n.RaftAddr(), muxForward, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
@@ -25,13 +26,15 @@ const (
 )
 
 // mux owns the raft-port listener and hands each accepted connection to raft
-// or to the forwarding server according to its first byte.
+// or to the forwarding server according to its first byte. With TLS, ln is a
+// TLS listener and the first byte is the first byte inside the TLS stream.
 type mux struct {
 	ln        net.Listener
 	advertise net.Addr
 	local     net.Addr      // source address of outgoing connections; nil = the kernel's choice
-	timeout   time.Duration // for reading the selector byte
+	timeout   time.Duration // for the TLS handshake and reading the selector byte
 	serveFwd  func(net.Conn)
+	dialTLS   *tls.Config // for raft's outgoing connections; nil = plain TCP
 	stats     *counters
 	log       *slog.Logger
 
@@ -41,9 +44,9 @@ type mux struct {
 	wg     sync.WaitGroup
 }
 
-func newMux(ln net.Listener, advertise net.Addr, timeout time.Duration, serveFwd func(net.Conn), stats *counters, log *slog.Logger) *mux {
+func newMux(ln net.Listener, advertise net.Addr, timeout time.Duration, serveFwd func(net.Conn), dialTLS *tls.Config, stats *counters, log *slog.Logger) *mux {
 	return &mux{ln: ln, advertise: advertise, local: sourceAddr(ln.Addr()), timeout: timeout, serveFwd: serveFwd,
-		stats: stats, log: log, raftCh: make(chan net.Conn), closed: make(chan struct{})}
+		dialTLS: dialTLS, stats: stats, log: log, raftCh: make(chan net.Conn), closed: make(chan struct{})}
 }
 
 // sourceAddr is the address outgoing cluster connections are made from: the
@@ -88,12 +91,20 @@ func (m *mux) run() {
 
 func (m *mux) route(conn net.Conn) {
 	var b [1]byte
-	_ = conn.SetReadDeadline(time.Now().Add(m.timeout))
+	_ = conn.SetDeadline(time.Now().Add(m.timeout))
+	if tc, ok := conn.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			m.stats.tlsFailed.Add(1)
+			m.log.Warn("cluster: TLS handshake on raft port failed", "remote", conn.RemoteAddr(), "err", err)
+			conn.Close()
+			return
+		}
+	}
 	if _, err := conn.Read(b[:]); err != nil {
 		conn.Close()
 		return
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	_ = conn.SetDeadline(time.Time{})
 	switch b[0] {
 	case muxRaft:
 		select {
@@ -139,22 +150,31 @@ func (l raftLayer) Close() error { return nil }
 func (l raftLayer) Addr() net.Addr { return l.m.advertise }
 
 func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialMux(l.m.local, string(addr), muxRaft, timeout)
+	return dialMux(l.m.local, string(addr), muxRaft, timeout, l.m.dialTLS)
 }
 
-// dialMux connects to a raft port from local (nil: any) and selects proto.
-func dialMux(local net.Addr, addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+// dialMux connects to a raft port from local (nil: any), completes the TLS
+// handshake when tlsCfg is set, and sends the protocol byte.
+func dialMux(local net.Addr, addr string, proto byte, timeout time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout, LocalAddr: local}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if tlsCfg != nil {
+		tc := tls.Client(conn, tlsCfg)
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("dial %s: TLS: %w", addr, err)
+		}
+		conn = tc
+	}
 	if _, err := conn.Write([]byte{proto}); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	_ = conn.SetWriteDeadline(time.Time{})
+	_ = conn.SetDeadline(time.Time{})
 	return conn, nil
 }
 

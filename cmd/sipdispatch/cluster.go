@@ -2,13 +2,19 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,12 +119,10 @@ func (s snapshotBytes) WriteTo(w io.Writer) (int64, error) {
 func (snapshotBytes) Release() {}
 
 // clusterNodeConfig maps the file's cluster keys to the node's config, with
-// production timings. The raft state lives in node.data_dir/raft.
+// production timings. The raft state lives in node.data_dir/raft. The raft
+// TLS files are read here: the cluster package takes parsed certificates.
 func (c *fileConfig) clusterNodeConfig() (cluster.Config, error) {
 	cc := &c.Cluster
-	if cc.Raft.TLS.Cert != "" {
-		return cluster.Config{}, errors.New("cluster.raft.tls: TLS between nodes is not available in this build yet")
-	}
 	if cc.LoadReplication != "sync" {
 		return cluster.Config{}, fmt.Errorf("cluster.load_replication %q: only sync is available in this build", cc.LoadReplication)
 	}
@@ -142,15 +146,71 @@ func (c *fileConfig) clusterNodeConfig() (cluster.Config, error) {
 		}
 		cfg.EncryptKey = key
 	}
+	if t := cc.Raft.TLS; t.Cert != "" || t.Key != "" || t.CA != "" {
+		tc, err := loadRaftTLS(t)
+		if err != nil {
+			return cluster.Config{}, fmt.Errorf("cluster.raft.tls: %w", err)
+		}
+		cfg.TLS = tc
+	}
 	return cfg, cfg.Validate()
 }
 
-// startCluster builds the replicated registry and its cluster node and starts
-// the node. The registry starts empty: its sets come from the raft log, a
-// snapshot, or, on a brand-new cluster, from the first leader's source
-// (seedSets). Load-expiry sweeps and leaderWork run on the leader only.
+// loadRaftTLS reads the node's PEM certificate and key and the CA bundle
+// its peers' certificates must chain to.
+func loadRaftTLS(t tlsConfig) (*cluster.TLSConfig, error) {
+	if t.Cert == "" || t.Key == "" || t.CA == "" {
+		return nil, errors.New("cert, key and ca are all required (mutual TLS)")
+	}
+	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if err != nil {
+		return nil, fmt.Errorf("cert %s, key %s: %w", t.Cert, t.Key, err)
+	}
+	pem, err := os.ReadFile(t.CA)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca %s: no PEM certificate in it", t.CA)
+	}
+	return &cluster.TLSConfig{Cert: cert, CA: pool}, nil
+}
+
+// standaloneNodeConfig is the node config without cluster.enabled: a
+// one-node raft on local disk (node.data_dir/raft, fsync on) that opens no
+// socket. The node name is its raft server ID, so it must stay the same
+// across restarts of one data dir.
+func (c *fileConfig) standaloneNodeConfig() (cluster.Config, error) {
+	cfg := cluster.DefaultConfig()
+	cfg.Standalone = true
+	cfg.NodeName = c.Node.Name
+	cfg.DataDir = filepath.Join(c.Node.DataDir, "raft")
+	return cfg, cfg.Validate()
+}
+
+// standaloneSyncTimeout bounds how long a standalone node waits at start
+// for its raft log to replay and its source's sets to commit.
+const standaloneSyncTimeout = time.Minute
+
+// startCluster builds the replicated registry and its raft node and starts
+// the node: a cluster member with cluster.enabled, else a standalone node
+// (one-node raft on local disk), so both run the same registry, proposer and
+// applier. The registry starts empty: its sets come from the raft log, a
+// snapshot, or the leader's source (syncSets). Load-expiry sweeps run on the
+// leader only, and so does leaderWork. A standalone node returns once its
+// sets are committed; ctx bounds the first gossip join of a cluster member.
 func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *sources, m *metrics, log *slog.Logger, leaderWork ...func(context.Context)) (*actors.Registry, *cluster.Node, error) {
-	ncfg, err := c.clusterNodeConfig()
+	standalone := !c.Cluster.Enabled
+	var (
+		ncfg cluster.Config
+		err  error
+	)
+	if standalone {
+		ncfg, err = c.standaloneNodeConfig()
+	} else {
+		ncfg, err = c.clusterNodeConfig()
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -169,9 +229,13 @@ func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *
 		return nil, nil, fmt.Errorf("failed to start set actors: %w", err)
 	}
 	app.reg, src.reg = reg, reg
+	synced := make(chan struct{})
+	var once sync.Once
 	node.OnLeadership(func(ctx context.Context) {
-		log.Info("cluster: this node is the leader")
-		src.seedSets(ctx)
+		log.Info("cluster: this node is the leader", "standalone", standalone)
+		if src.syncSets(ctx, standalone) {
+			once.Do(func() { close(synced) })
+		}
 	})
 	if c.Dispatcher.HashSize > 0 {
 		interval := time.Duration(c.Dispatcher.HashCheckInterval) * time.Second
@@ -184,32 +248,157 @@ func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *
 		reg.Stop()
 		return nil, nil, fmt.Errorf("failed to start the cluster node: %w", err)
 	}
-	log.Info("cluster node started", "name", ncfg.NodeName, "gossip", node.GossipAddr(),
-		"raft", node.RaftAddr(), "join", ncfg.Join, "bootstrap_expect", ncfg.BootstrapExpect)
+	if !standalone {
+		log.Info("cluster node started", "name", ncfg.NodeName, "gossip", node.GossipAddr(),
+			"raft", node.RaftAddr(), "join", ncfg.Join, "bootstrap_expect", ncfg.BootstrapExpect)
+		go src.warnSourceDrift(node)
+		return reg, node, nil
+	}
+	t := time.NewTimer(standaloneSyncTimeout)
+	defer t.Stop()
+	select {
+	case <-synced:
+	case <-t.C:
+		if err := node.Close(); err != nil {
+			log.Warn("standalone node close", "err", err)
+		}
+		reg.Stop()
+		return nil, nil, fmt.Errorf("standalone node: the destination sets did not commit within %v", standaloneSyncTimeout)
+	}
+	log.Info("standalone node started", "name", ncfg.NodeName, "raft_dir", ncfg.DataDir)
 	return reg, node, nil
 }
 
-// seedSets runs on a new leader, after everything committed before has been
-// applied: if the replicated state holds no set (a brand-new cluster), it
-// commits the sets of this node's source, retrying until they commit or the
-// leadership ends.
-func (s *sources) seedSets(ctx context.Context) {
+// syncSets runs on a new leader, after everything committed before has been
+// applied. If the replicated state holds no set (a brand-new cluster or data
+// dir), it commits this node's source. Otherwise, with replace (a standalone
+// node, whose source is the operator's truth at start), it commits the
+// source as a reload when it differs from the committed sets, so that state
+// and call load carry over by duid, else set+URI. It retries until done
+// (true) or the leadership ends (false).
+func (s *sources) syncSets(ctx context.Context, replace bool) bool {
 	const retry = time.Second
-	for len(s.reg.IDs()) == 0 {
-		s.mu.Lock()
-		err := s.reg.Replace(ctx, dispatch.BuildSets(s.dests))
-		s.mu.Unlock()
+	for {
+		err := s.syncOnce(ctx, replace)
 		if err == nil {
-			s.log.Info("cluster: committed the initial sets", "destinations", len(s.dests), "source", s.c.sourceName())
-			return
+			return true
 		}
-		s.log.Warn("cluster: committing the initial sets failed; retrying", "err", err)
+		s.log.Warn("cluster: committing the source's sets failed; retrying", "err", err)
 		t := time.NewTimer(retry)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return false
 		case <-t.C:
 		}
 	}
+}
+
+func (s *sources) syncOnce(ctx context.Context, replace bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.reg.IDs()) == 0 {
+		if err := s.reg.Replace(ctx, dispatch.BuildSets(s.dests)); err != nil {
+			return err
+		}
+		s.log.Info("cluster: committed the initial sets", "destinations", len(s.dests), "source", s.c.sourceName())
+		return nil
+	}
+	if !replace {
+		return nil
+	}
+	diff, err := s.sourceDiff(ctx)
+	if err != nil {
+		return err
+	}
+	if diff == 0 {
+		s.log.Info("standalone: the committed sets match the source", "source", s.c.sourceName())
+		return nil
+	}
+	if err := s.reg.Replace(ctx, dispatch.BuildSets(s.dests)); err != nil {
+		return err
+	}
+	s.log.Info("standalone: the source changed since the sets were committed; committed it as a reload",
+		"differences", diff, "destinations", len(s.dests), "source", s.c.sourceName())
+	return nil
+}
+
+// warnSourceDrift runs on a cluster member: once the node has caught up
+// with the leader, it compares its own source with the replicated sets and
+// warns if they differ. It never replaces them: one node's file must not
+// silently overwrite the cluster's state; the operator runs reload.
+func (s *sources) warnSourceDrift(node *cluster.Node) {
+	const poll, limit = 200 * time.Millisecond, 10 * time.Minute
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(poll) {
+		st, err := node.Raft()
+		if err != nil || st.State == "Shutdown" {
+			return
+		}
+		if st.LeaderID == "" || st.CommitIndex == 0 || st.AppliedIndex < st.CommitIndex || len(s.reg.IDs()) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+		s.mu.Lock()
+		diff, err := s.sourceDiff(ctx)
+		s.mu.Unlock()
+		cancel()
+		switch {
+		case err != nil:
+			s.log.Warn("cluster: comparing the source with the replicated sets failed", "err", err)
+		case diff > 0:
+			s.log.Warn("cluster: this node's destination source differs from the replicated sets; the cluster's sets are kept. "+
+				"Run `sipdispatch reload` on this node to commit its source", "differences", diff, "source", s.c.sourceName())
+		}
+		return
+	}
+}
+
+// sourceDiff counts how many destinations differ between the committed sets
+// and the source (s.mu held).
+func (s *sources) sourceDiff(ctx context.Context) (int, error) {
+	st, err := s.reg.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read the committed sets: %w", err)
+	}
+	return destDiff(st, dispatch.BuildSets(s.dests)), nil
+}
+
+// destDiff counts the destinations (set, URI, flags, priority and attributes
+// as written) that are on one side only; a destination whose attributes
+// changed counts twice (removed and added). Equal destinations in another
+// order within a set count as one difference, as the order drives selection.
+func destDiff(committed []actors.SetStatus, source []dispatch.Set) int {
+	type key struct {
+		set      int
+		uri      string
+		flags    dispatch.Flags
+		priority int
+		attrs    string
+	}
+	balance := map[key]int{}
+	var a, b []key
+	for _, set := range committed {
+		for _, d := range set.Dests {
+			k := key{set.ID, d.URI, d.Flags, d.Priority, d.Attrs.Raw}
+			a = append(a, k)
+			balance[k]++
+		}
+	}
+	source = slices.Clone(source)
+	slices.SortStableFunc(source, func(x, y dispatch.Set) int { return cmp.Compare(x.ID, y.ID) })
+	for _, set := range source {
+		for _, d := range set.Dests {
+			k := key{set.ID, d.URI, d.Flags, d.Priority, d.Attrs.Raw}
+			b = append(b, k)
+			balance[k]--
+		}
+	}
+	diff := 0
+	for _, v := range balance {
+		diff += max(v, -v)
+	}
+	if diff == 0 && !slices.Equal(a, b) {
+		diff = 1
+	}
+	return diff
 }

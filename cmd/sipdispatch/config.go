@@ -509,8 +509,8 @@ func (c *fileConfig) validateCluster(bad func(string, any, string)) {
 	if (r.TLS.Cert == "") != (r.TLS.Key == "") {
 		bad("cluster.raft.tls.key", q(r.TLS.Key), "cert and key go together")
 	}
-	if r.TLS.CA != "" && r.TLS.Cert == "" {
-		bad("cluster.raft.tls.ca", q(r.TLS.CA), "needs cert and key too")
+	if (r.TLS.CA == "") != (r.TLS.Cert == "") {
+		bad("cluster.raft.tls.ca", q(r.TLS.CA), "cert, key and ca go together (mutual TLS verifies peers against ca)")
 	}
 	if c.Cluster.LoadReplication != "sync" && c.Cluster.LoadReplication != "async" {
 		bad("cluster.load_replication", q(c.Cluster.LoadReplication), "must be sync or async")

@@ -64,32 +64,29 @@ func runServe(args []string, _, stderr io.Writer) error {
 	}
 	src := &sources{c: &c, log: log, dests: dests}
 	opts := actors.Options{Logger: log, OnEvent: onEvent}
+	// Without cluster.enabled the node is a standalone one-node raft on
+	// node.data_dir (SPEC §7): the same registry, proposer and applier.
 	var node *cluster.Node
-	if c.Cluster.Enabled {
-		var leaderWork []func(context.Context)
-		if hook != nil {
-			hook.leaderOnly = true
-			leaderWork = append(leaderWork, hook.whileLeader)
-		}
-		startCtx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
-		src.reg, node, err = startCluster(startCtx, &c, opts, src, m, log, leaderWork...)
-		cancel()
-		if err != nil {
-			return err
-		}
-	} else if src.reg, err = actors.NewRegistry(&c.Dispatcher.Config, sets, opts); err != nil {
-		return fmt.Errorf("failed to start set actors: %w", err)
+	var leaderWork []func(context.Context)
+	if hook != nil {
+		// Every node applies the same events; only the leader sends them.
+		hook.leaderOnly = true
+		leaderWork = append(leaderWork, hook.whileLeader)
+	}
+	startCtx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
+	src.reg, node, err = startCluster(startCtx, &c, opts, src, m, log, leaderWork...)
+	cancel()
+	if err != nil {
+		return err
 	}
 	reg := src.reg
 	defer reg.Stop()
-	if node != nil {
-		// Runs before reg.Stop: no command is applied to stopped actors.
-		defer func() {
-			if err := node.Close(); err != nil {
-				log.Warn("cluster node close", "err", err)
-			}
-		}()
-	}
+	// Runs before reg.Stop: no command is applied to stopped actors.
+	defer func() {
+		if err := node.Close(); err != nil {
+			log.Warn("cluster node close", "err", err)
+		}
+	}()
 	router, err := c.router(sets)
 	if err != nil {
 		return fmt.Errorf("failed to compile routes: %w", err)
@@ -99,7 +96,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	sipCfg := c.sipConfig()
 	sipCfg.Observer = m
 	gate := pingGate{Registry: reg, rb: rb}
-	if node != nil {
+	if c.Cluster.Enabled {
 		// SPEC §7: probe only this node's share, leader proposes. Registered
 		// after Start: a result gossiped before is repeated next round.
 		gate.relay = newProbeRelay(c.Node.Name, node, reg, m.reg, log)
@@ -125,30 +122,26 @@ func runServe(args []string, _, stderr io.Writer) error {
 	// cluster.leave ends the SIP server only; the API stays up to answer it.
 	sipCtx, quit := context.WithCancel(ctx)
 	defer quit()
-	if c.Dispatcher.HashSize > 0 && node == nil {
-		go reg.RunExpiry(ctx, time.Duration(c.Dispatcher.HashCheckInterval)*time.Second)
-	}
 	go reloadOnHUP(ctx, src, log)
 	if hook != nil {
 		go hook.run(ctx)
 	}
 	apiDone := make(chan error, 1)
-	if node != nil {
-		// SPEC §8: a cluster member is ready once a leader exists (writes can
-		// commit) and the replicated sets have arrived.
-		rb.ReadyFunc = func() error {
-			if id, _ := node.Leader(); id == "" {
-				return errors.New("cluster has no leader")
-			}
-			if len(reg.IDs()) == 0 {
-				return errors.New("no destination sets replicated yet")
-			}
-			return nil
+	// SPEC §8: a cluster member is ready once a leader exists (writes can
+	// commit) and the replicated sets have arrived. A standalone node gets
+	// here only after its sets committed, and may have none (empty source).
+	rb.ReadyFunc = func() error {
+		if id, _ := node.Leader(); id == "" {
+			return errors.New("cluster has no leader")
 		}
+		if c.Cluster.Enabled && len(reg.IDs()) == 0 {
+			return errors.New("no destination sets replicated yet")
+		}
+		return nil
 	}
 	api := newAPIServer(rb, token, log, m)
-	if node != nil {
-		api.setCluster(node, m)
+	api.setCluster(node, m)
+	if c.Cluster.Enabled {
 		api.leaver = newLeaver(node, quit)
 	}
 	go func() { apiDone <- serveAPI(ctx, apiLn, api, log) }()

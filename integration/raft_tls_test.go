@@ -1,0 +1,135 @@
+package integration
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writePEM writes one PEM block to dir/name and returns the path.
+func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// raftPKI makes a CA and one certificate per node name (server and client
+// use), written as PEM files in a temp dir; it returns the CA file and the
+// cert and key file per name.
+func raftPKI(t *testing.T, names ...string) (ca string, cert, key map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "raft-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca = writePEM(t, dir, "ca.crt", "CERTIFICATE", caDER)
+	cert, key = map[string]string{}, map[string]string{}
+	for i, name := range names {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert[name] = writePEM(t, dir, name+".crt", "CERTIFICATE", der)
+		key[name] = writePEM(t, dir, name+".key", "EC PRIVATE KEY", kder)
+	}
+	return ca, cert, key
+}
+
+// Three processes with cluster.raft.tls form a cluster: the sets commit, a
+// set_state through a node is visible on all three, and the raft port
+// drops a plain-TCP client.
+func TestClusterRaftTLS(t *testing.T) {
+	ip := nextIP()
+	gw := startGateway(t, ip, answer200)
+	base := nodeYAML("stateful", "", `- name: all
+  dispatch: {set: 1, alg: 4}`)
+	ca, cert, key := raftPKI(t, "n1", "n2", "n3")
+	var nodes []*Node
+	var raftAddrs []string
+	join := ""
+	for i := 1; i <= 3; i++ {
+		nip := nextIP()
+		gossip := fmt.Sprintf("%s:%d", nip, freeUDPPort(t, nip))
+		raft := fmt.Sprintf("%s:%d", nip, freeUDPPort(t, nip))
+		name := fmt.Sprintf("n%d", i)
+		y := strings.Replace(clusterYAML(base, i, gossip, raft, join), "bootstrap_expect: 3}",
+			fmt.Sprintf("bootstrap_expect: 3, tls: {cert: %q, key: %q, ca: %q}}", cert[name], key[name], ca), 1)
+		nodes = append(nodes, startNodeAt(t, nip, y, listFile(1, gw)))
+		raftAddrs = append(raftAddrs, raft)
+		if join == "" {
+			join = gossip
+		}
+	}
+	for _, n := range nodes {
+		waitFor(t, "node "+n.APIAddr+" to list the committed sets", 30*time.Second, func() bool {
+			f, _ := destStatesErr(n)
+			_, ok := f[gw.URI()]
+			return ok
+		})
+	}
+	for _, via := range nodes { // through the leader and through followers (forwarded over TLS)
+		rpc(t, via, nil, "dispatcher.set_state", "i", 1, gw.URI())
+		for _, n := range nodes {
+			waitFor(t, "inactive on "+n.APIAddr, 10*time.Second, func() bool {
+				f, _ := destStatesErr(n)
+				return strings.HasPrefix(f[gw.URI()], "I")
+			})
+		}
+		rpc(t, via, nil, "dispatcher.set_state", "a", 1, gw.URI())
+		for _, n := range nodes {
+			waitFor(t, "active on "+n.APIAddr, 10*time.Second, func() bool {
+				f, _ := destStatesErr(n)
+				return strings.HasPrefix(f[gw.URI()], "A")
+			})
+		}
+	}
+
+	c, err := net.DialTimeout("tcp", raftAddrs[0], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("F\x95\x01\x02\x00\x00\xc4\x00")) // the forwarding selector and a status request, in clear
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 64)); err == nil {
+		t.Errorf("plain-TCP client got %d bytes from a TLS raft port", n)
+	}
+}
