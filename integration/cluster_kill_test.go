@@ -63,13 +63,15 @@ func testKillUnderCalls(t *testing.T, r killRun) {
 		return calls, active, byes
 	}
 
+	statFile := filepath.Join(t.TempDir(), "stat.csv") // SIPp's counters, every second
 	var wg sync.WaitGroup
 	var code int
 	var out string
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		args := withSIPpArg(callerArgs(via, r.calls, r.rate, r.hold), "-l", strconv.Itoa(r.calls))
+		args := append(withSIPpArg(callerArgs(via, r.calls, r.rate, r.hold), "-l", strconv.Itoa(r.calls)),
+			"-trace_stat", "-stf", statFile, "-fd", "1")
 		code, out = sipp(t, time.Duration(r.calls/r.rate)*time.Second+r.hold+90*time.Second, args...)
 	}()
 	waitFor(t, fmt.Sprintf("%d calls held", r.killAt), 60*time.Second, func() bool { return totalLoad(via) >= r.killAt })
@@ -90,23 +92,19 @@ func testKillUnderCalls(t *testing.T, r killRun) {
 	t.Logf("kill -9 of %s with %d calls held: survivors agreed on leader %s after %v",
 		roleName(r.leader), heldAtKill, nameOf(nodes, survivors[leaderOf(survivors)]), failover)
 
-	// The quiet moment: every INVITE has been answered and no BYE has been
-	// sent yet (hold outlasts the INVITE phase). Then each survivor's load is
-	// exactly the calls the gateways hold: an entry lost would show as less,
-	// an entry committed for a call that never left the proxy as more.
-	var established int
-	lastCalls, since := -1, time.Now()
+	// The quiet moment: every call has either reached a gateway and been
+	// answered or failed at SIPp, and no BYE has been sent yet (hold outlasts
+	// the INVITE phase). Then each survivor's load is exactly the calls the
+	// gateways hold: an entry lost would show as less, an entry committed for
+	// a call that never left the proxy as more.
+	var established, failedAtQuiet int
 	waitFor(t, "the INVITE phase to end before the first BYE", time.Duration(r.calls/r.rate)*time.Second+60*time.Second, func() bool {
 		calls, active, byes := gwCalls()
 		if byes != 0 {
 			t.Fatalf("a BYE reached a gateway before the INVITE phase ended (%d calls): hold %v too short", calls, r.hold)
 		}
-		if calls != lastCalls {
-			lastCalls, since = calls, time.Now()
-			return false
-		}
-		established = active
-		return time.Since(since) > 2*time.Second && active == calls
+		established, failedAtQuiet = active, sippStatCounter(statFile, "FailedCall(C)")
+		return active == calls && calls+failedAtQuiet == r.calls
 	})
 	for _, n := range survivors {
 		// The proxy forwards an INVITE once its entry applied on via; the
@@ -118,13 +116,17 @@ func testKillUnderCalls(t *testing.T, r killRun) {
 			got = totalLoad(n)
 		}
 		if got != established {
-			t.Errorf("load on %s at the quiet moment: %d, want %d (the calls the gateways hold)", n.APIAddr, got, established)
+			var st struct{ STATE, LEADER_ID, LAST_INDEX, COMMIT_INDEX, APPLIED_INDEX any }
+			_ = rpcErr(n, &st, "cluster.raft")
+			_, load := destStatesErr(n)
+			t.Errorf("load on %s (%s) at the quiet moment: %d %v, want %d (the calls the gateways hold); raft %+v",
+				nameOf(nodes, n), n.APIAddr, got, load, established, st)
 		}
 	}
 	if established < heldAtKill {
 		t.Errorf("%d calls held after the failover, %d before the kill", established, heldAtKill)
 	}
-	t.Logf("quiet moment: %d calls established and held, the same load on both survivors", established)
+	t.Logf("quiet moment: %d calls established and held, %d failed", established, failedAtQuiet)
 
 	// The killed node, restarted while the calls are held, lists the same
 	// sets, states and loads as the survivors.
@@ -256,6 +258,28 @@ func lastSnapshotIndex(t *testing.T, n *Node) uint64 {
 
 // Byes returns how many BYEs reached the gateway.
 func (g *Gateway) Byes() int { g.mu.Lock(); defer g.mu.Unlock(); return g.byes }
+
+// sippStatCounter reads a counter from the last row of a SIPp -trace_stat
+// file, -1 if the file or the column is not there yet.
+func sippStatCounter(path, column string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) < 2 {
+		return -1
+	}
+	hdr, row := strings.Split(lines[0], ";"), strings.Split(lines[len(lines)-1], ";")
+	for i, h := range hdr {
+		if h == column && i < len(row) {
+			if v, err := strconv.Atoi(row[i]); err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
 
 // sippStat matches a line of SIPp's final statistics screen:
 // "  Successful call   |   0   |   998   ".
