@@ -10,8 +10,9 @@
 #   leaves n1, and removed again at its BYE.
 #
 # Usage: docs/examples/bench-cluster.sh [RATE [ROUNDS]]    A/B (default 1000 calls/s, 2 rounds)
-#        MODE=step docs/examples/bench-cluster.sh [RATE ...] the cluster node alone, run.sh's step
+#        MODE=step docs/examples/bench-cluster.sh [RATE ...] the cluster node only, run.sh's step
 #                                                          mode: the highest rate with < 0.1 % failed
+#        MODE=step-single ... [RATE ...]                   the same for the node alone
 # Env:   BENCH=../shared/bench  BIN=bin/sipdispatch  WORK=/tmp/sipdispatch-bench-cluster
 #        STEP_SECS=10 (seconds of calls per run) and every other run.sh knob.
 # run.sh measures the CPU of the proxy process (n1) only; this script adds the CPU that n2 and n3
@@ -106,6 +107,8 @@ chmod +x "$WORK/harness/run.sh"
 t0=$(ticks "${PIDS[@]}")
 if [ "$MODE" = step ]; then
     PROXY_CMD="$BIN serve -config $WORK/n1.yaml" LABEL=cluster-n1 OUT=$WORK/out "$WORK/harness/run.sh" step "$@"
+elif [ "$MODE" = step-single ]; then
+    PROXY_CMD="$BIN serve -config $WORK/single.yaml" LABEL=single OUT=$WORK/out "$WORK/harness/run.sh" step "$@"
 else
     PROXY_A_CMD="$BIN serve -config $WORK/single.yaml" PROXY_B_CMD="$BIN serve -config $WORK/n1.yaml" \
         LABEL_A=single LABEL_B=cluster-n1 OUT=$WORK/out "$WORK/harness/run.sh" ab "$RATE" "$ROUNDS"
