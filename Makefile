@@ -8,10 +8,10 @@ FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 PKGS     := ./...
 
-.PHONY: help build run test bench fuzz lint cover clean
+.PHONY: help build run test bench bench-cluster fuzz lint cover clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 build: ## build bin/sipdispatch
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sipdispatch
@@ -25,6 +25,10 @@ test: ## vet + every test under the race detector
 
 bench: ## benchmarks (numbers go to docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./dispatch/... ./actors/...
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./cluster/
+
+bench-cluster: build ## SIPp A/B: alg-10 calls through one node alone vs one node of a 3-node cluster (RATE, ROUNDS)
+	docs/examples/bench-cluster.sh $(or $(RATE),1000) $(or $(ROUNDS),2)
 
 fuzz: ## a short run of every fuzz target (FUZZTIME each)
 	@set -e; for pkg in ./dispatch ./sip ./cluster; do \

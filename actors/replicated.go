@@ -182,8 +182,12 @@ func (r *Registry) Restore(b []byte) error {
 // CommitLoad proposes the call-load entry of a replicated algorithm-10
 // selection (Selection.LoadCommand; nothing to do when nil). On failure the
 // set's reservation is dropped at once instead of at its timeout, and the
-// error is returned: the call has no load entry, unless the failure left the
-// outcome unknown and the command committed after all.
+// error is returned: the call has no load entry. A failure can leave the
+// outcome unknown (the leader died after appending the entry) and the entry
+// commit after all, for a call that never left the proxy; so a remove of the
+// entry is proposed in the background. It is ordered after the add in the
+// log (a new leader commits the entries of earlier terms first), and removes
+// nothing when the add never committed.
 func (r *Registry) CommitLoad(ctx context.Context, sel Selection) error {
 	if sel.LoadCommand == nil {
 		return nil
@@ -193,6 +197,8 @@ func (r *Registry) CommitLoad(ctx context.Context, sel Selection) error {
 		if s, ok := r.Lookup(sel.SetID); ok {
 			_ = s.send(unreserveMsg{callID: sel.LoadCommand.CallID})
 		}
+		r.background(dispatch.Command{Kind: dispatch.CmdLoadRemove, At: r.opts.Now().UnixNano(),
+			Set: sel.SetID, CallID: sel.LoadCommand.CallID})
 	}
 	return err
 }

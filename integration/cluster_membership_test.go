@@ -170,7 +170,7 @@ func TestClusterMembershipJoinAndLeave(t *testing.T) {
 	if code := exitCode(t, nodes[follower], 30*time.Second); code != 0 {
 		t.Errorf("%s exited %d after leaving, want 0", name, code)
 	}
-	rest := without(nodes, follower)
+	rest := without(nodes, nodes[follower])
 	var ids []string
 	for _, n := range rest {
 		ids = append(ids, fmt.Sprintf("n%d", indexOf(nodes, n)+1))
@@ -193,7 +193,7 @@ func TestClusterMembershipJoinAndLeave(t *testing.T) {
 	if code := exitCode(t, n4, 30*time.Second); code != 0 {
 		t.Errorf("n4 exited %d after SIGTERM with leave_on_terminate, want 0", code)
 	}
-	rest = without(rest, indexOf(rest, n4))
+	rest = without(rest, n4)
 	ids = ids[:0]
 	for _, n := range rest {
 		ids = append(ids, fmt.Sprintf("n%d", indexOf(nodes, n)+1))
@@ -220,7 +220,7 @@ func TestClusterMembershipJoinAndLeave(t *testing.T) {
 	if code := exitCode(t, rest[leader], 30*time.Second); code != 0 {
 		t.Errorf("leader %s exited %d after leaving, want 0", lname, code)
 	}
-	last := without(rest, leader)
+	last := without(rest, rest[leader])
 	ids = nil
 	for _, n := range last {
 		ids = append(ids, fmt.Sprintf("n%d", indexOf(nodes, n)+1))
@@ -232,13 +232,6 @@ func TestClusterMembershipJoinAndLeave(t *testing.T) {
 	waitFor(t, lname+" listed as left on the last node", 60*time.Second, func() bool {
 		return memberState(last[0], lname) == "left"
 	})
-}
-
-// without returns nodes without the one at index i.
-func without(nodes []*Node, i int) []*Node {
-	out := make([]*Node, 0, len(nodes)-1)
-	out = append(out, nodes[:i]...)
-	return append(out, nodes[i+1:]...)
 }
 
 // setStateSeen sets uri to state ("a" or "i") through via and waits until

@@ -113,7 +113,7 @@ func testPartition(t *testing.T, cutLeader bool) {
 	if cutLeader {
 		cut = leader
 	}
-	majority := without(nodes, cut)
+	majority := without(nodes, nodes[cut])
 	minority := nodes[cut]
 	via := majority[0] // the held calls and their BYEs never touch the cut node
 	cutName := fmt.Sprintf("n%d", cut+1)

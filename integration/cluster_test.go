@@ -33,13 +33,24 @@ func clusterYAML(base string, i int, gossip, raft, join string) string {
 // leader has committed them and each node has applied them.
 func startCluster(t *testing.T, base, list string, uris ...string) []*Node {
 	t.Helper()
+	return startClusterRaft(t, "", base, list, uris...)
+}
+
+// startClusterRaft is startCluster with more cluster.raft keys, raftKeys
+// ("k: v, k: v") added to every node's raft map.
+func startClusterRaft(t *testing.T, raftKeys, base, list string, uris ...string) []*Node {
+	t.Helper()
 	var nodes []*Node
 	join := ""
 	for i := 1; i <= 3; i++ {
 		ip := nextIP()
 		gossip := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
 		raft := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
-		nodes = append(nodes, startNodeAt(t, ip, clusterYAML(base, i, gossip, raft, join), list))
+		yaml := clusterYAML(base, i, gossip, raft, join)
+		if raftKeys != "" {
+			yaml = strings.Replace(yaml, "bootstrap_expect: 3}", "bootstrap_expect: 3, "+raftKeys+"}", 1)
+		}
+		nodes = append(nodes, startNodeAt(t, ip, yaml, list))
 		if join == "" {
 			join = gossip
 		}
@@ -320,86 +331,6 @@ func totalLoad(n *Node) int {
 		sum += v
 	}
 	return sum
-}
-
-// kill -9 of the raft leader while algorithm-10 calls are held through a
-// follower: the two survivors elect a new leader without losing a committed
-// load entry, the BYEs still commit (quorum 2 of 3), and the killed node,
-// restarted from its data dir, catches up to the same sets and loads.
-func TestClusterKillLeaderKeepsCallLoad(t *testing.T) {
-	ip := nextIP()
-	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
-	nodes := startCluster(t, nodeYAML("stateful", "ds_hash_size: 8", `- name: all
-  dispatch: {set: 1, alg: 10}`), listFile(1, gws...), gws[0].URI(), gws[1].URI())
-
-	var leader int
-	waitFor(t, "one raft leader all nodes agree on", 15*time.Second, func() bool {
-		leader = leaderOf(nodes)
-		return leader >= 0
-	})
-	var survivors []*Node
-	for i, n := range nodes {
-		if i != leader {
-			survivors = append(survivors, n)
-		}
-	}
-	via := survivors[0] // a follower: the calls and their BYEs never touch the killed node
-
-	const calls = 40
-	var wg sync.WaitGroup
-	var code int
-	var out string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		code, out = sipp(t, 60*time.Second, callerArgs(via, calls, 40, 10*time.Second)...)
-	}()
-	for _, n := range nodes {
-		waitFor(t, "all calls' load on "+n.APIAddr, 20*time.Second, func() bool { return totalLoad(n) == calls })
-	}
-	if st, _ := raftState(nodes[leader]); st != "Leader" {
-		t.Fatalf("node %d is no longer the leader (%q) before the kill", leader+1, st)
-	}
-
-	killed := nodes[leader]
-	killed.Kill()
-	start := time.Now()
-	var next int
-	waitFor(t, "the survivors to agree on a new leader", 20*time.Second, func() bool {
-		next = leaderOf(survivors)
-		return next >= 0
-	})
-	t.Logf("kill -9 of leader n%d: new leader n%d agreed by both survivors after %v",
-		leader+1, indexOf(nodes, survivors[next])+1, time.Since(start))
-	for _, n := range survivors {
-		if got := totalLoad(n); got != calls {
-			t.Errorf("load on %s right after the failover: %d, want %d", n.APIAddr, got, calls)
-		}
-	}
-
-	wg.Wait()
-	if code != 0 {
-		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
-	}
-	for _, n := range survivors {
-		waitFor(t, "load to return to 0 on "+n.APIAddr, 15*time.Second, func() bool {
-			_, load := destStatesErr(n)
-			return len(load) == 2 && load[gws[0].URI()] == 0 && load[gws[1].URI()] == 0
-		})
-	}
-
-	want, _ := destStatesErr(survivors[0])
-	start = time.Now()
-	killed.Restart()
-	waitFor(t, "the restarted node to catch up", 30*time.Second, func() bool {
-		flags, load := destStatesErr(killed)
-		return maps.Equal(flags, want) && len(load) == 2 && load[gws[0].URI()] == 0 && load[gws[1].URI()] == 0 &&
-			readyz(killed) == 200
-	})
-	t.Logf("restarted n%d listed the same sets and loads and was ready after %v", leader+1, time.Since(start))
-	if leaderOf(nodes) < 0 {
-		t.Errorf("no leader agreed by all three nodes after the restart")
-	}
 }
 
 // indexOf returns n's index in nodes, -1 if absent.

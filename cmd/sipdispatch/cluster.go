@@ -133,6 +133,8 @@ func (c *fileConfig) clusterNodeConfig() (cluster.Config, error) {
 	cfg.RaftBind, cfg.RaftAdvertise = cc.Raft.Bind, cc.Raft.Advertise
 	cfg.BootstrapExpect = cc.Raft.BootstrapExpect
 	cfg.DeadNodeReap = cc.DeadNodeReap
+	cfg.SnapshotThreshold, cfg.SnapshotInterval = cc.Raft.SnapshotThreshold, cc.Raft.SnapshotInterval
+	cfg.TrailingLogs = cc.Raft.TrailingLogs
 	for _, j := range cc.Gossip.Join {
 		if _, _, err := net.SplitHostPort(j); err != nil {
 			j = net.JoinHostPort(j, defaultGossipPort)

@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sipdispatch/sipdispatch/cluster"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
 )
@@ -148,6 +149,13 @@ type raftConfig struct {
 	Advertise       string    `yaml:"advertise"`        // HOST:PORT other nodes reach; "" = bind
 	BootstrapExpect int       `yaml:"bootstrap_expect"` // nodes that form the first cluster
 	TLS             tlsConfig `yaml:"tls"`
+	// Log compaction: every SnapshotInterval raft snapshots the state if more
+	// than SnapshotThreshold entries were appended since the last snapshot,
+	// and keeps TrailingLogs entries behind it; a follower further behind
+	// catches up by snapshot transfer (InstallSnapshot).
+	SnapshotThreshold uint64        `yaml:"snapshot_threshold"`
+	SnapshotInterval  time.Duration `yaml:"snapshot_interval"`
+	TrailingLogs      uint64        `yaml:"trailing_logs"`
 }
 
 type tlsConfig struct {
@@ -176,8 +184,11 @@ func defaultConfig() fileConfig {
 		Log:        logConfig{Level: "info", Format: "text"},
 		Dispatcher: dispatcherConfig{Config: dispatch.DefaultConfig()},
 		Cluster: clusterConfig{
-			Gossip:          gossipConfig{Bind: "0.0.0.0:7946"},
-			Raft:            raftConfig{Bind: "0.0.0.0:7947", BootstrapExpect: 1},
+			Gossip: gossipConfig{Bind: "0.0.0.0:7946"},
+			Raft: raftConfig{Bind: "0.0.0.0:7947", BootstrapExpect: 1,
+				SnapshotThreshold: cluster.DefaultConfig().SnapshotThreshold,
+				SnapshotInterval:  cluster.DefaultConfig().SnapshotInterval,
+				TrailingLogs:      cluster.DefaultConfig().TrailingLogs},
 			LoadReplication: "sync",
 			DeadNodeReap:    24 * time.Hour,
 		},
@@ -481,6 +492,9 @@ func (c *fileConfig) checkRouteNeeds() []error {
 	return errs
 }
 
+// minSnapshotInterval is the shortest snapshot check interval raft accepts.
+const minSnapshotInterval = 5 * time.Millisecond
+
 func (c *fileConfig) validateCluster(bad func(string, any, string)) {
 	q := strconv.Quote
 	g, r := &c.Cluster.Gossip, &c.Cluster.Raft
@@ -505,6 +519,15 @@ func (c *fileConfig) validateCluster(bad func(string, any, string)) {
 	}
 	if r.BootstrapExpect < 1 {
 		bad("cluster.raft.bootstrap_expect", r.BootstrapExpect, "must be >= 1")
+	}
+	if r.SnapshotThreshold < 1 {
+		bad("cluster.raft.snapshot_threshold", r.SnapshotThreshold, "must be >= 1")
+	}
+	if r.SnapshotInterval < minSnapshotInterval {
+		bad("cluster.raft.snapshot_interval", r.SnapshotInterval, "must be >= "+minSnapshotInterval.String())
+	}
+	if r.TrailingLogs < 1 {
+		bad("cluster.raft.trailing_logs", r.TrailingLogs, "must be >= 1")
 	}
 	if (r.TLS.Cert == "") != (r.TLS.Key == "") {
 		bad("cluster.raft.tls.key", q(r.TLS.Key), "cert and key go together")
