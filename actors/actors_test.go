@@ -165,6 +165,14 @@ func TestFullMailboxIsBusy(t *testing.T) {
 	if err := <-firstDone; err != nil {
 		t.Fatalf("held select: %v", err)
 	}
+	// The two probe results are still queued behind the held select.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.data) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("mailbox still holds %d messages", len(s.data))
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if _, err := r.Select(ctx, 1, dispatch.AlgRoundRobin, invite("y"), 0); err != nil {
 		t.Fatalf("select after the mailbox drained: %v", err)
 	}

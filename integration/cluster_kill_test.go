@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -64,16 +63,9 @@ func testKillUnderCalls(t *testing.T, r killRun) {
 	}
 
 	statFile := filepath.Join(t.TempDir(), "stat.csv") // SIPp's counters, every second
-	var wg sync.WaitGroup
-	var code int
-	var out string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		args := append(withSIPpArg(callerArgs(via, r.calls, r.rate, r.hold), "-l", strconv.Itoa(r.calls)),
-			"-trace_stat", "-stf", statFile, "-fd", "1")
-		code, out = sipp(t, time.Duration(r.calls/r.rate)*time.Second+r.hold+90*time.Second, args...)
-	}()
+	args := append(withSIPpArg(callerArgs(via, r.calls, r.rate, r.hold), "-l", strconv.Itoa(r.calls)),
+		"-trace_stat", "-stf", statFile, "-fd", "1")
+	uac := startSIPp(t, time.Duration(r.calls/r.rate)*time.Second+r.hold+90*time.Second, args...)
 	waitFor(t, fmt.Sprintf("%d calls held", r.killAt), 60*time.Second, func() bool { return totalLoad(via) >= r.killAt })
 	if !r.leader {
 		// Only the leader's failure interrupts commits; make sure the
@@ -140,7 +132,7 @@ func testKillUnderCalls(t *testing.T, r killRun) {
 	})
 	t.Logf("restarted node listed the same sets and loads and was ready after %v", time.Since(start))
 
-	wg.Wait()
+	code, out := uac.wait(t)
 	ok, failed := sippCounts(t, out)
 	t.Logf("SIPp: %d calls successful, %d failed (kill -9 of %s, failover %v)", ok, failed, roleName(r.leader), failover)
 	if ok+failed != r.calls {
@@ -206,14 +198,7 @@ func TestClusterRestartCatchesUpBySnapshot(t *testing.T) {
 		return lastSnapshotIndex(t, nodes[leader]) > before+trailing
 	})
 	// Held calls too, so the snapshot carries call-load entries.
-	var wg sync.WaitGroup
-	var code int
-	var out string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		code, out = sipp(t, 60*time.Second, callerArgs(nodes[leader], 10, 20, 15*time.Second)...)
-	}()
+	uac := startSIPp(t, 60*time.Second, callerArgs(nodes[leader], 10, 20, 15*time.Second)...)
 	waitFor(t, "the calls' load on the leader", 20*time.Second, func() bool { return totalLoad(nodes[leader]) == 10 })
 	t.Logf("follower last index %d at the kill; %d set_state commits; leader snapshot at index %d",
 		before, toggles, lastSnapshotIndex(t, nodes[leader]))
@@ -232,7 +217,7 @@ func TestClusterRestartCatchesUpBySnapshot(t *testing.T) {
 	if l := victim.log.String()[logStart:]; !strings.Contains(l, "Installed remote snapshot") {
 		t.Errorf("the restarted follower did not install the leader's snapshot; its log:\n%s", tail(l, 40))
 	}
-	wg.Wait()
+	code, out := uac.wait(t)
 	if code != 0 {
 		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
 	}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -119,14 +118,7 @@ func testPartition(t *testing.T, cutLeader bool) {
 	cutName := fmt.Sprintf("n%d", cut+1)
 
 	const calls = 10
-	var wg sync.WaitGroup
-	var code int
-	var out string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		code, out = sipp(t, 120*time.Second, callerArgs(via, calls, 10, 45*time.Second)...)
-	}()
+	uac := startSIPp(t, 120*time.Second, callerArgs(via, calls, 10, 45*time.Second)...)
 	for _, n := range nodes {
 		waitFor(t, "all calls' load on "+n.APIAddr, 20*time.Second, func() bool { return totalLoad(n) == calls })
 	}
@@ -213,7 +205,7 @@ func testPartition(t *testing.T, cutLeader bool) {
 	t.Logf("set_state through healed %s committed and seen everywhere %v after the heal", cutName, time.Since(healAt))
 
 	// Every held call's entry survived: all BYEs commit and every load is 0.
-	wg.Wait()
+	code, out := uac.wait(t)
 	if code != 0 {
 		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
 	}

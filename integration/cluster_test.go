@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -111,14 +110,7 @@ func TestClusterCallLoadReplicated(t *testing.T) {
   dispatch: {set: 1, alg: 10}`), listFile(1, gws...), gws[0].URI(), gws[1].URI())
 
 	const calls = 20
-	var wg sync.WaitGroup
-	var code int
-	var out string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		code, out = sipp(t, 45*time.Second, callerArgs(nodes[0], calls, 20, 5*time.Second)...)
-	}()
+	uac := startSIPp(t, 45*time.Second, callerArgs(nodes[0], calls, 20, 5*time.Second)...)
 	for _, n := range nodes {
 		waitFor(t, "all calls' load on "+n.APIAddr, 20*time.Second, func() bool {
 			_, load := destStatesErr(n)
@@ -135,7 +127,7 @@ func TestClusterCallLoadReplicated(t *testing.T) {
 	if want[gws[0].URI()] != calls/2 {
 		t.Errorf("load %v during the calls, want %d on each gateway", want, calls/2)
 	}
-	wg.Wait()
+	code, out := uac.wait(t)
 	if code != 0 {
 		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
 	}

@@ -204,25 +204,66 @@ func sipPing(addr string) int {
 // combined output. SIPp exits 0 only when every call succeeded.
 func sipp(t *testing.T, timeout time.Duration, args ...string) (int, string) {
 	t.Helper()
+	code, out, err := runSIPp(t.TempDir(), timeout, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, out
+}
+
+// sippRun is a SIPp run in the background (startSIPp).
+type sippRun struct {
+	done chan struct{}
+	code int
+	out  string
+	err  error
+}
+
+// startSIPp starts sipp(args) in the background, for tests that act on the
+// nodes while the calls are up; wait collects it.
+func startSIPp(t *testing.T, timeout time.Duration, args ...string) *sippRun {
+	r := &sippRun{done: make(chan struct{})}
+	dir := t.TempDir()
+	go func() {
+		defer close(r.done)
+		r.code, r.out, r.err = runSIPp(dir, timeout, args)
+	}()
+	return r
+}
+
+// wait waits for the run to end and returns sipp's exit code and output; a
+// run that could not finish fails the test (here, on the test's goroutine).
+func (r *sippRun) wait(t *testing.T) (int, string) {
+	t.Helper()
+	<-r.done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.code, r.out
+}
+
+// runSIPp runs SIPp in dir. err is set only when it could not run or timed
+// out; a failed call is a non-zero code.
+func runSIPp(dir string, timeout time.Duration, args []string) (int, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sipp", append([]string{"-nostdin", "-timeout", fmt.Sprintf("%ds", int(timeout.Seconds())),
 		"-trace_err", "-error_file", "errors.log"}, args...)...)
-	cmd.Dir = t.TempDir()
+	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if errs, _ := os.ReadFile(filepath.Join(cmd.Dir, "errors.log")); len(errs) > 0 {
 		out = append(out, "\n--- sipp errors.log (tail) ---\n"+tail(string(errs), 60)...)
 	}
 	if ctx.Err() != nil {
-		t.Fatalf("sipp %v timed out after %v:\n%s", args, timeout, tail(string(out), 40))
+		return 0, string(out), fmt.Errorf("sipp %v timed out after %v:\n%s", args, timeout, tail(string(out), 40))
 	}
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
-			return ee.ExitCode(), string(out)
+			return ee.ExitCode(), string(out), nil
 		}
-		t.Fatalf("sipp: %v", err)
+		return 0, string(out), fmt.Errorf("sipp: %w", err)
 	}
-	return 0, string(out)
+	return 0, string(out), nil
 }
 
 // startSIPpGateway runs a SIPp UAS on ip:port in the background until the test ends.

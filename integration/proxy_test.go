@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -280,14 +279,7 @@ func TestCallLoadRisesAndReturnsToZero(t *testing.T) {
 	n := startNode(t, nodeYAML("stateful", "ds_hash_size: 8", `- name: all
   dispatch: {set: 1, alg: 10}`), listFile(1, gws...))
 	const calls = 40
-	var wg sync.WaitGroup
-	var code int
-	var out string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		code, out = sipp(t, 60*time.Second, callerArgs(n, calls, 40, 4*time.Second)...)
-	}()
+	uac := startSIPp(t, 60*time.Second, callerArgs(n, calls, 40, 4*time.Second)...)
 	waitFor(t, "all calls to be up", 20*time.Second, func() bool {
 		_, load := destStates(t, n)
 		sum := 0
@@ -302,7 +294,7 @@ func TestCallLoadRisesAndReturnsToZero(t *testing.T) {
 			t.Errorf("%s load %d during the calls, want %d (least-loaded splits evenly)", uri, l, calls/2)
 		}
 	}
-	wg.Wait()
+	code, out := uac.wait(t)
 	if code != 0 {
 		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
 	}

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -38,14 +37,7 @@ func TestStandaloneKillKeepsStateAndCallLoad(t *testing.T) {
 	}
 
 	const calls = 10
-	var wg sync.WaitGroup
-	var code int
-	var out string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		code, out = sipp(t, 90*time.Second, callerArgs(n, calls, 20, 25*time.Second)...)
-	}()
+	uac := startSIPp(t, 90*time.Second, callerArgs(n, calls, 20, 25*time.Second)...)
 	waitFor(t, "all calls' load", 20*time.Second, func() bool { return totalLoad(n) == calls })
 	rpc(t, n, nil, "dispatcher.set_state", "i", 1, gws[1].URI())
 	flags, load := destStates(t, n)
@@ -65,7 +57,7 @@ func TestStandaloneKillKeepsStateAndCallLoad(t *testing.T) {
 		t.Fatalf("load %v does not hold all %d calls", load, calls)
 	}
 
-	wg.Wait()
+	code, out := uac.wait(t)
 	if code != 0 {
 		t.Fatalf("sipp exit %d (a call or its BYE failed across the restart):\n%s", code, tail(out, 30))
 	}
