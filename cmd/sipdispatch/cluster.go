@@ -135,6 +135,7 @@ func (c *fileConfig) clusterNodeConfig() (cluster.Config, error) {
 	cfg.DeadNodeReap = cc.DeadNodeReap
 	cfg.SnapshotThreshold, cfg.SnapshotInterval = cc.Raft.SnapshotThreshold, cc.Raft.SnapshotInterval
 	cfg.TrailingLogs = cc.Raft.TrailingLogs
+	cfg.CommitTimeout = cc.Raft.CommitTimeout
 	for _, j := range cc.Gossip.Join {
 		if _, _, err := net.SplitHostPort(j); err != nil {
 			j = net.JoinHostPort(j, defaultGossipPort)

@@ -29,7 +29,7 @@ func TestClusterNodeConfig(t *testing.T) {
 	c.Cluster.Enabled = true
 	c.Cluster.Gossip = gossipConfig{Bind: "127.0.0.2:7946", Join: []string{"127.0.0.1", "127.0.0.3:8000"}, EncryptKeyFile: keyFile}
 	c.Cluster.Raft = raftConfig{Bind: "127.0.0.2:7947", Advertise: "10.0.0.2:7947", BootstrapExpect: 3,
-		SnapshotThreshold: 100, SnapshotInterval: 3 * time.Second, TrailingLogs: 50}
+		SnapshotThreshold: 100, SnapshotInterval: 3 * time.Second, TrailingLogs: 50, CommitTimeout: 3 * time.Millisecond}
 	c.Cluster.DeadNodeReap = time.Hour
 	got, err := c.clusterNodeConfig()
 	if err != nil {
@@ -38,7 +38,7 @@ func TestClusterNodeConfig(t *testing.T) {
 	if got.NodeName != "n2" || got.DataDir != filepath.Join(dir, "raft") || got.GossipBind != "127.0.0.2:7946" ||
 		got.RaftBind != "127.0.0.2:7947" || got.RaftAdvertise != "10.0.0.2:7947" || got.BootstrapExpect != 3 ||
 		got.DeadNodeReap != time.Hour || !bytes.Equal(got.EncryptKey, key) ||
-		got.SnapshotThreshold != 100 || got.SnapshotInterval != 3*time.Second || got.TrailingLogs != 50 {
+		got.SnapshotThreshold != 100 || got.SnapshotInterval != 3*time.Second || got.TrailingLogs != 50 || got.CommitTimeout != 3*time.Millisecond {
 		t.Errorf("config %+v", got)
 	}
 	if want := []string{"127.0.0.1:7946", "127.0.0.3:8000"}; strings.Join(got.Join, ",") != strings.Join(want, ",") {

@@ -156,6 +156,10 @@ type raftConfig struct {
 	SnapshotThreshold uint64        `yaml:"snapshot_threshold"`
 	SnapshotInterval  time.Duration `yaml:"snapshot_interval"`
 	TrailingLogs      uint64        `yaml:"trailing_logs"`
+	// CommitTimeout is how long an idle leader waits before telling the
+	// followers the new commit index: a write forwarded by a follower (an
+	// algorithm-10 INVITE through it) waits about this long for it.
+	CommitTimeout time.Duration `yaml:"commit_timeout"`
 }
 
 type tlsConfig struct {
@@ -188,7 +192,8 @@ func defaultConfig() fileConfig {
 			Raft: raftConfig{Bind: "0.0.0.0:7947", BootstrapExpect: 1,
 				SnapshotThreshold: cluster.DefaultConfig().SnapshotThreshold,
 				SnapshotInterval:  cluster.DefaultConfig().SnapshotInterval,
-				TrailingLogs:      cluster.DefaultConfig().TrailingLogs},
+				TrailingLogs:      cluster.DefaultConfig().TrailingLogs,
+				CommitTimeout:     cluster.DefaultConfig().CommitTimeout},
 			LoadReplication: "sync",
 			DeadNodeReap:    24 * time.Hour,
 		},
@@ -528,6 +533,9 @@ func (c *fileConfig) validateCluster(bad func(string, any, string)) {
 	}
 	if r.TrailingLogs < 1 {
 		bad("cluster.raft.trailing_logs", r.TrailingLogs, "must be >= 1")
+	}
+	if r.CommitTimeout < time.Millisecond || r.CommitTimeout > time.Second {
+		bad("cluster.raft.commit_timeout", r.CommitTimeout, "must be 1ms..1s")
 	}
 	if (r.TLS.Cert == "") != (r.TLS.Key == "") {
 		bad("cluster.raft.tls.key", q(r.TLS.Key), "cert and key go together")
