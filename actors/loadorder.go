@@ -60,16 +60,18 @@ func (o *loadOrder) start(callID string) bool {
 	return true
 }
 
-// queue holds c back when its Call-ID's LoadAdd is in flight; false when
-// there is none and c may be proposed now.
-func (o *loadOrder) queue(c dispatch.Command) bool {
+// hold holds c back when its Call-ID's LoadAdd is in flight, and drops it
+// when that add failed here (there is no entry; should the add commit late,
+// applied has it removed). False: c may be proposed now.
+func (o *loadOrder) hold(c dispatch.Command, now time.Time) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	f, ok := o.flights[c.CallID]
-	if ok {
+	if f, ok := o.flights[c.CallID]; ok {
 		f.after = append(f.after, c)
+		return true
 	}
-	return ok
+	dl, ok := o.failed[c.CallID]
+	return ok && !now.After(dl)
 }
 
 // finish ends the flight of callID. With the add committed it returns the
@@ -222,9 +224,11 @@ func (r *Registry) loadCommitFailed(sel Selection, mode string, err error) {
 
 // proposeLoad proposes a confirm, move or remove, after the Call-ID's
 // LoadAdd when this node is still proposing that; then it returns nil at
-// once, as the outcome is decided when the add's proposal finishes.
+// once, as the outcome is decided when the add's proposal finishes. A
+// command for a Call-ID whose add failed here is dropped: without a quorum
+// a call's BYE costs no proposal.
 func (r *Registry) proposeLoad(ctx context.Context, c dispatch.Command) error {
-	if r.order.queue(c) {
+	if r.order.hold(c, r.opts.Now()) {
 		return nil
 	}
 	return r.propose(ctx, c)

@@ -182,6 +182,10 @@ func TestFailedLoadAddCommittingLateIsRemoved(t *testing.T) {
 				}
 			}
 			waitUntil(t, "the failure count", func() bool { return failed(mode) == 1 })
+			// A later BYE of the call costs no proposal either.
+			if err := r.LoadRemove(ctx, -1, "lost"); err != nil {
+				t.Fatal(err)
+			}
 			if got := p.calls(); !slices.Equal(got, []dispatch.CommandKind{dispatch.CmdLoadAdd}) {
 				t.Fatalf("proposals %v: the remove of a failed add must be dropped", got)
 			}
