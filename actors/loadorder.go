@@ -14,6 +14,10 @@ const (
 	LoadCommitAsync = "async"
 )
 
+// maxFailedLoads bounds loadOrder.failed: 1000 failed adds a second for
+// over a minute.
+const maxFailedLoads = 1 << 16
+
 // loadWarnEvery rate-limits the warning about failed background LoadAdds:
 // without a quorum every alg-10 INVITE fails one, at the call rate.
 const loadWarnEvery = 10 * time.Second
@@ -35,8 +39,12 @@ type loadOrder struct {
 	mu      sync.Mutex
 	flights map[string]*flight
 	// failed holds the Call-IDs whose LoadAdd proposal failed, until the
-	// deadline by which it could still commit late. If it does, this node
-	// proposes its removal: a failed add never leaves an entry behind.
+	// entry it would create expires anyway (ds_hash_initexpire after the
+	// command's time): a leader that lost its quorum keeps the command in
+	// its log, and a later term may commit it after any delay. If it does,
+	// this node proposes its removal, so a failed add leaves no entry behind.
+	// At most maxFailedLoads are kept; past that the expiry sweep is the
+	// bound.
 	failed map[string]time.Time
 
 	warnMu     sync.Mutex
@@ -89,16 +97,32 @@ func (o *loadOrder) finish(callID string, proposeErr error, now, until time.Time
 	if proposeErr == nil || f.applied {
 		return f.after, true
 	}
-	for id, dl := range o.failed {
-		if now.After(dl) {
-			delete(o.failed, id)
-		}
+	if len(o.failed) >= maxFailedLoads {
+		o.pruneFailed(now)
 	}
 	if o.failed == nil {
 		o.failed = make(map[string]time.Time)
 	}
 	o.failed[callID] = until
 	return nil, false
+}
+
+// pruneFailed drops the expired entries of failed and, if that is not
+// enough, arbitrary ones down to three quarters of maxFailedLoads (their
+// late commits, if any, are left to the expiry sweep). Amortised: it runs
+// only when the map is full.
+func (o *loadOrder) pruneFailed(now time.Time) {
+	for id, dl := range o.failed {
+		if now.After(dl) {
+			delete(o.failed, id)
+		}
+	}
+	for id := range o.failed {
+		if len(o.failed) < maxFailedLoads*3/4 {
+			break
+		}
+		delete(o.failed, id)
+	}
 }
 
 // applied notes that a LoadAdd for callID was applied on this node; true
@@ -192,8 +216,8 @@ func (r *Registry) commitLoad(ctx context.Context, sel Selection, tracked bool, 
 		}
 		return err
 	}
-	now := r.opts.Now()
-	after, committed := r.order.finish(c.CallID, err, now, now.Add(r.opts.ReserveTimeout+r.opts.ProposeTimeout))
+	expires := c.Now().Add(time.Duration(r.cfg.HashInitExpire) * time.Second)
+	after, committed := r.order.finish(c.CallID, err, r.opts.Now(), expires)
 	if !committed {
 		r.loadCommitFailed(sel, mode, err)
 		return err

@@ -272,3 +272,36 @@ func TestAsyncLoadFailuresCountedNotFlooded(t *testing.T) {
 		t.Fatalf("pick %v %v after the failures, want gw1: reservations leaked", sel.Dests, err)
 	}
 }
+
+// The memory of failed adds is bounded: when full, expired Call-IDs go
+// first, then arbitrary ones, and the newest failure is always kept.
+func TestFailedLoadsBounded(t *testing.T) {
+	var o loadOrder
+	now := time.Unix(1_700_000_000, 0)
+	fail := errors.New("no quorum")
+	for i := range maxFailedLoads {
+		id := fmt.Sprint("c", i)
+		o.start(id)
+		until := now.Add(time.Hour)
+		if i%2 == 0 {
+			until = now.Add(-time.Second) // already past
+		}
+		if _, ok := o.finish(id, fail, now, until); ok {
+			t.Fatal("a failed add reported committed")
+		}
+	}
+	if len(o.failed) != maxFailedLoads {
+		t.Fatalf("%d remembered, want %d", len(o.failed), maxFailedLoads)
+	}
+	o.start("newest")
+	o.finish("newest", fail, now, now.Add(time.Hour))
+	if n := len(o.failed); n > maxFailedLoads/2+1 {
+		t.Fatalf("%d remembered after pruning, want the %d unexpired at most", n, maxFailedLoads/2+1)
+	}
+	if !o.applied("newest", now) {
+		t.Fatal("the newest failure was pruned")
+	}
+	if o.applied("c0", now) {
+		t.Fatal("an expired failure still asks for a removal")
+	}
+}
