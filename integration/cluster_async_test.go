@@ -1,0 +1,148 @@
+package integration
+
+import (
+	"maps"
+	"sync"
+	"testing"
+	"time"
+)
+
+// withClusterKeys appends a cluster block with keys to a nodeYAML
+// configuration; clusterYAML merges it into the block it writes.
+func withClusterKeys(base, keys string) string {
+	return base + "cluster:\n" + indent(keys, "  ")
+}
+
+// asyncCallLoadYAML is a stateful node with algorithm 10 and
+// cluster.load_replication async.
+func asyncCallLoadYAML() string {
+	return withClusterKeys(withFRTimer(nodeYAML("stateful", "ds_hash_size: 8", `- name: all
+  dispatch: {set: 1, alg: 10}`), 2*time.Second), "load_replication: async")
+}
+
+const asyncFailures = `sipdispatch_load_commit_failures_total{mode="async"}`
+
+// load_replication async, three nodes: calls held through node 1 show their
+// load on every node, split evenly, and it returns to 0 after the BYEs.
+func TestClusterAsyncCallLoadReplicated(t *testing.T) {
+	ip := nextIP()
+	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
+	nodes := startCluster(t, asyncCallLoadYAML(), listFile(1, gws...), gws[0].URI(), gws[1].URI())
+
+	const calls = 20
+	var wg sync.WaitGroup
+	var code int
+	var out string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		code, out = sipp(t, 45*time.Second, callerArgs(nodes[0], calls, 20, 5*time.Second)...)
+	}()
+	for _, n := range nodes {
+		waitFor(t, "all calls' load on "+n.APIAddr, 20*time.Second, func() bool {
+			_, load := destStatesErr(n)
+			return load[gws[0].URI()]+load[gws[1].URI()] == calls
+		})
+	}
+	_, want := destStatesErr(nodes[0])
+	for _, n := range nodes[1:] {
+		if _, got := destStatesErr(n); !maps.Equal(got, want) {
+			t.Errorf("load on %s %v, node 1 %v", n.APIAddr, got, want)
+		}
+	}
+	if want[gws[0].URI()] != calls/2 {
+		t.Errorf("load %v during the calls, want %d on each gateway", want, calls/2)
+	}
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
+	}
+	for _, n := range nodes {
+		waitFor(t, "load to return to 0 on "+n.APIAddr, 10*time.Second, func() bool {
+			_, load := destStatesErr(n)
+			return len(load) == 2 && load[gws[0].URI()] == 0 && load[gws[1].URI()] == 0
+		})
+		if f := metric(t, n, asyncFailures); f != 0 {
+			t.Errorf("%s: %v failed commits with a quorum", n.APIAddr, f)
+		}
+	}
+}
+
+// load_replication async without a quorum: two of three nodes stopped, an
+// algorithm-10 INVITE through the survivor is still forwarded and answered
+// 200 (with sync it gets 503, TestClusterNoQuorumAnswers503), and every
+// failed commit is counted. After the stopped nodes return, no entry is
+// left: the calls made without a quorum have none (a LoadAdd the old leader
+// kept in its log and commits late is removed again), and calls with the
+// quorum back count and end as usual.
+func TestClusterAsyncWithoutQuorumForwards(t *testing.T) {
+	ip := nextIP()
+	gw := startGateway(t, ip, answer200)
+	nodes := startCluster(t, asyncCallLoadYAML(), listFile(1, gw), gw.URI())
+	// The leader survives: it appends the LoadAdds to its log without
+	// committing them, and a later term may commit them late.
+	var leader int
+	waitFor(t, "one raft leader all nodes agree on", 15*time.Second, func() bool {
+		leader = leaderOf(nodes)
+		return leader >= 0
+	})
+	survivor := nodes[leader]
+	var stopped []*Node
+	for i, n := range nodes {
+		if i != leader {
+			n.Stop()
+			stopped = append(stopped, n)
+		}
+	}
+	before := gw.Calls()
+	start := time.Now()
+	if l := firstLine(sendRaw(t, survivor.SIPAddr, invite("async-no-quorum", ""))); l != "SIP/2.0 200 OK" {
+		t.Fatalf("INVITE without a quorum: %s, want 200 OK", l)
+	}
+	t.Logf("200 OK without a quorum after %v", time.Since(start))
+	if gw.Calls() != before+1 {
+		t.Fatalf("gateway calls %d, want %d", gw.Calls(), before+1)
+	}
+	// Whole calls, INVITE to BYE, without a quorum.
+	const lost = 5
+	if code, out := sipp(t, 60*time.Second, callerArgs(survivor, lost, 5, 0)...); code != 0 {
+		t.Fatalf("sipp without a quorum: exit %d:\n%s", code, tail(out, 30))
+	}
+	waitFor(t, "every failed commit counted", 30*time.Second, func() bool {
+		return metric(t, survivor, asyncFailures) >= lost+1
+	})
+	if l := totalLoad(survivor); l != 0 {
+		t.Errorf("load %d on the survivor without a quorum, want 0: nothing committed", l)
+	}
+
+	for _, n := range stopped {
+		n.Restart()
+	}
+	waitFor(t, "one raft leader all nodes agree on", 30*time.Second, func() bool { return leaderOf(nodes) >= 0 })
+
+	// With the quorum back, held calls count on every node again.
+	const held = 4
+	var wg sync.WaitGroup
+	var code int
+	var out string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		code, out = sipp(t, 60*time.Second, callerArgs(survivor, held, 4, 5*time.Second)...)
+	}()
+	for _, n := range nodes {
+		// >= : a LoadAdd the old leader kept may commit late and show
+		// until its removal commits right after it.
+		waitFor(t, "the held calls' load on "+n.APIAddr, 30*time.Second, func() bool { return totalLoad(n) >= held })
+	}
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("sipp with the quorum back: exit %d:\n%s", code, tail(out, 30))
+	}
+	for _, n := range nodes {
+		waitFor(t, "load to return to 0 on "+n.APIAddr, 30*time.Second, func() bool { return totalLoad(n) == 0 })
+	}
+	if f := metric(t, survivor, asyncFailures); f < lost+1 {
+		t.Errorf("failure counter %v fell", f)
+	}
+}
