@@ -1,7 +1,13 @@
 package integration
 
 import (
+	"fmt"
 	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -145,4 +151,63 @@ func TestClusterAsyncWithoutQuorumForwards(t *testing.T) {
 	if f := metric(t, survivor, asyncFailures); f < lost+1 {
 		t.Errorf("failure counter %v fell", f)
 	}
+}
+
+// TestMeasureLoadReplicationLatency measures algorithm-10 INVITE→200 OK
+// latency, sync against async, on a standalone node (one-node raft, fsync)
+// and on three nodes (through the leader and through a follower), with a
+// non-race build. It asserts no timing: it is the measurement behind
+// docs/benchmarks.md, run on demand with
+// SIPDISPATCH_MEASURE=300 go test -run TestMeasureLoadReplicationLatency -v ./integration/
+func TestMeasureLoadReplicationLatency(t *testing.T) {
+	calls, _ := strconv.Atoi(os.Getenv("SIPDISPATCH_MEASURE"))
+	if calls <= 0 {
+		t.Skip("measurement: set SIPDISPATCH_MEASURE to the number of calls per case")
+	}
+	fast := filepath.Join(t.TempDir(), "sipdispatch")
+	if out, err := exec.Command("go", "build", "-o", fast, "../cmd/sipdispatch").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	raceBinary := binary
+	binary = fast
+	t.Cleanup(func() { binary = raceBinary })
+
+	ip := nextIP()
+	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
+	base := nodeYAML("stateful", "ds_hash_size: 14", `- name: all
+  dispatch: {set: 1, alg: 10}`)
+	list := listFile(1, gws...)
+	for _, mode := range []string{"sync", "async"} {
+		cfg := withClusterKeys(base, "load_replication: "+mode)
+		one := startNode(t, cfg, list)
+		waitFor(t, "the standalone sets", 30*time.Second, func() bool { return totalLoad(one) == 0 })
+		t.Logf("standalone %s: %s", mode, measureInvites(t, one, mode+"-1", calls))
+		one.Stop()
+
+		nodes := startCluster(t, cfg, list, gws[0].URI(), gws[1].URI())
+		var leader int
+		waitFor(t, "a raft leader", 15*time.Second, func() bool { leader = leaderOf(nodes); return leader >= 0 })
+		t.Logf("three nodes %s, through the leader: %s", mode, measureInvites(t, nodes[leader], mode+"-3l", calls))
+		t.Logf("three nodes %s, through a follower: %s", mode, measureInvites(t, nodes[(leader+1)%3], mode+"-3f", calls))
+		for _, n := range nodes {
+			n.Stop()
+		}
+	}
+}
+
+// measureInvites sends n INVITEs one after the other and returns the
+// INVITE→200 OK latency percentiles.
+func measureInvites(t *testing.T, n *Node, prefix string, count int) string {
+	t.Helper()
+	lat := make([]time.Duration, 0, count)
+	for i := range count {
+		start := time.Now()
+		if l := firstLine(sendRaw(t, n.SIPAddr, invite(fmt.Sprintf("%s-%d", prefix, i), ""))); l != "SIP/2.0 200 OK" {
+			t.Fatalf("call %d: %s", i, l)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	pct := func(p int) time.Duration { return lat[(len(lat)-1)*p/100].Round(10 * time.Microsecond) }
+	return fmt.Sprintf("%d calls, INVITE→200 p50 %v p90 %v p99 %v max %v", count, pct(50), pct(90), pct(99), lat[len(lat)-1].Round(10*time.Microsecond))
 }
