@@ -250,7 +250,10 @@ func (r *Registry) loadCommitFailed(sel Selection, mode string, err error) {
 // LoadAdd when this node is still proposing that; then it returns nil at
 // once, as the outcome is decided when the add's proposal finishes. A
 // command for a Call-ID whose add failed here is dropped: without a quorum
-// a call's BYE costs no proposal.
+// a call's BYE costs no proposal. Only the add must come first: confirm,
+// move and remove need no order among themselves, as none of them creates
+// an entry (each finds it or changes nothing), so a held confirm may still
+// commit after a later, directly proposed remove.
 func (r *Registry) proposeLoad(ctx context.Context, c dispatch.Command) error {
 	if r.order.hold(c, r.opts.Now()) {
 		return nil
