@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -243,6 +244,25 @@ func TestMeasureLoadReplicationLatency(t *testing.T) {
 				_, loads := destStatesErr(n)
 				t.Errorf("%s: load %d %v after the SIPp calls, want %d (the measured calls only)", n.APIAddr, l, loads, 2*calls)
 			}
+		}
+		if t.Failed() {
+			// Evidence for a divergence: each node's raft indexes and its
+			// warnings and errors.
+			for i, n := range nodes {
+				var r map[string]any
+				_ = rpcErr(n, &r, "cluster.raft")
+				t.Logf("node %d %s leader=%v proxy=%v load %d raft applied %v commit %v last %v", i, n.APIAddr,
+					i == leader, n == follower, totalLoad(n), r["APPLIED_INDEX"], r["COMMIT_INDEX"], r["LAST_INDEX"])
+				n.Stop()
+				for _, l := range strings.Split(n.log.String(), "\n") {
+					if (strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR")) && !strings.Contains(l, "api call failed") {
+						t.Logf("node %d: %s", i, l)
+					}
+				}
+			}
+			t.FailNow()
+		}
+		for _, n := range nodes {
 			n.Stop()
 		}
 	}
