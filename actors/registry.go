@@ -45,8 +45,12 @@ type Options struct {
 	// on its destination before its LoadAdd is applied. Default 10 s.
 	ReserveTimeout time.Duration
 	// ProposeTimeout bounds the proposals nobody waits for (probe results,
-	// expiry sweeps). Default 5 s.
+	// expiry sweeps, CommitLoadAsync). Default 5 s.
 	ProposeTimeout time.Duration
+	// OnLoadCommitFailure, when set, is called with LoadCommitSync or
+	// LoadCommitAsync each time a call-load entry fails to commit (a
+	// metric); it must not block.
+	OnLoadCommitFailure func(mode string)
 }
 
 func (o *Options) setDefaults() {
@@ -89,6 +93,10 @@ type Registry struct {
 	bg        sync.WaitGroup
 	bgCtx     context.Context
 	bgCancel  context.CancelFunc
+
+	// order holds this node's load commands behind their call's LoadAdd
+	// proposal (replicated mode).
+	order loadOrder
 }
 
 // NewRegistry starts one actor per set. cfg must have passed Validate.
@@ -308,6 +316,14 @@ func (r *Registry) loadOp(ctx context.Context, setID int, op loadOp, callID, uri
 		s, err := r.lookup(setID)
 		if err != nil {
 			return err
+		}
+		if r.replicated() {
+			// Whether the Call-ID was known is decided when the command applies.
+			c, ok := s.loadCommand(op, callID, uri)
+			if !ok {
+				return nil
+			}
+			return r.proposeLoad(ctx, c)
 		}
 		_, err = s.load(ctx, op, callID, uri)
 		return err

@@ -62,6 +62,9 @@ func (r *Registry) Apply(c dispatch.Command) ([]dispatch.Event, error) {
 			return nil, err
 		}
 		res, err := s.apply(c)
+		if err == nil {
+			r.afterApply(c)
+		}
 		return res.Events, err
 	}
 	var errs []error
@@ -179,30 +182,6 @@ func (r *Registry) Restore(b []byte) error {
 	return r.installLocked(context.Background(), states, true)
 }
 
-// CommitLoad proposes the call-load entry of a replicated algorithm-10
-// selection (Selection.LoadCommand; nothing to do when nil). On failure the
-// set's reservation is dropped at once instead of at its timeout, and the
-// error is returned: the call has no load entry. A failure can leave the
-// outcome unknown (the leader died after appending the entry) and the entry
-// commit after all, for a call that never left the proxy; so a remove of the
-// entry is proposed in the background. It is ordered after the add in the
-// log (a new leader commits the entries of earlier terms first), and removes
-// nothing when the add never committed.
-func (r *Registry) CommitLoad(ctx context.Context, sel Selection) error {
-	if sel.LoadCommand == nil {
-		return nil
-	}
-	err := r.propose(ctx, *sel.LoadCommand)
-	if err != nil {
-		if s, ok := r.Lookup(sel.SetID); ok {
-			_ = s.send(unreserveMsg{callID: sel.LoadCommand.CallID})
-		}
-		r.background(dispatch.Command{Kind: dispatch.CmdLoadRemove, At: r.opts.Now().UnixNano(),
-			Set: sel.SetID, CallID: sel.LoadCommand.CallID})
-	}
-	return err
-}
-
 func (r *Registry) propose(ctx context.Context, c dispatch.Command) error {
 	if err := r.opts.Proposer.Propose(ctx, c); err != nil {
 		return fmt.Errorf("propose %s set %d: %w", c.Kind, c.Set, err)
@@ -231,13 +210,19 @@ func (r *Registry) proposeReplace(ctx context.Context, sets []dispatch.Set) erro
 
 // proposeLoadAny proposes a load command for whichever set has the Call-ID.
 func (r *Registry) proposeLoadAny(ctx context.Context, op loadOp, callID, uri string) error {
-	return r.propose(ctx, dispatch.Command{Kind: op.kind(), At: r.opts.Now().UnixNano(), Set: -1, CallID: callID, URI: uri})
+	return r.proposeLoad(ctx, dispatch.Command{Kind: op.kind(), At: r.opts.Now().UnixNano(), Set: -1, CallID: callID, URI: uri})
 }
 
 // background proposes c without a waiting caller (probe results, expiry
-// sweeps), bounded by ProposeTimeout and cancelled by Stop; failures are
-// logged, and the next probe or sweep repeats the fact.
+// sweeps); see backgroundSeq.
 func (r *Registry) background(c dispatch.Command) {
+	r.backgroundSeq([]dispatch.Command{c})
+}
+
+// backgroundSeq proposes cs one after the other without a waiting caller,
+// each bounded by ProposeTimeout and all cancelled by Stop; failures are
+// logged, and the next probe or sweep repeats the fact.
+func (r *Registry) backgroundSeq(cs []dispatch.Command) {
 	r.bgMu.Lock()
 	defer r.bgMu.Unlock()
 	if r.bgStopped {
@@ -246,10 +231,13 @@ func (r *Registry) background(c dispatch.Command) {
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
-		ctx, cancel := context.WithTimeout(r.bgCtx, r.opts.ProposeTimeout)
-		defer cancel()
-		if err := r.propose(ctx, c); err != nil {
-			r.opts.Logger.Warn("background proposal failed", "kind", c.Kind.String(), "set", c.Set, "err", err)
+		for _, c := range cs {
+			ctx, cancel := context.WithTimeout(r.bgCtx, r.opts.ProposeTimeout)
+			err := r.propose(ctx, c)
+			cancel()
+			if err != nil {
+				r.opts.Logger.Warn("background proposal failed", "kind", c.Kind.String(), "set", c.Set, "err", err)
+			}
 		}
 	}()
 }
@@ -319,20 +307,21 @@ func (s *Set) proposeMark(ctx context.Context, m markMsg) error {
 	return s.propose(ctx, c)
 }
 
-// proposeLoad is a load update in replicated mode. A move to a destination
-// the set does not have changes nothing, as in the direct mode.
-func (s *Set) proposeLoad(ctx context.Context, op loadOp, callID, uri string) error {
+// loadCommand is a load update in replicated mode, for Registry.proposeLoad;
+// false for a move to a destination the set does not have, which changes
+// nothing, as in the direct mode.
+func (s *Set) loadCommand(op loadOp, callID, uri string) (dispatch.Command, bool) {
 	var d *dispatch.Destination
 	if op == loadMove {
 		dest, ok := s.findDest(uri, false)
 		if !ok {
-			return nil
+			return dispatch.Command{}, false
 		}
 		d = &dest
 	}
 	c := s.command(op.kind(), d, s.now())
 	c.CallID = callID
-	return s.propose(ctx, c)
+	return c, true
 }
 
 // apply hands a committed command to the actor's control lane and waits for

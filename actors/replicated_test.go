@@ -345,61 +345,6 @@ func TestReplicatedProposeFails(t *testing.T) {
 	}
 }
 
-// lostProposer commits every command but reports the first load-add as
-// failed with its outcome unknown, as a follower does when the leader dies
-// after appending it.
-type lostProposer struct {
-	logProposer
-	lost bool
-}
-
-var errOutcomeUnknown = errors.New("leadership lost, outcome unknown")
-
-func (p *lostProposer) Propose(ctx context.Context, c dispatch.Command) error {
-	err := p.logProposer.Propose(ctx, c)
-	if err == nil && c.Kind == dispatch.CmdLoadAdd && !p.lost {
-		p.lost = true
-		return errOutcomeUnknown
-	}
-	return err
-}
-
-// A load entry whose commit failed with an unknown outcome but committed
-// after all is removed again: the call never left the proxy, so it must not
-// count on the gateway.
-func TestCommitLoadUnknownOutcomeLeavesNoEntry(t *testing.T) {
-	ctx := context.Background()
-	p := &lostProposer{}
-	r := newTestRegistry(t, threeGateways(), Options{Proposer: p, Logger: slog.New(slog.DiscardHandler)})
-	p.local = r
-	sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("lost"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.CommitLoad(ctx, sel); !errors.Is(err, errOutcomeUnknown) {
-		t.Fatalf("commit: %v, want the unknown outcome", err)
-	}
-	r.bg.Wait()
-	st, err := r.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st[0].Calls != 0 {
-		t.Fatalf("%d load entries after the failed commit, want 0", st[0].Calls)
-	}
-	var kinds []string
-	for _, b := range p.entries() {
-		c, err := dispatch.DecodeCommand(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kinds = append(kinds, c.Kind.String())
-	}
-	if fmt.Sprint(kinds) != "[load-add load-remove]" {
-		t.Fatalf("log %v, want the add and its compensating remove", kinds)
-	}
-}
-
 // heldProposer records proposals without committing them.
 type heldProposer struct {
 	mu  sync.Mutex

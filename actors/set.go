@@ -348,11 +348,8 @@ func (s *Set) mark(ctx context.Context, m markMsg) error {
 }
 
 // load sends a confirm/remove and waits for whether the Call-ID was known.
+// Direct mode only: replicated updates go through Registry.proposeLoad.
 func (s *Set) load(ctx context.Context, op loadOp, callID, uri string) (bool, error) {
-	if s.prop != nil {
-		// Whether the Call-ID was known is decided when the command applies.
-		return true, s.proposeLoad(ctx, op, callID, uri)
-	}
 	reply := make(chan bool, 1)
 	if err := s.send(loadMsg{op: op, callID: callID, uri: uri, reply: reply}); err != nil {
 		return false, err

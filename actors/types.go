@@ -17,7 +17,7 @@ type Selection struct {
 	LoadAdded bool
 	// LoadCommand, in replicated mode (Options.Proposer), is the call-load
 	// entry of an algorithm-10 INVITE that the caller must propose
-	// (Registry.CommitLoad); nil when there is none to add. Until it is
+	// (Registry.CommitLoad, or CommitLoadAsync); nil when there is none to add. Until it is
 	// applied, or its reservation times out, the set counts the call on the
 	// chosen destination for its own least-loaded picks.
 	LoadCommand *dispatch.Command

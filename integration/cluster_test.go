@@ -12,18 +12,20 @@ import (
 
 // clusterYAML turns a nodeYAML configuration into cluster node i's: its own
 // name, gossip and raft on gossip and raft (host:port), joining join (empty
-// for the first node), three nodes to bootstrap.
+// for the first node), three nodes to bootstrap. Keys of a "cluster:" block
+// that ends base (withClusterKeys) join the block written here.
 func clusterYAML(base string, i int, gossip, raft, join string) string {
 	joins := "[]"
 	if join != "" {
 		joins = "[" + join + "]"
 	}
 	base = strings.Replace(base, "name: n1", fmt.Sprintf("name: n%d", i), 1)
-	return base + fmt.Sprintf(`cluster:
+	base, extra, _ := strings.Cut(base, "\ncluster:\n")
+	return base + "\n" + fmt.Sprintf(`cluster:
   enabled: true
-  gossip: {bind: "%s", join: %s}
+%s  gossip: {bind: "%s", join: %s}
   raft: {bind: "%s", bootstrap_expect: 3}
-`, gossip, joins, raft)
+`, extra, gossip, joins, raft)
 }
 
 // startCluster starts three sipdispatch processes on distinct addresses that

@@ -66,3 +66,32 @@ func TestReplicatedLoadCommitFailure(t *testing.T) {
 		})
 	}
 }
+
+// load_replication async: the INVITE is forwarded without waiting for the
+// commit, even when every commit would fail (no quorum); the load entry is
+// handed to CommitLoadAsync and still confirmed and removed as the call
+// proceeds. CommitLoad is never called.
+func TestReplicatedLoadAsyncForwardsWithoutWaiting(t *testing.T) {
+	for _, mode := range []string{ModeStateful, ModeStateless} {
+		t.Run(mode, func(t *testing.T) {
+			gw := newGateway(t, "answer")
+			d := newFakeDispatcher(map[int][]dispatch.Destination{3: {gw.dest(3)}})
+			d.replicated = true
+			d.commitErr = errors.New("no leader")
+			cfg := testConfig(mode)
+			cfg.LoadReplication = LoadAsync
+			_, proxy := startProxy(t, cfg, d, dispatchRoute(3))
+			u := newUAC(t)
+			ok, _ := u.call(t, proxy)
+			want := []string{"3 " + ok.CallID().Value()}
+			if got := d.snapshot(&d.asyncs); !slices.Equal(got, want) {
+				t.Fatalf("async commits %v, want %v", got, want)
+			}
+			if got := d.snapshot(&d.commits); len(got) != 0 {
+				t.Fatalf("waited for CommitLoad %v in async mode", got)
+			}
+			waitFor(t, "LoadConfirm", 10*time.Second, func() bool { return slices.Equal(d.snapshot(&d.confirms), want) })
+			waitFor(t, "LoadRemove by the BYE", 10*time.Second, func() bool { return slices.Equal(d.snapshot(&d.removes), want) })
+		})
+	}
+}

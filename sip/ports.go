@@ -19,6 +19,11 @@ type Dispatcher interface {
 	// (Selection.LoadCommand; nil: nothing to do). The proxy calls it before it
 	// forwards the INVITE (load_replication sync) and answers 503 when it fails.
 	CommitLoad(ctx context.Context, sel actors.Selection) error
+	// CommitLoadAsync is CommitLoad in the background (load_replication
+	// async): the proxy forwards the INVITE at once. It must not block, and
+	// the load updates the proxy issues for the call later must not take
+	// effect before the entry's commit.
+	CommitLoadAsync(sel actors.Selection)
 	// Mark applies ds_mark_dst to the destination uri of set setID.
 	Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error
 	// LoadConfirm marks the call answered (2xx to an INVITE).

@@ -701,16 +701,22 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		return
 	}
 	if sel.LoadCommand != nil {
-		// Replicated alg 10: the INVITE leaves only once its load entry is
-		// committed (SPEC §7, load_replication sync); without a quorum the
-		// wait is bounded by fr_timer and the caller gets 503.
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
-		err := s.d.CommitLoad(ctx, sel)
-		cancel()
-		if err != nil {
-			s.log.Warn("sip: call-load commit failed", "route", rt.Name, "set", d.Set, "err", err)
-			s.unavailable(req, tx)
-			return
+		// Replicated alg 10 (SPEC §7). load_replication sync: the INVITE
+		// leaves only once its load entry is committed; without a quorum the
+		// wait is bounded by fr_timer and the caller gets 503. async: it
+		// leaves now, on the pick the set holds reserved, and the entry
+		// commits in the background (or is lost with the quorum).
+		if s.cfg.LoadReplication == LoadAsync {
+			s.d.CommitLoadAsync(sel)
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
+			err := s.d.CommitLoad(ctx, sel)
+			cancel()
+			if err != nil {
+				s.log.Warn("sip: call-load commit failed", "route", rt.Name, "set", d.Set, "err", err)
+				s.unavailable(req, tx)
+				return
+			}
 		}
 		sel.LoadAdded = true
 	}

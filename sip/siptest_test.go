@@ -55,6 +55,7 @@ type fakeDispatcher struct {
 	removes  []string // "set callid"
 	moves    []string // "set callid uri"
 	commits  []string // "set callid"
+	asyncs   []string // "set callid": CommitLoadAsync
 	probes   []probeReport
 	targets  []actors.ProbeTarget
 }
@@ -103,6 +104,15 @@ func (f *fakeDispatcher) CommitLoad(ctx context.Context, sel actors.Selection) e
 	defer f.mu.Unlock()
 	f.commits = append(f.commits, fmt.Sprintf("%d %s", sel.SetID, sel.LoadCommand.CallID))
 	return f.commitErr
+}
+
+func (f *fakeDispatcher) CommitLoadAsync(sel actors.Selection) {
+	if sel.LoadCommand == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asyncs = append(f.asyncs, fmt.Sprintf("%d %s", sel.SetID, sel.LoadCommand.CallID))
 }
 
 func (f *fakeDispatcher) Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error {

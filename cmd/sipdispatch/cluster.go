@@ -123,9 +123,6 @@ func (snapshotBytes) Release() {}
 // TLS files are read here: the cluster package takes parsed certificates.
 func (c *fileConfig) clusterNodeConfig() (cluster.Config, error) {
 	cc := &c.Cluster
-	if cc.LoadReplication != "sync" {
-		return cluster.Config{}, fmt.Errorf("cluster.load_replication %q: only sync is available in this build", cc.LoadReplication)
-	}
 	cfg := cluster.DefaultConfig()
 	cfg.NodeName = c.Node.Name
 	cfg.DataDir = filepath.Join(c.Node.DataDir, "raft")

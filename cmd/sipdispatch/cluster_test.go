@@ -47,7 +47,6 @@ func TestClusterNodeConfig(t *testing.T) {
 
 	for name, mod := range map[string]func(*fileConfig){
 		"tls":          func(c *fileConfig) { c.Cluster.Raft.TLS = tlsConfig{Cert: "c.pem", Key: "k.pem"} },
-		"async":        func(c *fileConfig) { c.Cluster.LoadReplication = "async" },
 		"bad key":      func(c *fileConfig) { c.Cluster.Gossip.EncryptKeyFile = filepath.Join(dir, "missing.key") },
 		"no advertise": func(c *fileConfig) { c.Cluster.Gossip.Bind = "0.0.0.0:7946" },
 		"no node name": func(c *fileConfig) { c.Node.Name = "" },

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
 )
@@ -32,6 +33,7 @@ type metrics struct {
 	selections *prometheus.CounterVec
 	replies    *prometheus.CounterVec
 	commit     prometheus.Histogram // raft commit latency of this node's proposals
+	loadFails  *prometheus.CounterVec
 }
 
 var _ sip.Observer = (*metrics)(nil)
@@ -65,6 +67,10 @@ func newMetrics(log *slog.Logger) *metrics {
 			Help:    "Time from proposing a state change to its commit and local apply (cluster only).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms .. 4 s
 		}),
+		loadFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipdispatch_load_commit_failures_total",
+			Help: "Algorithm-10 call-load entries this node failed to commit, by cluster.load_replication mode (sync: the INVITE got 503; async: the call went on without an entry).",
+		}, []string{"mode"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -75,7 +81,11 @@ func newMetrics(log *slog.Logger) *metrics {
 		m.selections,
 		m.replies,
 		m.commit,
+		m.loadFails,
 	)
+	// Both series exist from the start, so that rate() sees the first failure.
+	m.loadFails.WithLabelValues(actors.LoadCommitSync)
+	m.loadFails.WithLabelValues(actors.LoadCommitAsync)
 	return m
 }
 
@@ -107,6 +117,12 @@ func (m *metrics) Reply(code int) {
 		class = strconv.Itoa(code/100) + "xx"
 	}
 	m.replies.WithLabelValues(class).Inc()
+}
+
+// LoadCommitFailure counts a call-load entry that failed to commit; it is
+// the registry's actors.Options.OnLoadCommitFailure.
+func (m *metrics) LoadCommitFailure(mode string) {
+	m.loadFails.WithLabelValues(mode).Inc()
 }
 
 // OnEvent counts a dst-up/dst-down event. It never blocks, as the actors

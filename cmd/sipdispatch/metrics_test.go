@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -23,6 +24,8 @@ func TestMetrics(t *testing.T) {
 	m.OnEvent(dispatch.Event{SetID: 1, URI: "sip:10.0.0.2", Up: false})
 	m.OnEvent(dispatch.Event{SetID: 1, URI: "sip:10.0.0.2", Up: true})
 	m.OnEvent(dispatch.Event{SetID: 1, URI: "sip:10.0.0.2", Up: false})
+	m.LoadCommitFailure(actors.LoadCommitAsync)
+	m.LoadCommitFailure(actors.LoadCommitAsync)
 
 	want := `
 # HELP sipdispatch_destination_calls Calls in progress on the destination (call load, algorithm 10).
@@ -39,6 +42,10 @@ sipdispatch_destination_events_total{event="dst-up",set="1",uri="sip:10.0.0.2"} 
 sipdispatch_destination_up{set="1",uri="sip:10.0.0.1:5060"} 1
 sipdispatch_destination_up{set="1",uri="sip:10.0.0.2"} 0
 sipdispatch_destination_up{set="3",uri="sip:10.0.0.3"} 1
+# HELP sipdispatch_load_commit_failures_total Algorithm-10 call-load entries this node failed to commit, by cluster.load_replication mode (sync: the INVITE got 503; async: the call went on without an entry).
+# TYPE sipdispatch_load_commit_failures_total counter
+sipdispatch_load_commit_failures_total{mode="async"} 2
+sipdispatch_load_commit_failures_total{mode="sync"} 0
 # HELP sipdispatch_probe_rtt_seconds Keepalive round trip: running mean (avg), estimate (est) and largest (max); with ds_ping_latency_stats.
 # TYPE sipdispatch_probe_rtt_seconds gauge
 sipdispatch_probe_rtt_seconds{set="1",stat="avg",uri="sip:10.0.0.1:5060"} 0.0125
@@ -61,7 +68,7 @@ sipdispatch_set_calls{set="1"} 5
 sipdispatch_set_calls{set="3"} 0
 `
 	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(want),
-		"sipdispatch_destination_calls", "sipdispatch_destination_events_total", "sipdispatch_destination_up",
+		"sipdispatch_destination_calls", "sipdispatch_destination_events_total", "sipdispatch_destination_up", "sipdispatch_load_commit_failures_total",
 		"sipdispatch_probe_rtt_seconds", "sipdispatch_probe_timeouts_total", "sipdispatch_set_calls"); err != nil {
 		t.Error(err)
 	}

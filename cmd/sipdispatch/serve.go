@@ -63,7 +63,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 		m.reg.MustRegister(hook)
 	}
 	src := &sources{c: &c, log: log, dests: dests}
-	opts := actors.Options{Logger: log, OnEvent: onEvent}
+	opts := actors.Options{Logger: log, OnEvent: onEvent, OnLoadCommitFailure: m.LoadCommitFailure}
 	// Without cluster.enabled the node is a standalone one-node raft on
 	// node.data_dir (SPEC §7): the same registry, proposer and applier.
 	var node *cluster.Node
@@ -223,6 +223,9 @@ func (c *fileConfig) sipConfig() sip.Config {
 	s.PingMethod = c.Dispatcher.PingMethod
 	s.PingFrom = c.Dispatcher.PingFrom
 	s.UserAgent = "sipdispatch/" + version
+	// A standalone node runs the same one-node raft registry, so the key
+	// applies with or without cluster.enabled.
+	s.LoadReplication = c.Cluster.LoadReplication
 	return s
 }
 

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"testing"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip"
+)
+
+// cluster.load_replication reaches the proxy with or without
+// cluster.enabled (a standalone node runs the same replicated registry), and
+// a cluster member accepts async.
+func TestLoadReplicationConfig(t *testing.T) {
+	def, err := loadConfig(writeConfig(t, "node:\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := def.sipConfig().LoadReplication; got != sip.LoadSync {
+		t.Errorf("default load_replication %q, want sync", got)
+	}
+	c, err := loadConfig(writeConfig(t, "cluster:\n  load_replication: async\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	sc := c.sipConfig()
+	if sc.LoadReplication != sip.LoadAsync {
+		t.Errorf("standalone: proxy load_replication %q, want async", sc.LoadReplication)
+	}
+	if err := sc.Validate(); err != nil {
+		t.Errorf("proxy config: %v", err)
+	}
+	c.Node.Name = "n1"
+	c.Cluster.Enabled = true
+	c.Cluster.Gossip = gossipConfig{Bind: "127.0.0.1:7946"}
+	c.Cluster.Raft = raftConfig{Bind: "127.0.0.1:7947", BootstrapExpect: 3}
+	if _, err := c.clusterNodeConfig(); err != nil {
+		t.Errorf("cluster member with async: %v", err)
+	}
+}
+
+// A standalone node (one-node raft on disk) commits an async LoadAdd in the
+// background and ends it with the call's remove.
+func TestStandaloneAsyncLoadCommits(t *testing.T) {
+	c := defaultConfig()
+	c.Node.Name, c.Node.DataDir = "solo", t.TempDir()
+	c.Dispatcher.HashSize = 8
+	c.Cluster.LoadReplication = "async"
+	reg, _ := startTestNode(t, &c, &syncBuffer{}, testDests(t, "sip:a.example.com", "sip:b.example.com"))
+	ctx := context.Background()
+	req := &dispatch.Request{Method: "INVITE", CallID: "solo-1", RURI: "sip:1@x", From: "sip:a@x", To: "sip:b@x"}
+	sel, err := reg.Select(ctx, 1, dispatch.AlgCallLoad, req, 0)
+	if err != nil || sel.LoadCommand == nil {
+		t.Fatalf("select: %v %+v", err, sel)
+	}
+	calls := func() int {
+		st, err := reg.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st[0].Calls
+	}
+	reg.CommitLoadAsync(sel)
+	// Issued at once, as a fast call's BYE would be: it waits for the add.
+	if err := reg.LoadRemove(ctx, -1, "solo-1"); err != nil {
+		t.Fatal(err)
+	}
+	sel2, err := reg.Select(ctx, 1, dispatch.AlgCallLoad, &dispatch.Request{Method: "INVITE", CallID: "solo-2"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.CommitLoadAsync(sel2)
+	waitForT(t, "solo-2 committed", func() bool { return calls() == 1 })
+	if err := reg.LoadRemove(ctx, -1, "solo-2"); err != nil {
+		t.Fatal(err)
+	}
+	waitForT(t, "no entry left", func() bool { return calls() == 0 })
+}
