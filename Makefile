@@ -30,6 +30,9 @@ bench: ## benchmarks (numbers go to docs/benchmarks.md)
 bench-cluster: build ## SIPp A/B: alg-10 calls through one node alone vs one node of a 3-node cluster (RATE, ROUNDS)
 	docs/examples/bench-cluster.sh $(or $(RATE),1000) $(or $(ROUNDS),2)
 
+bench-loadrepl: ## INVITE latency, load_replication sync vs async, 1 and 3 nodes (CALLS per case)
+	SIPDISPATCH_MEASURE=$(or $(CALLS),300) $(GO) test -count=1 -run TestMeasureLoadReplicationLatency -v ./integration/
+
 fuzz: ## a short run of every fuzz target (FUZZTIME each)
 	@set -e; for pkg in ./dispatch ./sip ./cluster; do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
