@@ -2,14 +2,12 @@ package integration
 
 import (
 	"fmt"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -28,69 +26,6 @@ func asyncCallLoadYAML() string {
 }
 
 const asyncFailures = `sipdispatch_load_commit_failures_total{mode="async"}`
-
-// load_replication async, three nodes: calls held through node 1 show their
-// load on every node, split evenly, and it returns to 0 after the BYEs; so
-// it does after calls whose BYE comes right after the 200.
-func TestClusterAsyncCallLoadReplicated(t *testing.T) {
-	ip := nextIP()
-	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
-	nodes := startCluster(t, asyncCallLoadYAML(), listFile(1, gws...), gws[0].URI(), gws[1].URI())
-
-	const calls = 20
-	var wg sync.WaitGroup
-	var code int
-	var out string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		code, out = sipp(t, 45*time.Second, callerArgs(nodes[0], calls, 20, 5*time.Second)...)
-	}()
-	for _, n := range nodes {
-		waitFor(t, "all calls' load on "+n.APIAddr, 20*time.Second, func() bool {
-			_, load := destStatesErr(n)
-			return load[gws[0].URI()]+load[gws[1].URI()] == calls
-		})
-	}
-	_, want := destStatesErr(nodes[0])
-	for _, n := range nodes[1:] {
-		if _, got := destStatesErr(n); !maps.Equal(got, want) {
-			t.Errorf("load on %s %v, node 1 %v", n.APIAddr, got, want)
-		}
-	}
-	if want[gws[0].URI()] != calls/2 {
-		t.Errorf("load %v during the calls, want %d on each gateway", want, calls/2)
-	}
-	wg.Wait()
-	if code != 0 {
-		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
-	}
-	for _, n := range nodes {
-		waitFor(t, "load to return to 0 on "+n.APIAddr, 10*time.Second, func() bool {
-			_, load := destStatesErr(n)
-			return len(load) == 2 && load[gws[0].URI()] == 0 && load[gws[1].URI()] == 0
-		})
-		if f := metric(t, n, asyncFailures); f != 0 {
-			t.Errorf("%s: %v failed commits with a quorum", n.APIAddr, f)
-		}
-	}
-
-	// Calls without a hold through a follower: the BYE follows the 200 at
-	// once, while the follower still waits for its LoadAdd to come back
-	// applied. It must not overtake the add and leave an entry behind. (On
-	// this path the leader had the add before the remove even with the
-	// ordering disabled; actors' TestAsyncLoadCommandsWaitForTheirAdd forces
-	// the race.)
-	var leader int
-	waitFor(t, "a raft leader", 15*time.Second, func() bool { leader = leaderOf(nodes); return leader >= 0 })
-	follower := nodes[(leader+1)%3]
-	if code, out := sipp(t, 60*time.Second, callerArgs(follower, 100, 50, 0)...); code != 0 {
-		t.Fatalf("sipp exit %d:\n%s", code, tail(out, 30))
-	}
-	for _, n := range nodes {
-		waitFor(t, "no entry left on "+n.APIAddr, 10*time.Second, func() bool { return totalLoad(n) == 0 })
-	}
-}
 
 // load_replication async without a quorum: the two followers stopped, an
 // algorithm-10 INVITE through the leader is still forwarded and answered
@@ -160,21 +95,13 @@ func testAsyncWithoutQuorum(t *testing.T, kill bool) {
 
 	// With the quorum back, held calls count on every node again.
 	const held = 4
-	var wg sync.WaitGroup
-	var code int
-	var out string
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		code, out = sipp(t, 60*time.Second, callerArgs(survivor, held, 4, 5*time.Second)...)
-	}()
+	uac := startSIPp(t, 60*time.Second, callerArgs(survivor, held, 4, 5*time.Second)...)
 	for _, n := range nodes {
 		// >= : a LoadAdd the old leader kept may commit late and show
 		// until its removal commits right after it.
 		waitFor(t, "the held calls' load on "+n.APIAddr, 30*time.Second, func() bool { return totalLoad(n) >= held })
 	}
-	wg.Wait()
-	if code != 0 {
+	if code, out := uac.wait(t); code != 0 {
 		t.Fatalf("sipp with the quorum back: exit %d:\n%s", code, tail(out, 30))
 	}
 	for _, n := range nodes {
