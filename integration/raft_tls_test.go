@@ -1,76 +1,29 @@
 package integration
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
-	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-// writePEM writes one PEM block to dir/name and returns the path.
-func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// raftPKI makes a CA and one certificate per node name (server and client
-// use), written as PEM files in a temp dir; it returns the CA file and the
+// raftPKI makes a cluster CA and one certificate per node name with
+// `sipdispatch certs`, as an operator would; it returns the CA file and the
 // cert and key file per name.
 func raftPKI(t *testing.T, names ...string) (ca string, cert, key map[string]string) {
 	t.Helper()
 	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	if out, err := exec.Command(binary, append([]string{"certs", "-dir", dir}, names...)...).CombinedOutput(); err != nil {
+		t.Fatalf("sipdispatch certs: %v\n%s", err, out)
 	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "raft-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca = writePEM(t, dir, "ca.crt", "CERTIFICATE", caDER)
 	cert, key = map[string]string{}, map[string]string{}
-	for i, name := range names {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage:    x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert[name] = writePEM(t, dir, name+".crt", "CERTIFICATE", der)
-		key[name] = writePEM(t, dir, name+".key", "EC PRIVATE KEY", kder)
+	for _, name := range names {
+		cert[name], key[name] = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
 	}
-	return ca, cert, key
+	return filepath.Join(dir, "ca.crt"), cert, key
 }
 
 // Three processes with cluster.raft.tls form a cluster: the sets commit, a
