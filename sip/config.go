@@ -39,6 +39,12 @@ type Config struct {
 	// FRInvTimer is how long an INVITE waits for a final reply once a
 	// provisional reply has arrived (Kamailio fr_inv_timer).
 	FRInvTimer time.Duration
+	// UDPReaders is, in stateless mode, how many sockets share each UDP
+	// listen address (SO_REUSEPORT, Linux), each read by its own goroutine
+	// that parses and routes what it reads: the kernel spreads datagrams by
+	// sender, so one peer's messages stay in order. 0 means one per CPU
+	// (GOMAXPROCS); 1 a single socket. Stateful mode always reads one.
+	UDPReaders int
 	// TLSCert and TLSKey are PEM files; required when a tls listener is given.
 	TLSCert, TLSKey string
 	// RetryAfter is the Retry-After value, in seconds, of the 503 sent when a

@@ -147,3 +147,50 @@ func TestViaDestination(t *testing.T) {
 		}
 	}
 }
+
+// With several readers every socket of the listen address takes the fast
+// path: from many callers (spread by the kernel over the sockets by source
+// address) every INVITE reaches the silent gateway and no caller hears a
+// 100 Trying, which only sipgo's transaction path would send.
+func TestStatelessSeveralReaders(t *testing.T) {
+	if !reusePortSupported {
+		t.Skip("SO_REUSEPORT is only wired up on Linux")
+	}
+	gw := newGateway(t, "silent")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw.dest(1)}})
+	cfg := testConfig(ModeStateless)
+	cfg.UDPReaders = 4
+	s, proxy := startProxy(t, cfg, d, dispatchRoute(1))
+	if n := len(s.socks[0].more); n != 3 {
+		t.Fatalf("%d extra sockets, want 3", n)
+	}
+	const callers = 24
+	var cs []*rawCaller
+	for i := range callers {
+		c := newRawCaller(t, proxy)
+		c.send(t, c.request("INVITE", "sip:+15550100@pstn.example.net", fmt.Sprintf("readers-%d", i), ""))
+		cs = append(cs, c)
+	}
+	waitFor(t, "every INVITE at the gateway", 5*time.Second, func() bool { return gw.invites.Load() == callers })
+	for _, pc := range s.socks[0].more {
+		if s.udpListener(pc.LocalAddr()) != s.socks[0] {
+			t.Fatalf("socket %v is not recognised as the listener's", pc.LocalAddr())
+		}
+	}
+	// A server transaction would have sent its 100 Trying after 200 ms: the
+	// first read waits a second for it, the others find what has come by then.
+	for i, c := range cs {
+		wait := 10 * time.Millisecond
+		if i == 0 {
+			wait = time.Second
+		}
+		if got := c.read(t, wait); got != nil {
+			t.Fatalf("caller %d got %q: its INVITE did not take the stateless fast path", i, got)
+		}
+	}
+	// The address stays exclusive: another bind of it fails, also with
+	// SO_REUSEPORT.
+	if _, _, err := listenUDP(s.socks[0].pc.LocalAddr().String(), 2); err == nil {
+		t.Fatal("a second group bound the proxy's address")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,10 +55,13 @@ type Server struct {
 type socket struct {
 	proto string // udp, tcp, tls
 	pc    net.PacketConn
-	tx    *wireTx // stateless mode, UDP: answers and relays from this listener
-	ln    net.Listener
-	ip    net.IP
-	port  int
+	// more are further sockets on pc's address (stateless mode, UDP,
+	// Config.UDPReaders > 1), each read by its own goroutine.
+	more []net.PacketConn
+	tx   *wireTx // stateless mode, UDP: answers and relays from this listener
+	ln   net.Listener
+	ip   net.IP
+	port int
 }
 
 func (k *socket) addr() string {
@@ -153,7 +157,7 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 		var local net.Addr
 		switch la.proto {
 		case "udp":
-			k.pc, err = net.ListenPacket("udp", la.addr)
+			k.pc, k.more, err = listenUDP(la.addr, s.udpReaders())
 			if err == nil {
 				local = k.pc.LocalAddr()
 			}
@@ -176,6 +180,47 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 	return nil
 }
 
+// listenUDP binds addr with n sockets sharing it (n > 1: SO_REUSEPORT). A
+// plain bind comes first, so that an address another process holds — even
+// with SO_REUSEPORT, which would otherwise silently share it with us — is
+// an error as without the option; it also fixes the port when addr asks
+// for port 0.
+func listenUDP(addr string, n int) (net.PacketConn, []net.PacketConn, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil || n <= 1 {
+		return pc, nil, err
+	}
+	local := pc.LocalAddr().String()
+	pc.Close()
+	lc := net.ListenConfig{Control: reusePort}
+	var all []net.PacketConn
+	for range n {
+		c, err := lc.ListenPacket(context.Background(), "udp", local)
+		if err != nil {
+			for _, c := range all {
+				c.Close()
+			}
+			return nil, nil, err
+		}
+		all = append(all, c)
+	}
+	return all[0], all[1:], nil
+}
+
+// udpReaders is how many sockets, each with its own read loop, stateless
+// mode opens per UDP listen address: Config.UDPReaders, 0 meaning one per
+// CPU. Stateful mode reads one socket (sipgo hands each message to a
+// goroutine anyway).
+func (s *Server) udpReaders() int {
+	if s.cfg.Mode != ModeStateless || !reusePortSupported {
+		return 1
+	}
+	if s.cfg.UDPReaders > 0 {
+		return s.cfg.UDPReaders
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
 // statelessReadBuffer is the receive buffer asked for on a stateless UDP
 // listener (the kernel caps it at net.core.rmem_max).
 const statelessReadBuffer = 1 << 20
@@ -188,9 +233,11 @@ func (s *Server) statelessListeners() {
 	s.parser = sipmsg.NewParser()
 	for _, k := range s.socks {
 		if k.pc != nil {
-			if uc, ok := k.pc.(*net.UDPConn); ok {
-				if err := uc.SetReadBuffer(statelessReadBuffer); err != nil {
-					s.log.Debug("sip: receive buffer not raised", "listen", k.addr(), "err", err)
+			for _, pc := range append([]net.PacketConn{k.pc}, k.more...) {
+				if uc, ok := pc.(*net.UDPConn); ok {
+					if err := uc.SetReadBuffer(statelessReadBuffer); err != nil {
+						s.log.Debug("sip: receive buffer not raised", "listen", k.addr(), "err", err)
+					}
 				}
 			}
 			out := &sipmsg.UDPConnection{PacketConn: k.pc, PacketAddr: k.pc.LocalAddr().String(), Listener: true}
@@ -217,12 +264,19 @@ func (s *Server) Dropped() int64 { return s.dropped.Load() }
 func (s *Server) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, len(s.socks))
+	n := 0
+	for _, k := range s.socks {
+		n += 1 + len(k.more)
+	}
+	errc := make(chan error, n)
 	for _, k := range s.socks {
 		go func() {
 			var err error
 			switch k.proto {
 			case "udp":
+				for _, pc := range k.more {
+					go func() { errc <- s.srv.ServeUDP(pc) }()
+				}
 				err = s.srv.ServeUDP(k.pc)
 			case "tcp":
 				err = s.srv.ServeTCP(k.ln)
@@ -282,6 +336,9 @@ func (s *Server) closeSockets() {
 	for _, k := range s.socks {
 		if k.pc != nil {
 			k.pc.Close()
+		}
+		for _, pc := range k.more {
+			pc.Close()
 		}
 		if k.ln != nil {
 			k.ln.Close()

@@ -144,8 +144,16 @@ func (s *Server) statelessRead(p sipmsg.TransportReadProps, data []byte) ([]byte
 // socket reports the same net.Addr on every read, so this compares pointers.
 func (s *Server) udpListener(a net.Addr) *socket {
 	for _, k := range s.socks {
-		if k.tx != nil && k.pc.LocalAddr() == a {
+		if k.tx == nil {
+			continue
+		}
+		if k.pc.LocalAddr() == a {
 			return k
+		}
+		for _, pc := range k.more {
+			if pc.LocalAddr() == a {
+				return k
+			}
 		}
 	}
 	return nil

@@ -59,6 +59,7 @@ type proxyConfig struct {
 	FrInvTimer  time.Duration `yaml:"fr_inv_timer"` // INVITE final reply timeout after a provisional (tm fr_inv_timer)
 	TLSCert     string        `yaml:"tls_cert"`     // PEM certificate for tls: listeners
 	TLSKey      string        `yaml:"tls_key"`      // PEM key for tls: listeners
+	UDPReaders  int           `yaml:"udp_readers"`  // stateless: sockets per UDP address (SO_REUSEPORT); 0 = one per CPU
 }
 
 type apiConfig struct {
@@ -424,6 +425,9 @@ func (c *fileConfig) Validate() error {
 	}
 	if c.Proxy.FrInvTimer <= 0 {
 		bad("proxy.fr_inv_timer", c.Proxy.FrInvTimer, "must be > 0")
+	}
+	if c.Proxy.UDPReaders < 0 || c.Proxy.UDPReaders > 64 {
+		bad("proxy.udp_readers", c.Proxy.UDPReaders, "must be 0..64")
 	}
 	if (c.Proxy.TLSCert == "") != (c.Proxy.TLSKey == "") {
 		bad("proxy.tls_key", q(c.Proxy.TLSKey), "tls_cert and tls_key go together")

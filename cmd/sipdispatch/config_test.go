@@ -372,6 +372,7 @@ func TestValidateFields(t *testing.T) {
 		{"bad advertise", func(c *fileConfig) { c.Advertise = "sip.example.com:x" }, `advertise: "sip.example.com:x": bad port`},
 		{"advertise without port ok", func(c *fileConfig) { c.Advertise = "sip.example.com" }, ""},
 		{"zero fr_timer", func(c *fileConfig) { c.Proxy.FrTimer = 0 }, "proxy.fr_timer: 0s: must be > 0"},
+		{"udp readers", func(c *fileConfig) { c.Proxy.UDPReaders = -1 }, "proxy.udp_readers: -1: must be 0..64"},
 		{"negative fr_inv_timer", func(c *fileConfig) { c.Proxy.FrInvTimer = -time.Second }, "proxy.fr_inv_timer: -1s"},
 		{"max_forwards too big", func(c *fileConfig) { c.Proxy.MaxForwards = 256 }, "proxy.max_forwards: 256"},
 		{"api without port", func(c *fileConfig) { c.API.Listen = "127.0.0.1" }, `api.listen: "127.0.0.1": want HOST:PORT`},

@@ -218,6 +218,7 @@ func (c *fileConfig) sipConfig() sip.Config {
 	s.MaxForwards = c.Proxy.MaxForwards
 	s.FRTimer = c.Proxy.FrTimer
 	s.FRInvTimer = c.Proxy.FrInvTimer
+	s.UDPReaders = c.Proxy.UDPReaders
 	s.TLSCert, s.TLSKey = c.Proxy.TLSCert, c.Proxy.TLSKey
 	s.PingInterval = time.Duration(c.Dispatcher.PingInterval) * time.Second
 	s.PingMethod = c.Dispatcher.PingMethod
