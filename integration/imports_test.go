@@ -22,7 +22,7 @@ var allowed = map[string][]string{
 	"cluster": {module + "dispatch", module + "actors", "github.com/hashicorp/raft",
 		"github.com/hashicorp/raft-boltdb", "github.com/hashicorp/memberlist", "github.com/vmihailenco/msgpack/v5",
 		"github.com/hashicorp/go-hclog"},
-	"sip": {module + "dispatch", module + "actors", "github.com/emiago/sipgo", "github.com/icholy/digest"},
+	"sip": {module + "dispatch", module + "actors", "github.com/emiago/sipgo", "github.com/icholy/digest", "golang.org/x/sys/unix"},
 }
 
 // banned standard-library imports per package: the pure core opens no sockets.
