@@ -70,7 +70,6 @@ func runServe(args []string, _, stderr io.Writer) error {
 	var leaderWork []func(context.Context)
 	if hook != nil {
 		// Every node applies the same events; only the leader sends them.
-		hook.leaderOnly = true
 		leaderWork = append(leaderWork, hook.whileLeader)
 	}
 	startCtx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)

@@ -103,12 +103,11 @@ type webhook struct {
 	// delivered and dropped count events, for logs and tests.
 	delivered, dropped atomic.Uint64
 
-	// leaderOnly (cluster mode) sends only while active: every node applies
-	// the same commands and sees the same events, and the receiver wants each
-	// once. active is set by whileLeader after raft's barrier, so neither a
+	// active: events are sent only while this node leads. Every node
+	// applies the same commands and sees the same events, and the receiver
+	// wants each once; whileLeader sets it after raft's barrier, so neither a
 	// log replayed at start nor a follower's copy is sent.
-	leaderOnly bool
-	active     atomic.Bool
+	active atomic.Bool
 }
 
 // descWebhookEvents counts the webhook's events by how they ended.
@@ -154,7 +153,7 @@ func newWebhook(c eventsConfig, queue int, log *slog.Logger) (*webhook, error) {
 
 // OnEvent queues ev for delivery without blocking; a full queue drops it.
 func (w *webhook) OnEvent(ev dispatch.Event) {
-	if w.leaderOnly && !w.active.Load() {
+	if !w.active.Load() {
 		return
 	}
 	e := webhookEvent{

@@ -17,7 +17,8 @@ import (
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
-// startWebhook runs a webhook to url until the test ends.
+// startWebhook runs a webhook to url until the test ends, sending as a
+// leader does.
 func startWebhook(t *testing.T, url string, c eventsConfig, queue int) *webhook {
 	t.Helper()
 	c.WebhookURL = url
@@ -26,6 +27,7 @@ func startWebhook(t *testing.T, url string, c eventsConfig, queue int) *webhook 
 		t.Fatal(err)
 	}
 	w.backoff = time.Millisecond
+	w.active.Store(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { w.run(ctx); close(done) }()
@@ -271,7 +273,7 @@ func TestWebhookLeaderOnly(t *testing.T) {
 	}))
 	defer srv.Close()
 	w := startWebhook(t, srv.URL, eventsConfig{Timeout: 2 * time.Second}, 8)
-	w.leaderOnly = true
+	w.active.Store(false)
 	w.OnEvent(testEvent(1)) // not the leader: not sent
 
 	ctx, cancel := context.WithCancel(context.Background())
