@@ -13,7 +13,8 @@ package dispatch
 // disabled through the API. If the source's flags for it changed, the operator
 // edited that line to change its state, so the new source flags win and the
 // counters restart. The no-DNS and never-ping bits always come from the new
-// source. Latency statistics and call-load entries always carry over.
+// source. Latency statistics, call-load entries, the log clock and the
+// tombstones of ended calls always carry over.
 //
 // Load entries on destinations that no longer exist are dropped; CarryOver
 // returns how many, for the caller to log. old is not changed.
@@ -57,6 +58,14 @@ func (s *SetState) CarryOver(old *SetState) (dropped int) {
 		e.dest = int32(i)
 		s.load.m[id] = e
 		s.State[i].Load++
+	}
+	// The log clock and the tombstones of ended calls belong to the set's
+	// call history, not to its destinations.
+	s.tick(old.load.clock)
+	for id, at := range old.load.ended {
+		if at > s.load.ended[id] {
+			s.load.ended[id] = at
+		}
 	}
 	s.stateChanged()
 	return dropped

@@ -126,6 +126,9 @@ func (s *SetState) Apply(c Command) (ApplyResult, error) {
 		return res, fmt.Errorf("set %d: %s for set %d: %w", s.ID, c.Kind, c.Set, ErrBadCommand)
 	}
 	now := c.Now()
+	// Load commands first check against the log clock as it was, then
+	// advance it; see LateAddWindow.
+	defer s.tick(c.At)
 	switch c.Kind {
 	case CmdMark:
 		if c.DUID == "" && c.URI == "all" {
@@ -156,7 +159,7 @@ func (s *SetState) Apply(c Command) (ApplyResult, error) {
 		if err != nil {
 			return res, err
 		}
-		if err := s.LoadAdd(c.CallID, i, now); err != nil {
+		if err := s.loadAddCmd(c.CallID, i, c.At); err != nil {
 			return res, fmt.Errorf("set %d: %w", s.ID, err)
 		}
 		res.Found = true
@@ -169,9 +172,11 @@ func (s *SetState) Apply(c Command) (ApplyResult, error) {
 		}
 		res.Found = s.LoadMove(c.CallID, i)
 	case CmdLoadRemove:
-		res.Found = s.LoadRemove(c.CallID)
+		res.Found = s.loadRemoveCmd(c.CallID, c.At, c.Set >= 0)
 	case CmdLoadExpire:
 		res.Expired = s.LoadExpire(now)
+		s.tick(c.At)
+		s.pruneEnded()
 	default:
 		return res, fmt.Errorf("set %d: %s: %w", s.ID, c.Kind, ErrBadCommand)
 	}

@@ -15,7 +15,25 @@ var (
 	ErrLoadExists = errors.New("call-id already has a load entry")
 	// ErrBadIndex means a destination index outside the set.
 	ErrBadIndex = errors.New("destination index out of range")
+	// ErrLoadRefused means a replicated LoadAdd that may no longer create an
+	// entry: its call already ended (a removal for the Call-ID applied first,
+	// see LateAddWindow) or it committed later than LateAddWindow after it
+	// was proposed. Its proposer has given up on it and queued its removal.
+	ErrLoadRefused = errors.New("call-load add refused")
 )
+
+// LateAddWindow bounds how long after its proposal (Command.At) a LoadAdd may
+// still create an entry, measured against the latest command time the set
+// applied. A proposer waits at most LoadCommitWait for its add, then treats
+// it as failed and has its removal committed; an add that commits later than
+// the window is refused, so the record of an ended call (a tombstone, see
+// LoadRemoveCmd) need only outlive the window. Twice LoadCommitWait plus room
+// for clock skew between nodes.
+const LateAddWindow = 30 * time.Second
+
+// LoadCommitWait is the longest a proposer waits for its LoadAdd to commit
+// before it gives the call up (answers 503, or goes on without an entry).
+const LoadCommitWait = 10 * time.Second
 
 // maxLoadHint caps the initial size of a set's table: ds_hash_size may ask for
 // 2^24 slots, which would preallocate hundreds of MB for every set.
@@ -26,10 +44,19 @@ const maxLoadHint = 1 << 16
 // one set's owner drives it alone.
 type LoadTable struct {
 	m map[string]loadEntry
+	// ended holds the Call-IDs that a replicated removal found no entry for,
+	// with that removal's time: a LoadAdd of the same Call-ID proposed
+	// before it (overtaken by the removal, or failed and committed late) is
+	// refused. Entries are dropped LateAddWindow after their time.
+	ended map[string]int64
+	// clock is the latest command time (Command.At) applied, unix
+	// nanoseconds: the log's own clock, the same on every node.
+	clock int64
 }
 
-// loadEntry is kept small (16 bytes) for tables of a million calls.
+// loadEntry is kept small (24 bytes) for tables of a million calls.
 type loadEntry struct {
+	since     int64 // unix nanoseconds: when the call was placed
 	expires   int64 // unix nanoseconds
 	dest      int32 // index into the set's Dests
 	confirmed bool
@@ -41,6 +68,7 @@ type LoadEntry struct {
 	CallID    string
 	Dest      int       // index into SetState.Dests
 	Confirmed bool      // a 2xx was seen
+	Since     time.Time // when the call was placed (its LoadAdd's time)
 	Expires   time.Time // removed by LoadExpire after this instant
 }
 
@@ -49,7 +77,7 @@ func newLoadTable(hashSize int) LoadTable {
 	if hashSize > 0 {
 		hint = min(1<<hashSize, maxLoadHint)
 	}
-	return LoadTable{m: make(map[string]loadEntry, hint)}
+	return LoadTable{m: make(map[string]loadEntry, hint), ended: make(map[string]int64)}
 }
 
 // LoadAdd records a call on destination i (a selected INVITE, algorithm 10):
@@ -65,10 +93,56 @@ func (s *SetState) LoadAdd(callID string, i int, now time.Time) error {
 	exp := now.Add(time.Duration(s.cfg.HashInitExpire) * time.Second)
 	// Clone: the Call-ID may point into a whole SIP message the table must
 	// not keep alive for hours.
-	s.load.m[strings.Clone(callID)] = loadEntry{expires: exp.UnixNano(), dest: int32(i)}
+	s.load.m[strings.Clone(callID)] = loadEntry{since: now.UnixNano(), expires: exp.UnixNano(), dest: int32(i)}
 	s.State[i].Load++
 	return nil
 }
+
+// loadAddCmd applies a replicated LoadAdd at time at: refused when the call
+// already ended or the add is older than the window (ErrLoadRefused).
+func (s *SetState) loadAddCmd(callID string, i int, at int64) error {
+	if end, ok := s.load.ended[callID]; ok && at <= end {
+		return fmt.Errorf("load add %q: %w: the call ended before the add applied", callID, ErrLoadRefused)
+	}
+	if late := time.Duration(s.load.clock - at); late > LateAddWindow {
+		return fmt.Errorf("load add %q: %w: applied %v after it was proposed (window %v; check the nodes' clocks)",
+			callID, ErrLoadRefused, late.Round(time.Millisecond), LateAddWindow)
+	}
+	return s.LoadAdd(callID, i, time.Unix(0, at))
+}
+
+// loadRemoveCmd applies a replicated LoadRemove at time at. A removal that
+// finds no entry leaves a tombstone, so that the call's add, should it
+// apply later, creates none; tomb false is for a removal addressed to any
+// set, whose owner records tombstones only once no set had the call.
+func (s *SetState) loadRemoveCmd(callID string, at int64, tomb bool) bool {
+	if s.LoadRemove(callID) {
+		return true
+	}
+	if tomb && at > s.load.ended[callID] {
+		s.load.ended[strings.Clone(callID)] = at
+	}
+	return false
+}
+
+// tick advances the log clock to at.
+func (s *SetState) tick(at int64) {
+	if at > s.load.clock {
+		s.load.clock = at
+	}
+}
+
+// pruneEnded drops the tombstones older than the window at the log clock.
+func (s *SetState) pruneEnded() {
+	for id, at := range s.load.ended {
+		if time.Duration(s.load.clock-at) > LateAddWindow {
+			delete(s.load.ended, id)
+		}
+	}
+}
+
+// EndedCount returns how many tombstones of ended calls the set holds.
+func (s *SetState) EndedCount() int { return len(s.load.ended) }
 
 // LoadConfirm marks the call answered (2xx to the INVITE): it now expires
 // ds_hash_expire seconds after now. Kamailio counts that lifetime from the
@@ -148,6 +222,7 @@ func (s *SetState) LoadEntries(dst []LoadEntry) []LoadEntry {
 			CallID:    id,
 			Dest:      int(e.dest),
 			Confirmed: e.confirmed,
+			Since:     time.Unix(0, e.since),
 			Expires:   time.Unix(0, e.expires),
 		})
 	}
@@ -166,7 +241,7 @@ func (s *SetState) LoadRestore(e LoadEntry) error {
 	if _, ok := s.load.m[e.CallID]; ok {
 		return fmt.Errorf("load restore %q: %w", e.CallID, ErrLoadExists)
 	}
-	s.load.m[strings.Clone(e.CallID)] = loadEntry{expires: e.Expires.UnixNano(), dest: int32(e.Dest), confirmed: e.Confirmed}
+	s.load.m[strings.Clone(e.CallID)] = loadEntry{since: e.Since.UnixNano(), expires: e.Expires.UnixNano(), dest: int32(e.Dest), confirmed: e.Confirmed}
 	s.State[e.Dest].Load++
 	return nil
 }

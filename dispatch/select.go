@@ -31,8 +31,16 @@ import (
 // algorithm finds no key in req it wraps ErrNoHashKey. Selection.Order is
 // built in buf[:0], so a caller that reuses buf makes hash algorithms
 // allocation-free. Select does not record call load: after algorithm 10 the
-// caller calls LoadAdd for the chosen destination.
+// caller records the chosen destination (a replicated CmdLoadAdd).
 func (s *SetState) Select(req *Request, alg Algorithm, limit int, now time.Time, buf []int) (Selection, error) {
+	return s.SelectHeld(req, alg, limit, now, buf, nil)
+}
+
+// SelectHeld is Select with held[i] calls counted on destination i on top of
+// its committed load, for algorithm 10's least-loaded pick and maxload: the
+// calls a node has placed whose load entries have not committed yet
+// (reservations). held may be nil or shorter than Dests.
+func (s *SetState) SelectHeld(req *Request, alg Algorithm, limit int, now time.Time, buf []int, held []int) (Selection, error) {
 	sel := Selection{SetID: s.ID, Alg: alg, Order: buf[:0]}
 	n := len(s.Dests)
 	if n == 0 {
@@ -93,7 +101,7 @@ func (s *SetState) Select(req *Request, alg Algorithm, limit int, now time.Time,
 		s.wlast = (s.wlast + 1) % 100
 	case AlgCallLoad:
 		if req.Method == "INVITE" {
-			return s.selectCallLoad(sel, limit)
+			return s.selectCallLoad(sel, limit, held)
 		}
 		// Only an INVITE starts a call; anything else takes the first entry.
 	case AlgRelativeWeight:
@@ -132,7 +140,7 @@ func (s *SetState) Select(req *Request, alg Algorithm, limit int, now time.Time,
 		return sel, nil
 	}
 	if s.cfg.Flags&FlagsFailover != 0 {
-		sel.Order = s.appendFailover(sel.Order, i, limit, false)
+		sel.Order = s.appendFailover(sel.Order, i, limit, false, nil)
 	}
 	return sel, nil
 }
@@ -205,12 +213,12 @@ func (s *SetState) defaultIndex() int {
 // appendFailover adds the failover candidates after chosen, in Kamailio's
 // order: the selectable destinations after it, wrapping to those before it,
 // leaving out the default one (and with loadCap those at maxload), then the
-// default one; order stops growing at limit.
-func (s *SetState) appendFailover(order []int, chosen, limit int, loadCap bool) []int {
+// default one; order stops growing at limit. held is as in SelectHeld.
+func (s *SetState) appendFailover(order []int, chosen, limit int, loadCap bool, held []int) []int {
 	n := len(s.Dests)
 	for off := 1; off < n && len(order) < limit; off++ {
 		i := (chosen + off) % n
-		if s.State[i].Flags.Skip() || (s.hasDefault() && i == n-1) || (loadCap && !s.underMaxLoad(i)) {
+		if s.State[i].Flags.Skip() || (s.hasDefault() && i == n-1) || (loadCap && !s.underMaxLoad(i, held)) {
 			continue
 		}
 		order = append(order, i)
@@ -227,9 +235,17 @@ func (s *SetState) appendDefault(order []int, chosen, limit int) []int {
 }
 
 // underMaxLoad reports whether destination i can take another call.
-func (s *SetState) underMaxLoad(i int) bool {
+func (s *SetState) underMaxLoad(i int, held []int) bool {
 	m := s.Dests[i].Attrs.MaxLoad
-	return m <= 0 || s.State[i].Load < m
+	return m <= 0 || s.loadOf(i, held) < m
+}
+
+// loadOf is destination i's committed load plus the calls held on it.
+func (s *SetState) loadOf(i int, held []int) int {
+	if i < len(held) {
+		return s.State[i].Load + held[i]
+	}
+	return s.State[i].Load
 }
 
 // selectCallLoad is algorithm 10 for an INVITE (ds_get_leastloaded): the
@@ -237,17 +253,17 @@ func (s *SetState) underMaxLoad(i int) bool {
 // ties to the lowest index. Unlike Kamailio, whose least-loaded search
 // includes the use_default destination and then maps it onto index 0, the
 // default one is chosen only when no other can take the call.
-func (s *SetState) selectCallLoad(sel Selection, limit int) (Selection, error) {
+func (s *SetState) selectCallLoad(sel Selection, limit int, held []int) (Selection, error) {
 	best := -1
 	for i := 0; i < s.hashRange(); i++ {
-		if s.State[i].Flags.Skip() || !s.underMaxLoad(i) {
+		if s.State[i].Flags.Skip() || !s.underMaxLoad(i, held) {
 			continue
 		}
-		if best < 0 || s.State[i].Load < s.State[best].Load {
+		if best < 0 || s.loadOf(i, held) < s.loadOf(best, held) {
 			best = i
 		}
 	}
-	if best < 0 && s.hasDefault() && s.underMaxLoad(len(s.Dests)-1) {
+	if best < 0 && s.hasDefault() && s.underMaxLoad(len(s.Dests)-1, held) {
 		best = s.defaultIndex()
 	}
 	if best < 0 {
@@ -255,7 +271,7 @@ func (s *SetState) selectCallLoad(sel Selection, limit int) (Selection, error) {
 	}
 	sel.Order = append(sel.Order, best)
 	if s.cfg.Flags&FlagsFailover != 0 {
-		sel.Order = s.appendFailover(sel.Order, best, limit, true)
+		sel.Order = s.appendFailover(sel.Order, best, limit, true, held)
 	}
 	return sel, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -13,20 +14,26 @@ import (
 // Snapshot encoding of one set: a version byte, then
 //
 //	[id, [dest, ...], [[flags, failures, successes, load, latency], ...],
-//	 [[callID, destIndex, confirmed, expires(ns)], ...]]
+//	 [[callID, destIndex, confirmed, expires(ns), since(ns)], ...],
+//	 clock(ns), [[callID, at(ns)], ...]]
 //
 // with destinations as in a command and latency as [count, timeouts, avg,
 // m2, std, est, max, min]. It holds what replication keeps identical on every
 // node: the destinations, each one's flags, counters, load and latency, and
 // the call-load entries sorted by Call-ID. A load entry names its destination
 // by index into the snapshot's own destination list, which is unambiguous
-// even where two destinations share a key. Selection cursors and weight
+// even where two destinations share a key. The log clock and the tombstones
+// of ended calls (sorted by Call-ID) follow; snapshots written before they
+// existed end after the entries, and entries without since restore with
+// since 0. Selection cursors and weight
 // tables are local to a node and left out; RestoreSetState rebuilds them.
 const (
-	setSnapFields   = 4
+	setSnapFields   = 6
+	setSnapFieldsV0 = 4 // before the clock and the tombstones
 	destStateFields = 5
 	latencyFields   = 8
-	loadFields      = 4
+	loadFields      = 5
+	loadFieldsV0    = 4 // before since
 )
 
 // MarshalState encodes the set's replicated state. Two SetStates that applied
@@ -65,6 +72,19 @@ func (s *SetState) MarshalState() ([]byte, error) {
 		w.int(int64(e.Dest))
 		w.bool(e.Confirmed)
 		w.int(e.Expires.UnixNano())
+		w.int(e.Since.UnixNano())
+	}
+	w.int(s.load.clock)
+	ended := make([]string, 0, len(s.load.ended))
+	for id := range s.load.ended {
+		ended = append(ended, id)
+	}
+	slices.Sort(ended)
+	w.arrayLen(len(ended))
+	for _, id := range ended {
+		w.arrayLen(2)
+		w.str(id)
+		w.int(s.load.ended[id])
 	}
 	if w.err != nil {
 		return nil, fmt.Errorf("snapshot set %d: %w", s.ID, w.err)
@@ -83,8 +103,8 @@ func RestoreSetState(b []byte, cfg *Config, rng *rand.Rand) (*SetState, error) {
 	}
 	r := newReader(b[1:])
 	n := r.arrayLen()
-	if r.err == nil && n < setSnapFields {
-		r.fail("%d fields, want %d", n, setSnapFields)
+	if r.err == nil && n < setSnapFieldsV0 {
+		r.fail("%d fields, want %d", n, setSnapFieldsV0)
 	}
 	set := Set{ID: int(r.intRange(-maxInt32-1, maxInt32))}
 	if nd := r.arrayLen(); nd > 0 {
@@ -119,9 +139,28 @@ func RestoreSetState(b []byte, cfg *Config, rng *rand.Rand) (*SetState, error) {
 	for i := range entries {
 		k := r.arrayLen()
 		entries[i] = LoadEntry{CallID: r.str(), Dest: int(r.intRange(0, maxInt32)), Confirmed: r.bool(), Expires: time.Unix(0, r.int())}
-		r.skipExtra(k, loadFields)
+		known := loadFieldsV0
+		if k >= loadFields {
+			entries[i].Since, known = time.Unix(0, r.int()), loadFields
+		}
+		r.skipExtra(k, known)
 	}
-	r.skipExtra(n, setSnapFields)
+	var clock int64
+	var ended map[string]int64
+	known := setSnapFieldsV0
+	if n >= setSnapFields {
+		known = setSnapFields
+		clock = r.int()
+		ne := r.arrayLen()
+		ended = make(map[string]int64, ne)
+		for range ne {
+			k := r.arrayLen()
+			id, at := r.str(), r.int()
+			r.skipExtra(k, 2)
+			ended[id] = at
+		}
+	}
+	r.skipExtra(n, known)
 	if r.err == nil && r.r.Len() != 0 {
 		r.fail("%d trailing bytes", r.r.Len())
 	}
@@ -135,6 +174,10 @@ func RestoreSetState(b []byte, cfg *Config, rng *rand.Rand) (*SetState, error) {
 	for i := range states {
 		s.State[i] = states[i]
 		s.State[i].Load = 0 // LoadRestore counts the entries
+	}
+	s.load.clock = clock
+	for id, at := range ended {
+		s.load.ended[id] = at
 	}
 	for _, e := range entries {
 		if err := s.LoadRestore(e); err != nil {
