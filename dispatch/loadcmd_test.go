@@ -35,14 +35,14 @@ func TestLoadCommandRules(t *testing.T) {
 	}{
 		{"add then remove", []step{{c: add("x", 0), found: true}, {c: remove(1, "x", time.Second), found: true}}, 0, 0},
 		{"remove overtakes its add", []step{{c: remove(1, "x", time.Second)}, {c: add("x", 0), refused: true}}, 0, 1},
-		{"a new INVITE after the removal is a new call", []step{{c: remove(1, "x", time.Second)}, {c: add("x", 2 * time.Second), found: true}}, 1, 1},
+		{"a new INVITE after the removal is a new call", []step{{c: remove(1, "x", time.Second)}, {c: add("x", 2*time.Second), found: true}}, 1, 1},
 		{"removal for any set leaves no tombstone", []step{{c: remove(-1, "x", time.Second)}, {c: add("x", 0), found: true}}, 1, 0},
 		{"late add refused", []step{{c: expire(LateAddWindow + time.Second)}, {c: add("x", 0), refused: true}}, 0, 0},
 		{"add at the edge of the window", []step{{c: expire(LateAddWindow)}, {c: add("x", 0), found: true}}, 1, 0},
-		{"tombstones pruned after the window", []step{{c: remove(1, "x", 0)}, {c: remove(1, "y", 20 * time.Second)},
+		{"tombstones pruned after the window", []step{{c: remove(1, "x", 0)}, {c: remove(1, "y", 20*time.Second)},
 			{c: expire(LateAddWindow + time.Second)}}, 0, 1},
-		{"second removal keeps the later time", []step{{c: remove(1, "x", 5 * time.Second)}, {c: remove(1, "x", time.Second)},
-			{c: add("x", 3 * time.Second), refused: true}}, 0, 1},
+		{"second removal keeps the later time", []step{{c: remove(1, "x", 5*time.Second)}, {c: remove(1, "x", time.Second)},
+			{c: add("x", 3*time.Second), refused: true}}, 0, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
