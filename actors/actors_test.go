@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,6 +39,9 @@ func newTestRegistry(t testing.TB, sets []dispatch.Set, o Options) *Registry {
 	t.Helper()
 	if o.Seed == 0 {
 		o.Seed = 1
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	r, err := NewRegistry(testConfig(), sets, o)
 	if err != nil {
@@ -141,38 +145,34 @@ func TestMarkWhileSelecting(t *testing.T) {
 
 // A full data mailbox answers ErrBusy at once instead of blocking the caller.
 func TestFullMailboxIsBusy(t *testing.T) {
-	now, entered, release := holdFirstMessage()
-	r := newTestRegistry(t, threeGateways(), Options{MailboxSize: 2, Now: now})
+	onEvent, entered, release := holdFirstEvent()
+	r := newTestRegistry(t, threeGateways(), Options{MailboxSize: 2, OnEvent: onEvent})
 	ctx := context.Background()
-	firstDone := make(chan error, 1)
-	go func() {
-		_, err := r.Select(ctx, 1, dispatch.AlgRoundRobin, invite("held"), 0)
-		firstDone <- err
-	}()
-	<-entered
+	marked := make(chan error, 1)
+	go func() { marked <- r.Mark(ctx, 1, "sip:127.0.0.1:5082", mustMarkOp(t, "i")) }()
+	<-entered // the actor is held inside the mark's apply
 	s, _ := r.Lookup(1)
 	for i := 0; i < 2; i++ { // fill the two mailbox slots without waiting
-		r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200})
+		if err := s.send(statusMsg{reply: make(chan SetStatus, 1)}); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
 	}
-	if err := s.send(probeMsg{}); !errors.Is(err, ErrBusy) {
+	if err := s.send(statusMsg{reply: make(chan SetStatus, 1)}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("send to a full mailbox: got %v, want ErrBusy", err)
 	}
 	_, err := r.Select(ctx, 1, dispatch.AlgRoundRobin, invite("x"), 0)
 	if !errors.Is(err, ErrBusy) {
 		t.Fatalf("select on a full mailbox: got %v, want ErrBusy", err)
 	}
+	if _, err := s.Status(ctx, false); !errors.Is(err, ErrBusy) {
+		t.Fatalf("status on a full mailbox: got %v, want ErrBusy", err)
+	}
 	close(release)
-	if err := <-firstDone; err != nil {
-		t.Fatalf("held select: %v", err)
+	if err := <-marked; err != nil {
+		t.Fatalf("held mark: %v", err)
 	}
-	// The two probe results are still queued behind the held select.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(s.data) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("mailbox still holds %d messages", len(s.data))
-		}
-		time.Sleep(time.Millisecond)
-	}
+	// The two status requests are still queued behind the held apply.
+	waitUntil(t, "the mailbox to drain", func() bool { return len(s.data) == 0 })
 	if _, err := r.Select(ctx, 1, dispatch.AlgRoundRobin, invite("y"), 0); err != nil {
 		t.Fatalf("select after the mailbox drained: %v", err)
 	}
@@ -207,27 +207,37 @@ func TestCallLoadThroughActor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st[0].Calls != 9 {
-		t.Fatalf("calls = %d, want 9", st[0].Calls)
+	if st[0].Calls != 9 || st[0].Reserved != 0 {
+		t.Fatalf("calls = %d, reserved %d; want 9 committed and none reserved", st[0].Calls, st[0].Reserved)
 	}
 	for _, d := range st[0].Dests {
 		if d.State.Load != 3 {
 			t.Errorf("%s load %d, want 3 (least-loaded spreads evenly)", d.URI, d.State.Load)
 		}
 	}
+	// A retransmitted INVITE of a call that has its entry adds nothing.
+	sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("call-0"), 0)
+	if err != nil || sel.LoadAdded {
+		t.Fatalf("retransmission: LoadAdded %v err %v; want no second entry", sel.LoadAdded, err)
+	}
+	if st, _ := r.Status(ctx); st[0].Calls != 9 {
+		t.Fatalf("calls after a retransmission = %d, want 9", st[0].Calls)
+	}
 	// A failover moves a call: gw1 3→2, gw3 3→4.
-	if err := r.LoadMove(ctx, 1, "call-0", "sip:127.0.0.1:5083"); err != nil {
+	if err := r.LoadMove(1, "call-0", "sip:127.0.0.1:5083"); err != nil {
 		t.Fatal(err)
 	}
+	waitLoads(t, r)
 	st, _ = r.Status(ctx)
 	if a, c := st[0].Dests[0].State.Load, st[0].Dests[2].State.Load; a != 2 || c != 4 {
 		t.Fatalf("after LoadMove: gw1 %d gw3 %d, want 2 and 4", a, c)
 	}
 	for i := 0; i < 9; i++ {
-		if err := r.LoadRemove(ctx, -1, fmt.Sprintf("call-%d", i)); err != nil {
+		if err := r.LoadRemove(-1, fmt.Sprintf("call-%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	waitLoads(t, r)
 	st, _ = r.Status(ctx)
 	if st[0].Calls != 0 {
 		t.Fatalf("calls after BYEs = %d, want 0", st[0].Calls)
@@ -238,9 +248,56 @@ func TestCallLoadThroughActor(t *testing.T) {
 		}
 	}
 	// A non-INVITE never adds load.
-	sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, &dispatch.Request{Method: "OPTIONS", CallID: "o"}, 0)
+	sel, err = r.Select(ctx, 1, dispatch.AlgCallLoad, &dispatch.Request{Method: "OPTIONS", CallID: "o"}, 0)
 	if err != nil || sel.LoadAdded {
 		t.Fatalf("OPTIONS with alg 10: LoadAdded=%v err=%v", sel.LoadAdded, err)
+	}
+	if qs := r.LoadQueueStats(); qs != (LoadQueueStats{}) {
+		t.Fatalf("load queue %+v, want empty with nothing retried or dropped", qs)
+	}
+}
+
+// The load calls check their target before queueing anything; without call
+// load (ds_hash_size 0) a removal does nothing.
+func TestLoadCallsCheckTargets(t *testing.T) {
+	r := newTestRegistry(t, threeGateways(), Options{})
+	if err := r.LoadConfirm(7, "x"); !errors.Is(err, dispatch.ErrUnknownSet) {
+		t.Fatalf("confirm in an unknown set: %v", err)
+	}
+	if err := r.LoadMove(7, "x", "sip:127.0.0.1:5081"); !errors.Is(err, dispatch.ErrUnknownSet) {
+		t.Fatalf("move in an unknown set: %v", err)
+	}
+	if err := r.LoadMove(1, "x", "sip:10.9.9.9"); !errors.Is(err, dispatch.ErrUnknownDestination) {
+		t.Fatalf("move to an unknown destination: %v", err)
+	}
+	if err := r.LoadRemove(7, "x"); !errors.Is(err, dispatch.ErrUnknownSet) {
+		t.Fatalf("remove in an unknown set: %v", err)
+	}
+	if qs := r.LoadQueueStats(); qs.Pending != 0 {
+		t.Fatalf("%d commands queued for bad targets", qs.Pending)
+	}
+
+	cfg := testConfig()
+	cfg.HashSize = 0
+	p := &logProposer{}
+	nolo, err := NewRegistry(cfg, threeGateways(), Options{Seed: 1, Proposer: p, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.setLocal(nolo)
+	t.Cleanup(nolo.Stop)
+	if err := nolo.LoadRemove(-1, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := nolo.LoadRemove(7, "x"); err != nil {
+		t.Fatalf("remove without call load: %v, want nothing done", err)
+	}
+	sel, err := nolo.Select(context.Background(), 1, dispatch.AlgCallLoad, invite("c"), 0)
+	if err != nil || sel.LoadAdded {
+		t.Fatalf("alg 10 without call load: LoadAdded %v err %v", sel.LoadAdded, err)
+	}
+	if qs := nolo.LoadQueueStats(); qs.Pending != 0 || len(p.entries()) != 0 {
+		t.Fatalf("without call load: queue %+v, log %d commands; want nothing", qs, len(p.entries()))
 	}
 }
 
@@ -355,8 +412,14 @@ func TestStoppedRegistry(t *testing.T) {
 	r := newTestRegistry(t, threeGateways(), Options{})
 	s, _ := r.Lookup(1)
 	r.Stop()
-	if _, err := s.Select(context.Background(), invite("a"), dispatch.AlgFirst, 0); !errors.Is(err, ErrStopped) {
+	if _, err := r.Select(context.Background(), 1, dispatch.AlgFirst, invite("a"), 0); !errors.Is(err, ErrStopped) {
 		t.Fatalf("select after Stop: %v, want ErrStopped", err)
+	}
+	if _, err := s.Status(context.Background(), false); !errors.Is(err, ErrStopped) {
+		t.Fatalf("status after Stop: %v, want ErrStopped", err)
+	}
+	if err := r.Mark(context.Background(), 1, "all", mustMarkOp(t, "i")); !errors.Is(err, ErrStopped) {
+		t.Fatalf("mark after Stop: %v, want ErrStopped", err)
 	}
 	if err := r.Replace(context.Background(), threeGateways()); !errors.Is(err, ErrStopped) {
 		t.Fatalf("replace after Stop: %v, want ErrStopped", err)
@@ -364,15 +427,20 @@ func TestStoppedRegistry(t *testing.T) {
 }
 
 func TestSelectRespectsContext(t *testing.T) {
-	now, entered, release := holdFirstMessage()
-	r := newTestRegistry(t, threeGateways(), Options{Now: now})
-	defer close(release)
-	go r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200})
+	onEvent, entered, release := holdFirstEvent()
+	r := newTestRegistry(t, threeGateways(), Options{OnEvent: onEvent})
+	marked := make(chan error, 1)
+	go func() { marked <- r.Mark(context.Background(), 1, "sip:127.0.0.1:5081", mustMarkOp(t, "i")) }()
 	<-entered
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := r.Select(ctx, 1, dispatch.AlgFirst, invite("a"), 0); !errors.Is(err, context.Canceled) {
+	_, err := r.Select(ctx, 1, dispatch.AlgFirst, invite("a"), 0)
+	close(release)
+	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("select with a cancelled ctx on a held actor: %v", err)
+	}
+	if err := <-marked; err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -410,19 +478,42 @@ func BenchmarkActorSelectRoundTrip(b *testing.B) {
 	})
 }
 
-// holdFirstMessage returns a clock for Options.Now that holds the actor inside
-// the first message it serves: entered receives once the actor is held, and
-// closing release lets it go on. Tests use it to fill a mailbox or outwait a
-// caller deterministically.
-func holdFirstMessage() (now func() time.Time, entered, release chan struct{}) {
+// holdFirstEvent returns an Options.OnEvent that holds the actor inside the
+// first event it emits (the actor calls OnEvent on its own goroutine while it
+// applies a command): entered receives once the actor is held, and closing
+// release lets it go on. Tests use it to fill a mailbox or outwait a caller
+// deterministically; the clock cannot do it, as the load queue reads it too.
+func holdFirstEvent() (onEvent func(dispatch.Event), entered, release chan struct{}) {
 	entered, release = make(chan struct{}, 1), make(chan struct{})
 	var first atomic.Bool
-	now = func() time.Time {
+	onEvent = func(dispatch.Event) {
 		if first.CompareAndSwap(false, true) {
 			entered <- struct{}{}
 			<-release
 		}
-		return time.Unix(1_700_000_000, 0)
 	}
-	return now, entered, release
+	return onEvent, entered, release
+}
+
+// waitUntil polls cond until it holds, failing the test after a deadline
+// generous enough for a busy machine.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitLoads waits until r's load queue is empty.
+func waitLoads(t testing.TB, r *Registry) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := r.WaitLoads(ctx); err != nil {
+		t.Fatalf("load queue: %v (%+v)", err, r.LoadQueueStats())
+	}
 }

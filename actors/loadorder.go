@@ -2,50 +2,57 @@ package actors
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
-// Load-commit modes, the mode label of Options.OnLoadCommitFailure.
+// Load-replication modes (Options.LoadReplication), also the mode label of
+// Options.OnLoadCommitFailure.
 const (
-	LoadCommitSync  = "sync"
+	// LoadCommitSync: an algorithm-10 INVITE's Select returns only once its
+	// load entry has committed; without a quorum it fails (the proxy
+	// answers 503).
+	LoadCommitSync = "sync"
+	// LoadCommitAsync: Select returns at once on the reserved pick and the
+	// entry commits in the background, or is lost with the quorum.
 	LoadCommitAsync = "async"
 )
 
-// maxFailedLoads bounds loadOrder.failed: 1000 failed adds a second for
-// over a minute.
-const maxFailedLoads = 1 << 16
+// Errors of an algorithm-10 Select; test them with errors.Is.
+var (
+	// ErrLoadNotCommitted means the INVITE's load entry could not commit in
+	// time (load_replication sync): the call must not go ahead.
+	ErrLoadNotCommitted = errors.New("call-load entry not committed")
+	// ErrLoadInFlight means the Call-ID's load entry is being committed for
+	// an earlier copy of the INVITE: this one is a retransmission that the
+	// first copy's outcome answers.
+	ErrLoadInFlight = errors.New("call-load entry of this call is being committed")
+)
 
 // loadWarnEvery rate-limits the warning about failed background LoadAdds:
 // without a quorum every alg-10 INVITE fails one, at the call rate.
 const loadWarnEvery = 10 * time.Second
 
-// flight is a LoadAdd this node is proposing. Load commands for its Call-ID
-// issued meanwhile wait in after, so that this node never proposes a call's
-// confirm, move or remove before its add (two independent proposals could
-// commit in either order). applied is set when the add reaches Apply, so a
-// proposal that fails after its command applied still counts as committed.
+// flight is a LoadAdd this node is proposing. Confirms and moves issued for
+// its Call-ID meanwhile wait in after, so that this node never proposes
+// them before the add (they would find no entry). applied is set when the
+// add reaches Apply, so a proposal that fails after its command applied
+// still counts as committed.
 type flight struct {
 	after   []dispatch.Command
 	applied bool
 }
 
-// loadOrder orders one node's proposals per Call-ID. It is local, not
-// replicated state: it only decides when, and whether, this node proposes;
-// what the commands do is decided by the log order alone.
+// loadOrder orders one node's load commands per Call-ID behind the call's
+// LoadAdd. It is local, not replicated state: it only decides when this node
+// queues them; what they do is decided by the log order alone.
 type loadOrder struct {
 	mu      sync.Mutex
 	flights map[string]*flight
-	// failed holds the Call-IDs whose LoadAdd proposal failed, until the
-	// entry it would create expires anyway (ds_hash_initexpire after the
-	// command's time): a leader that lost its quorum keeps the command in
-	// its log, and a later term may commit it after any delay. If it does,
-	// this node proposes its removal, so a failed add leaves no entry behind.
-	// At most maxFailedLoads are kept; past that the expiry sweep is the
-	// bound.
-	failed map[string]time.Time
 
 	warnMu     sync.Mutex
 	lastWarn   time.Time
@@ -68,25 +75,21 @@ func (o *loadOrder) start(callID string) bool {
 	return true
 }
 
-// hold holds c back when its Call-ID's LoadAdd is in flight, and drops it
-// when that add failed here (there is no entry; should the add commit late,
-// applied has it removed). False: c may be proposed now.
-func (o *loadOrder) hold(c dispatch.Command, now time.Time) bool {
+// hold holds c back while its Call-ID's LoadAdd is in flight; false: c may
+// be queued now.
+func (o *loadOrder) hold(c dispatch.Command) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if f, ok := o.flights[c.CallID]; ok {
 		f.after = append(f.after, c)
 		return true
 	}
-	dl, ok := o.failed[c.CallID]
-	return ok && !now.After(dl)
+	return false
 }
 
-// finish ends the flight of callID. With the add committed it returns the
-// commands held back, to be proposed in order; without, it drops them (the
-// call has no entry to confirm, move or remove) and remembers the Call-ID
-// until until, in case the add commits after all. committed reports which.
-func (o *loadOrder) finish(callID string, proposeErr error, now, until time.Time) (after []dispatch.Command, committed bool) {
+// finish ends the flight of callID and returns the commands held back and
+// whether the add committed (its proposal succeeded, or it applied here).
+func (o *loadOrder) finish(callID string, proposeErr error) (after []dispatch.Command, committed bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	f := o.flights[callID]
@@ -94,52 +97,16 @@ func (o *loadOrder) finish(callID string, proposeErr error, now, until time.Time
 	if f == nil {
 		return nil, proposeErr == nil
 	}
-	if proposeErr == nil || f.applied {
-		return f.after, true
-	}
-	if len(o.failed) >= maxFailedLoads {
-		o.pruneFailed(now)
-	}
-	if o.failed == nil {
-		o.failed = make(map[string]time.Time)
-	}
-	o.failed[callID] = until
-	return nil, false
+	return f.after, proposeErr == nil || f.applied
 }
 
-// pruneFailed drops the expired entries of failed and, if that is not
-// enough, arbitrary ones down to three quarters of maxFailedLoads (their
-// late commits, if any, are left to the expiry sweep). Amortised: it runs
-// only when the map is full.
-func (o *loadOrder) pruneFailed(now time.Time) {
-	for id, dl := range o.failed {
-		if now.After(dl) {
-			delete(o.failed, id)
-		}
-	}
-	for id := range o.failed {
-		if len(o.failed) < maxFailedLoads*3/4 {
-			break
-		}
-		delete(o.failed, id)
-	}
-}
-
-// applied notes that a LoadAdd for callID was applied on this node; true
-// when its proposal had already failed here, so that the entry must go.
-func (o *loadOrder) applied(callID string, now time.Time) bool {
+// applied notes that a LoadAdd for callID was applied on this node.
+func (o *loadOrder) applied(callID string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if f, ok := o.flights[callID]; ok {
 		f.applied = true
-		return false
 	}
-	dl, ok := o.failed[callID]
-	if !ok {
-		return false
-	}
-	delete(o.failed, callID)
-	return !now.After(dl)
 }
 
 // warn reports whether a failure at now may be logged at warn level, and how
@@ -156,117 +123,131 @@ func (o *loadOrder) warn(now time.Time) (bool, int) {
 	return true, n
 }
 
-// CommitLoad proposes the call-load entry of a replicated algorithm-10
-// selection (Selection.LoadCommand; nothing to do when nil) and waits for it
-// within ctx: load_replication sync, where the INVITE is forwarded only
-// after this returns nil. On failure the set's reservation is dropped at
-// once instead of at its timeout, and the error is returned: the call has no
-// load entry (should the command commit late, this node proposes its
-// removal).
-func (r *Registry) CommitLoad(ctx context.Context, sel Selection) error {
-	if sel.LoadCommand == nil {
-		return nil
-	}
-	tracked := r.order.start(sel.LoadCommand.CallID)
-	return r.commitLoad(ctx, sel, tracked, LoadCommitSync)
-}
-
-// CommitLoadAsync is CommitLoad without waiting (load_replication async):
-// the LoadAdd is proposed in the background, bounded by ProposeTimeout, while
-// the caller forwards the INVITE. It never blocks. Load commands issued for
-// the Call-ID before the proposal finished are proposed after it; a failure
-// is counted (Options.OnLoadCommitFailure) and logged at most every
-// loadWarnEvery at warn level, else at debug: the call goes on without an
-// entry, and its later confirm or remove finds nothing.
-func (r *Registry) CommitLoadAsync(sel Selection) {
-	if sel.LoadCommand == nil {
-		return
-	}
-	// Registered before returning, so that anything the forwarded INVITE
-	// leads to on this node orders behind it.
-	tracked := r.order.start(sel.LoadCommand.CallID)
-	r.bgMu.Lock()
-	defer r.bgMu.Unlock()
-	if r.bgStopped {
-		_ = r.commitLoad(r.bgCtx, sel, tracked, LoadCommitAsync) // fails at once: bgCtx is done
-		return
-	}
-	r.bg.Add(1)
-	go func() {
-		defer r.bg.Done()
-		ctx, cancel := context.WithTimeout(r.bgCtx, r.opts.ProposeTimeout)
-		defer cancel()
-		_ = r.commitLoad(ctx, sel, tracked, LoadCommitAsync)
-	}()
-}
-
-// commitLoad is the one implementation of both modes: propose, end the
-// flight, then propose what it held back, or count and report the failure.
-func (r *Registry) commitLoad(ctx context.Context, sel Selection, tracked bool, mode string) error {
-	c := *sel.LoadCommand
-	var err error
-	if ctx.Err() != nil {
-		err = context.Cause(ctx)
-	} else {
-		err = r.propose(ctx, c)
-	}
-	if !tracked {
-		if err != nil {
-			r.loadCommitFailed(sel, mode, err)
+// commitAdd commits the LoadAdd of an algorithm-10 pick: within ctx (capped
+// at dispatch.LoadCommitWait) for sync, in the background for async. nil
+// means the call goes ahead with its entry (sync: committed; async: being
+// committed).
+func (r *Registry) commitAdd(ctx context.Context, sel Selection, add dispatch.Command) error {
+	tracked := r.order.start(add.CallID)
+	if r.opts.LoadReplication == LoadCommitAsync {
+		r.bgMu.Lock()
+		defer r.bgMu.Unlock()
+		if !r.bgStopped {
+			r.bg.Add(1)
+			go func() {
+				defer r.bg.Done()
+				ctx, cancel := context.WithTimeout(r.bgCtx, min(r.opts.ProposeTimeout, dispatch.LoadCommitWait))
+				defer cancel()
+				_ = r.finishAdd(ctx, sel, add, tracked, LoadCommitAsync)
+			}()
+			return nil
 		}
-		return err
+		return r.finishAdd(r.bgCtx, sel, add, tracked, LoadCommitAsync) // fails at once: bgCtx is done
 	}
-	expires := c.Now().Add(time.Duration(r.cfg.HashInitExpire) * time.Second)
-	after, committed := r.order.finish(c.CallID, err, r.opts.Now(), expires)
-	if !committed {
-		r.loadCommitFailed(sel, mode, err)
-		return err
-	}
-	if len(after) > 0 {
-		r.backgroundSeq(after)
+	ctx, cancel := context.WithTimeout(ctx, dispatch.LoadCommitWait)
+	defer cancel()
+	if err := r.finishAdd(ctx, sel, add, tracked, LoadCommitSync); err != nil {
+		return fmt.Errorf("set %d: %w: %w", sel.SetID, ErrLoadNotCommitted, err)
 	}
 	return nil
 }
 
-func (r *Registry) loadCommitFailed(sel Selection, mode string, err error) {
+// finishAdd proposes the add and ends its flight: on success the commands
+// held behind it are queued; on failure the call's removal is queued
+// instead, because the add may still commit later (a leader that lost its
+// quorum keeps it in its log): whichever of the two commits first, the call
+// is left without an entry (see dispatch.LateAddWindow).
+func (r *Registry) finishAdd(ctx context.Context, sel Selection, add dispatch.Command, tracked bool, mode string) error {
+	var err error
+	if ctx.Err() != nil {
+		err = context.Cause(ctx)
+	} else {
+		err = r.propose(ctx, add)
+	}
+	after, committed := []dispatch.Command(nil), err == nil
+	if tracked {
+		after, committed = r.order.finish(add.CallID, err)
+	}
+	if committed {
+		for _, c := range after {
+			r.queueLoad(c)
+		}
+		return nil
+	}
 	if s, ok := r.Lookup(sel.SetID); ok {
-		_ = s.send(unreserveMsg{callID: sel.LoadCommand.CallID})
+		_ = s.send(unreserveMsg{callID: add.CallID})
+	}
+	rm := dispatch.Command{Kind: dispatch.CmdLoadRemove, At: max(r.opts.Now().UnixNano(), add.At+1), Set: add.Set, CallID: add.CallID}
+	r.queueLoad(rm)
+	for _, c := range after {
+		// This set's confirms and moves have no entry to act on; commands
+		// held for the same Call-ID in another set (a second pick) do.
+		if c.Set != add.Set {
+			r.queueLoad(c)
+		}
 	}
 	if r.opts.OnLoadCommitFailure != nil {
 		r.opts.OnLoadCommitFailure(mode)
 	}
 	if mode == LoadCommitSync {
-		return // the caller answers 503 and logs
+		return err // the caller answers 503 and logs
 	}
 	if ok, n := r.order.warn(r.opts.Now()); ok {
 		r.opts.Logger.Warn("call-load commit failed; the call proceeds without a replicated entry",
 			"set", sel.SetID, "err", err, "suppressed", n)
-		return
+		return err
 	}
-	r.opts.Logger.Debug("call-load commit failed", "set", sel.SetID, "call_id", sel.LoadCommand.CallID, "err", err)
+	r.opts.Logger.Debug("call-load commit failed", "set", sel.SetID, "call_id", add.CallID, "err", err)
+	return err
 }
 
-// proposeLoad proposes a confirm, move or remove, after the Call-ID's
-// LoadAdd when this node is still proposing that; then it returns nil at
-// once, as the outcome is decided when the add's proposal finishes. A
-// command for a Call-ID whose add failed here is dropped: without a quorum
-// a call's BYE costs no proposal. Only the add must come first: confirm,
-// move and remove need no order among themselves, as none of them creates
-// an entry (each finds it or changes nothing), so a held confirm may still
-// commit after a later, directly proposed remove.
-func (r *Registry) proposeLoad(ctx context.Context, c dispatch.Command) error {
-	if r.order.hold(c, r.opts.Now()) {
-		return nil
-	}
-	return r.propose(ctx, c)
-}
-
-// afterApply runs on the FSM goroutine after a command applied without
-// error: a LoadAdd whose proposal already failed on this node is removed
-// again through the log.
-func (r *Registry) afterApply(c dispatch.Command) {
-	if c.Kind != dispatch.CmdLoadAdd || !r.order.applied(c.CallID, r.opts.Now()) {
+// queueLoad hands a confirm, move or removal to the load queue, behind the
+// call's LoadAdd when this node is still proposing that. It keeps the
+// command until it has committed, or until the entry it is about would have
+// expired anyway.
+func (r *Registry) queueLoad(c dispatch.Command) {
+	if r.order.hold(c) {
 		return
 	}
-	r.backgroundSeq([]dispatch.Command{{Kind: dispatch.CmdLoadRemove, At: r.opts.Now().UnixNano(), Set: c.Set, CallID: c.CallID}})
+	life := time.Duration(max(r.cfg.HashExpire, r.cfg.HashInitExpire)) * time.Second
+	r.loads.add(c, c.Now().Add(life), false)
+}
+
+// AdoptLoad takes over a load command that another node could not commit
+// (handed over by gossip): this node proposes it too until it commits.
+// Commands are idempotent by Call-ID, so two nodes proposing one is safe.
+func (r *Registry) AdoptLoad(c dispatch.Command) {
+	switch c.Kind {
+	case dispatch.CmdLoadConfirm, dispatch.CmdLoadMove, dispatch.CmdLoadRemove:
+	default:
+		return
+	}
+	life := time.Duration(max(r.cfg.HashExpire, r.cfg.HashInitExpire)) * time.Second
+	if r.loads.add(c, c.Now().Add(life), true) {
+		r.loads.adopted.Add(1)
+	}
+}
+
+// PendingLoads lists this node's load commands that have failed at least
+// once and waited more than older: the ones to hand over to other nodes.
+func (r *Registry) PendingLoads(older time.Duration) []dispatch.Command {
+	return r.loads.pending(older)
+}
+
+// LoadQueueStats reports the load queue's counters.
+func (r *Registry) LoadQueueStats() LoadQueueStats { return r.loads.stats() }
+
+// WaitLoads waits until every queued load command has committed (or been
+// given up), or ctx ends: for a graceful stop, and for tests.
+func (r *Registry) WaitLoads(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for !r.loads.empty() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d load commands still pending: %w", r.loads.stats().Pending, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,16 +15,18 @@ import (
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
-// slowAddProposer holds every LoadAdd until gate is closed or the
-// proposal's ctx ends; a LoadAdd that gave up is handed to late, so that a
+// slowAddProposer holds every LoadAdd until gate is closed (it commits),
+// giveUp is closed (it fails with errGaveUp: a lost quorum) or the
+// proposal's ctx ends; a LoadAdd that failed is handed to late, so that a
 // test can still commit it (an outcome a real cluster cannot rule out).
 // Everything else goes straight to the log.
 type slowAddProposer struct {
 	*logProposer
-	gate chan struct{}
-	late chan dispatch.Command
-	mu   sync.Mutex
-	seen []dispatch.CommandKind // every Propose call, in call order
+	gate   chan struct{}
+	giveUp chan struct{}
+	late   chan dispatch.Command
+	mu     sync.Mutex
+	seen   []dispatch.CommandKind // every Propose call, in call order
 }
 
 func (p *slowAddProposer) Propose(ctx context.Context, c dispatch.Command) error {
@@ -33,6 +36,9 @@ func (p *slowAddProposer) Propose(ctx context.Context, c dispatch.Command) error
 	if c.Kind == dispatch.CmdLoadAdd {
 		select {
 		case <-p.gate:
+		case <-p.giveUp:
+			p.late <- c
+			return errGaveUp
 		case <-ctx.Done():
 			p.late <- c
 			return ctx.Err()
@@ -40,6 +46,8 @@ func (p *slowAddProposer) Propose(ctx context.Context, c dispatch.Command) error
 	}
 	return p.logProposer.Propose(ctx, c)
 }
+
+var errGaveUp = errors.New("test proposer: quorum lost")
 
 func (p *slowAddProposer) calls() []dispatch.CommandKind {
 	p.mu.Lock()
@@ -49,13 +57,14 @@ func (p *slowAddProposer) calls() []dispatch.CommandKind {
 
 func newSlowAdd(t *testing.T, o Options) (*Registry, *slowAddProposer) {
 	t.Helper()
-	p := &slowAddProposer{logProposer: &logProposer{}, gate: make(chan struct{}), late: make(chan dispatch.Command, 16)}
+	p := &slowAddProposer{logProposer: &logProposer{}, gate: make(chan struct{}),
+		giveUp: make(chan struct{}), late: make(chan dispatch.Command, 16)}
 	o.Proposer = p
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	r := newTestRegistry(t, threeGateways(), o)
-	p.local = r
+	p.setLocal(r)
 	return r, p
 }
 
@@ -72,17 +81,6 @@ func logKinds(t *testing.T, log [][]byte) []dispatch.CommandKind {
 	return out
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func calls(t *testing.T, r *Registry) (int, []int) {
 	t.Helper()
 	st, err := r.Status(context.Background())
@@ -96,24 +94,41 @@ func calls(t *testing.T, r *Registry) (int, []int) {
 	return st[0].Calls, loads
 }
 
+// callIDs returns the Call-IDs of the log's commands of kind k, in log order.
+func callIDs(cmds []dispatch.Command, k dispatch.CommandKind) []string {
+	var out []string
+	for _, c := range cmds {
+		if c.Kind == k {
+			out = append(out, c.CallID)
+		}
+	}
+	return out
+}
+
 // load_replication async: a fast call's confirm and BYE come while its
-// LoadAdd is still being proposed. They are proposed only after it, so the
-// log holds add, confirm, remove and no node keeps an entry.
+// LoadAdd is still being proposed. They wait behind it (not even queued), so
+// the log holds the add before them and no node keeps an entry. A
+// retransmission of the INVITE meanwhile gets ErrLoadInFlight.
 func TestAsyncLoadCommandsWaitForTheirAdd(t *testing.T) {
 	ctx := context.Background()
-	r, p := newSlowAdd(t, Options{ProposeTimeout: time.Minute})
+	r, p := newSlowAdd(t, Options{LoadReplication: LoadCommitAsync, ProposeTimeout: time.Minute})
 	sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("fast"), 0)
-	if err != nil || sel.LoadCommand == nil {
-		t.Fatalf("select: %v %+v", err, sel)
+	if err != nil || !sel.LoadAdded {
+		t.Fatalf("select: %v %+v", err, sel) // returns while the add is held
 	}
-	r.CommitLoadAsync(sel) // returns while the add is held
-	if err := r.LoadConfirm(ctx, 1, "fast"); err != nil {
+	if _, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("fast"), 0); !errors.Is(err, ErrLoadInFlight) {
+		t.Fatalf("retransmission while the add is in flight: %v, want ErrLoadInFlight", err)
+	}
+	if err := r.LoadConfirm(1, "fast"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.LoadRemove(ctx, -1, "fast"); err != nil {
+	if err := r.LoadRemove(-1, "fast"); err != nil {
 		t.Fatal(err)
 	}
-	// The confirm and remove returned without proposing: they wait.
+	// The confirm and remove returned without queueing: they wait.
+	if qs := r.LoadQueueStats(); qs.Pending != 0 {
+		t.Fatalf("queue %+v: the call's commands did not wait for its add", qs)
+	}
 	waitUntil(t, "the LoadAdd proposal", func() bool { return len(p.calls()) == 1 })
 	if got := p.calls(); !slices.Equal(got, []dispatch.CommandKind{dispatch.CmdLoadAdd}) {
 		t.Fatalf("proposed before the add committed: %v", got)
@@ -124,25 +139,43 @@ func TestAsyncLoadCommandsWaitForTheirAdd(t *testing.T) {
 		t.Fatalf("second pick %v %v: the reservation did not count", next.Dests, err)
 	}
 	close(p.gate)
-	p.waitLog(t, 3)
-	want := []dispatch.CommandKind{dispatch.CmdLoadAdd, dispatch.CmdLoadConfirm, dispatch.CmdLoadRemove}
-	if got := logKinds(t, p.entries()); !slices.Equal(got, want) {
-		t.Fatalf("log %v, want %v", got, want)
+	waitUntil(t, "both adds and the BYE's removal", func() bool {
+		cmds := p.commands(t)
+		return len(callIDs(cmds, dispatch.CmdLoadAdd)) == 2 && len(callIDs(cmds, dispatch.CmdLoadRemove)) == 1
+	})
+	waitLoads(t, r)
+	cmds := p.commands(t)
+	if adds := callIDs(cmds, dispatch.CmdLoadAdd); len(adds) != 2 {
+		t.Fatalf("adds %v, want fast and other", adds)
 	}
-	if n, loads := calls(t, r); n != 0 || slices.Max(loads) != 0 {
-		t.Fatalf("after the BYE: %d calls, loads %v; want none", n, loads)
+	addAt := slices.IndexFunc(cmds, func(c dispatch.Command) bool { return c.Kind == dispatch.CmdLoadAdd && c.CallID == "fast" })
+	for i, c := range cmds {
+		if c.CallID == "fast" && c.Kind != dispatch.CmdLoadAdd && i < addAt {
+			t.Fatalf("log %v: %s before the call's add", logKinds(t, p.entries()), c.Kind)
+		}
+	}
+	if rm := callIDs(cmds, dispatch.CmdLoadRemove); !slices.Equal(rm, []string{"fast"}) {
+		t.Fatalf("removals %v, want fast once", rm)
+	}
+	st, err := r.LoadEntries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st[0].Entries) != 1 || st[0].Entries[0].CallID != "other" || st[0].Ended != 0 {
+		t.Fatalf("after the BYE: entries %+v, %d tombstones; want other's only", st[0].Entries, st[0].Ended)
 	}
 	// A follower replaying the log ends the same.
 	b, _ := newReplicated(t, threeGateways(), Options{})
 	replay(t, b, p.entries())
-	if n, _ := calls(t, b); n != 0 {
-		t.Fatalf("follower keeps %d calls", n)
+	if !bytes.Equal(mustSnapshot(t, b), mustSnapshot(t, r)) {
+		t.Fatal("a follower replaying the log differs")
 	}
 }
 
-// A LoadAdd whose proposal failed may still commit later. Its call's BYE,
-// issued while it was in flight, is dropped (there was no entry to remove);
-// when the add does commit, this node proposes the removal, so the end state
+// A LoadAdd whose proposal failed may still commit later. Its call's
+// CANCEL/BYE issued while it was in flight waits behind it and is replaced
+// by the add's own removal, which the queue commits (a tombstone, as there is
+// no entry); when the add does commit late, it is refused, so the end state
 // is still empty. Both modes share this path.
 func TestFailedLoadAddCommittingLateIsRemoved(t *testing.T) {
 	for _, mode := range []string{LoadCommitSync, LoadCommitAsync} {
@@ -157,53 +190,60 @@ func TestFailedLoadAddCommittingLateIsRemoved(t *testing.T) {
 				}
 				return v.(*atomic.Int64).Load()
 			}
-			r, p := newSlowAdd(t, Options{ProposeTimeout: 50 * time.Millisecond, OnLoadCommitFailure: count})
-			sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("lost"), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			// The add fails when the test closes giveUp, not on a timer.
+			r, p := newSlowAdd(t, Options{LoadReplication: mode, ProposeTimeout: time.Minute, OnLoadCommitFailure: count})
+			done := make(chan error, 1)
 			if mode == LoadCommitSync {
-				done := make(chan error, 1)
-				cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-				defer cancel()
-				go func() { done <- r.CommitLoad(cctx, sel) }()
+				go func() {
+					_, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("lost"), 0)
+					done <- err
+				}()
 				// A CANCEL while the commit waits.
 				waitUntil(t, "the LoadAdd proposal", func() bool { return len(p.calls()) == 1 })
-				if err := r.LoadRemove(ctx, 1, "lost"); err != nil {
+				if err := r.LoadRemove(1, "lost"); err != nil {
 					t.Fatal(err)
-				}
-				if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
-					t.Fatalf("commit: %v, want the deadline", err)
 				}
 			} else {
-				r.CommitLoadAsync(sel)
-				if err := r.LoadRemove(ctx, -1, "lost"); err != nil {
+				sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("lost"), 0)
+				if err != nil || !sel.LoadAdded {
+					t.Fatalf("select: %v %+v", err, sel)
+				}
+				done <- nil
+				if err := r.LoadRemove(-1, "lost"); err != nil {
 					t.Fatal(err)
 				}
 			}
+			if qs := r.LoadQueueStats(); qs.Pending != 0 {
+				t.Fatalf("queue %+v: the CANCEL did not wait for the add", qs)
+			}
+			close(p.giveUp)
+			if err := <-done; mode == LoadCommitSync && (!errors.Is(err, ErrLoadNotCommitted) || !errors.Is(err, errGaveUp)) {
+				t.Fatalf("select: %v, want ErrLoadNotCommitted with the proposer's error", err)
+			}
 			waitUntil(t, "the failure count", func() bool { return failed(mode) == 1 })
-			// A later BYE of the call costs no proposal either.
-			if err := r.LoadRemove(ctx, -1, "lost"); err != nil {
-				t.Fatal(err)
+			// The reservation was dropped with the failure (before it was
+			// counted; the actor serves the drop before this request).
+			if st, _ := r.Status(ctx); st[0].Reserved != 0 {
+				t.Fatalf("%d reservations after the failure", st[0].Reserved)
 			}
-			if got := p.calls(); !slices.Equal(got, []dispatch.CommandKind{dispatch.CmdLoadAdd}) {
-				t.Fatalf("proposals %v: the remove of a failed add must be dropped", got)
+			waitLoads(t, r)
+			// One removal, the add's own (addressed to its set, after it).
+			cmds := p.commands(t)
+			if len(cmds) != 1 || cmds[0].Kind != dispatch.CmdLoadRemove || cmds[0].Set != 1 || cmds[0].CallID != "lost" {
+				t.Fatalf("log %+v, want the failed add's removal", cmds)
 			}
-			// The reservation was dropped with the failure.
-			again, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("again"), 0)
-			if err != nil || again.Dests[0].URI != sel.Dests[0].URI {
-				t.Fatalf("pick after the failure %v %v, want %s again", again.Dests, err, sel.Dests[0].URI)
+			if st, _ := r.Status(ctx); st[0].Calls != 0 || st[0].Ended != 1 {
+				t.Fatalf("after the removal: %d calls, %d tombstones; want 0 and 1", st[0].Calls, st[0].Ended)
 			}
-			if err := r.CommitLoad(ctx, Selection{}); err != nil { // nil LoadCommand: nothing, no count
-				t.Fatal(err)
-			}
-			// The add commits late after all: the registry removes it.
+			// The add commits late after all: it is refused.
 			c := <-p.late
-			if err := p.logProposer.Propose(ctx, c); err != nil {
-				t.Fatal(err)
+			if c.At >= cmds[0].At {
+				t.Fatalf("the removal (at %d) is not after its add (at %d)", cmds[0].At, c.At)
 			}
-			p.waitLog(t, 2)
-			want := []dispatch.CommandKind{dispatch.CmdLoadAdd, dispatch.CmdLoadRemove}
+			if err := p.logProposer.Propose(ctx, c); !errors.Is(err, dispatch.ErrLoadRefused) {
+				t.Fatalf("late add: %v, want ErrLoadRefused", err)
+			}
+			want := []dispatch.CommandKind{dispatch.CmdLoadRemove, dispatch.CmdLoadAdd}
 			if got := logKinds(t, p.entries()); !slices.Equal(got, want) {
 				t.Fatalf("log %v, want %v", got, want)
 			}
@@ -213,7 +253,29 @@ func TestFailedLoadAddCommittingLateIsRemoved(t *testing.T) {
 			if failed(LoadCommitSync)+failed(LoadCommitAsync) != 1 {
 				t.Fatal("counted in the wrong mode")
 			}
+			b, _ := newReplicated(t, threeGateways(), Options{})
+			replay(t, b, p.entries())
+			if !bytes.Equal(mustSnapshot(t, b), mustSnapshot(t, r)) {
+				t.Fatal("a follower replaying the log differs")
+			}
 		})
+	}
+}
+
+// A sync Select waits for its add within its ctx: when that ends first, the
+// call gets ErrLoadNotCommitted with the ctx's error.
+func TestSyncLoadAddWaitsWithinContext(t *testing.T) {
+	r, p := newSlowAdd(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("slow"), 0)
+	if !errors.Is(err, ErrLoadNotCommitted) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("select: %v, want ErrLoadNotCommitted after the deadline", err)
+	}
+	<-p.late
+	waitLoads(t, r)
+	if rm := callIDs(p.commands(t), dispatch.CmdLoadRemove); !slices.Equal(rm, []string{"slow"}) {
+		t.Fatalf("removals %v, want the timed-out add's", rm)
 	}
 }
 
@@ -239,12 +301,13 @@ func (h *levelCounter) count(l slog.Level) int {
 }
 
 // Without a quorum every async LoadAdd fails: each is counted, the
-// reservations go, and one warning stands for the burst (no log flood).
+// reservations go, each call's removal is queued, and one warning stands for
+// the burst (no log flood).
 func TestAsyncLoadFailuresCountedNotFlooded(t *testing.T) {
 	ctx := context.Background()
 	var failed atomic.Int64
 	h := &levelCounter{n: map[slog.Level]int{}}
-	r, p := newReplicated(t, threeGateways(), Options{Logger: slog.New(h),
+	r, p := newReplicated(t, threeGateways(), Options{Logger: slog.New(h), LoadReplication: LoadCommitAsync,
 		OnLoadCommitFailure: func(m string) {
 			if m == LoadCommitAsync {
 				failed.Add(1)
@@ -254,10 +317,9 @@ func TestAsyncLoadFailuresCountedNotFlooded(t *testing.T) {
 	const n = 200
 	for i := range n {
 		sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite(fmt.Sprint("c", i)), 0)
-		if err != nil {
-			t.Fatal(err)
+		if err != nil || !sel.LoadAdded {
+			t.Fatalf("select: %v %+v", err, sel)
 		}
-		r.CommitLoadAsync(sel)
 	}
 	waitUntil(t, "every failure counted", func() bool { return failed.Load() == n })
 	if w := h.count(slog.LevelWarn); w != 1 {
@@ -267,41 +329,15 @@ func TestAsyncLoadFailuresCountedNotFlooded(t *testing.T) {
 		t.Fatalf("%d debug records, want %d", d, n-1)
 	}
 	// Each reservation was dropped before its failure was counted.
-	sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("probe"), 0)
-	if err != nil || sel.Dests[0].Attrs.DUID != "gw1" {
-		t.Fatalf("pick %v %v after the failures, want gw1: reservations leaked", sel.Dests, err)
+	if st, _ := r.Status(ctx); st[0].Reserved != 0 || st[0].Calls != 0 {
+		t.Fatalf("%d reservations, %d calls after the failures: reservations leaked", st[0].Reserved, st[0].Calls)
 	}
-}
-
-// The memory of failed adds is bounded: when full, expired Call-IDs go
-// first, then arbitrary ones, and the newest failure is always kept.
-func TestFailedLoadsBounded(t *testing.T) {
-	var o loadOrder
-	now := time.Unix(1_700_000_000, 0)
-	fail := errors.New("no quorum")
-	for i := range maxFailedLoads {
-		id := fmt.Sprint("c", i)
-		o.start(id)
-		until := now.Add(time.Hour)
-		if i%2 == 0 {
-			until = now.Add(-time.Second) // already past
-		}
-		if _, ok := o.finish(id, fail, now, until); ok {
-			t.Fatal("a failed add reported committed")
-		}
+	if qs := r.LoadQueueStats(); qs.Pending != n {
+		t.Fatalf("queue %+v, want every call's removal pending", qs)
 	}
-	if len(o.failed) != maxFailedLoads {
-		t.Fatalf("%d remembered, want %d", len(o.failed), maxFailedLoads)
-	}
-	o.start("newest")
-	o.finish("newest", fail, now, now.Add(time.Hour))
-	if n := len(o.failed); n > maxFailedLoads/2+1 {
-		t.Fatalf("%d remembered after pruning, want the %d unexpired at most", n, maxFailedLoads/2+1)
-	}
-	if !o.applied("newest", now) {
-		t.Fatal("the newest failure was pruned")
-	}
-	if o.applied("c0", now) {
-		t.Fatal("an expired failure still asks for a removal")
+	p.setFail(nil)
+	waitLoads(t, r)
+	if rm := callIDs(p.commands(t), dispatch.CmdLoadRemove); len(rm) != n {
+		t.Fatalf("%d removals committed, want %d", len(rm), n)
 	}
 }

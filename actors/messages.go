@@ -1,10 +1,6 @@
 package actors
 
-import (
-	"time"
-
-	"github.com/sipdispatch/sipdispatch/dispatch"
-)
+import "github.com/sipdispatch/sipdispatch/dispatch"
 
 // Messages on the data lane. Each carries what the actor needs and, when the
 // sender waits, a reply channel of capacity 1 so the actor never blocks on it.
@@ -18,36 +14,16 @@ type selectMsg struct {
 
 type selectResult struct {
 	sel Selection
+	add *dispatch.Command // algorithm 10: the reserved pick's LoadAdd
 	err error
 }
 
-// markMsg applies op to the destination with uri (or duid when byDUID); uri
-// "all" marks every destination of the set.
+// markMsg names the destination of a mark: uri (or duid when byDUID); uri
+// "all" marks every destination of the set. It is proposed, never sent.
 type markMsg struct {
 	uri    string
 	byDUID bool
 	op     dispatch.MarkOp
-	reply  chan error
-}
-
-type probeMsg struct {
-	uri string
-	res dispatch.ProbeResult
-}
-
-type loadOp int
-
-const (
-	loadConfirm loadOp = iota
-	loadRemove
-	loadMove
-)
-
-type loadMsg struct {
-	op     loadOp
-	callID string
-	uri    string    // loadMove: the destination the call moved to
-	reply  chan bool // nil when nobody waits
 }
 
 type probeTargetsMsg struct {
@@ -55,15 +31,13 @@ type probeTargetsMsg struct {
 }
 
 type statusMsg struct {
-	reply chan SetStatus
+	entries bool // include the call-load entries
+	reply   chan SetStatus
 }
 
 // unreserveMsg drops the call-load reservation of a Call-ID whose LoadAdd
-// could not be proposed (replicated mode).
+// could not be committed.
 type unreserveMsg struct{ callID string }
-
-// expireMsg asks the actor to drop call-load entries that expired at now.
-type expireMsg struct{ now time.Time }
 
 // Messages on the control lane, served before any data message.
 

@@ -2,7 +2,6 @@ package actors
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -36,11 +35,18 @@ type Options struct {
 	// Logger receives the actors' logs. Default slog.Default().
 	Logger *slog.Logger
 
-	// Proposer, when set, makes the registry replicated: state changes are
-	// proposed as dispatch.Commands and applied only when the cluster hands
-	// them back committed through Apply. nil: a single node that changes
-	// its state directly.
+	// Proposer is where state changes go: every change is proposed as a
+	// dispatch.Command and applied only when it comes back committed
+	// through Apply. nil: an in-memory log on this node that applies each
+	// command at once (tests, tools); the binary always runs raft.
 	Proposer Proposer
+	// LoadReplication is LoadCommitSync (default) or LoadCommitAsync: whether
+	// an algorithm-10 Select waits for its call-load entry to commit.
+	LoadReplication string
+	// PendingFile, when set, keeps the load commands that have not committed
+	// yet in this file, so that a node killed while cut off or during an
+	// election proposes them again when it restarts. "": memory only.
+	PendingFile string
 	// ReserveTimeout bounds how long a replicated algorithm-10 pick counts
 	// on its destination before its LoadAdd is applied. Default 10 s.
 	ReserveTimeout time.Duration
@@ -69,6 +75,17 @@ func (o *Options) setDefaults() {
 	if o.ProposeTimeout <= 0 {
 		o.ProposeTimeout = defaultProposeTimeout
 	}
+	if o.LoadReplication == "" {
+		o.LoadReplication = LoadCommitSync
+	}
+}
+
+// Validate checks the options a caller sets by hand.
+func (o *Options) Validate() error {
+	if o.LoadReplication != "" && o.LoadReplication != LoadCommitSync && o.LoadReplication != LoadCommitAsync {
+		return fmt.Errorf("load_replication %q: want %s or %s", o.LoadReplication, LoadCommitSync, LoadCommitAsync)
+	}
+	return nil
 }
 
 // Registry finds a set's actor by id and replaces the sets on reload. Lookups
@@ -95,24 +112,72 @@ type Registry struct {
 	bgCancel  context.CancelFunc
 
 	// order holds this node's load commands behind their call's LoadAdd
-	// proposal (replicated mode).
+	// proposal; loads keeps them until they commit.
 	order loadOrder
+	loads *loadQueue
+	// expired counts the call-load entries removed by expiry sweeps: each
+	// one is a call whose end this cluster missed.
+	expired atomic.Uint64
 }
 
 // NewRegistry starts one actor per set. cfg must have passed Validate.
 func NewRegistry(cfg *dispatch.Config, sets []dispatch.Set, opts Options) (*Registry, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	opts.setDefaults()
 	r := &Registry{cfg: cfg, opts: opts}
+	if r.opts.Proposer == nil {
+		r.opts.Proposer = &localLog{r: r}
+	}
+	var (
+		store  *pendingStore
+		stored []storedLoad
+	)
+	if opts.PendingFile != "" {
+		var err error
+		store, stored, err = openPendingStore(opts.PendingFile, r.opts.Now(), r.opts.Logger)
+		if err != nil {
+			return nil, err
+		}
+	}
+	r.loads = newLoadQueue(r.opts.Proposer, r.opts.Now, store)
 	r.bgCtx, r.bgCancel = context.WithCancel(context.Background())
 	empty := map[int]*Set{}
 	r.sets.Store(&empty)
-	// The first sets are installed directly even in replicated mode: they
-	// are the start the committed log (or a Restore) then replaces.
+	// The first sets are installed directly: they are the start that the
+	// committed log (or a Restore) then replaces.
 	if err := r.replaceLocal(context.Background(), sets); err != nil {
 		r.bgCancel()
+		store.close()
 		return nil, err
 	}
+	for _, l := range stored {
+		r.loads.add(l.c, l.until, false)
+	}
+	if len(stored) > 0 {
+		r.opts.Logger.Info("load commands pending from before the restart are proposed again", "count", len(stored))
+	}
+	r.loads.run(r.bgCtx, &r.bg)
 	return r, nil
+}
+
+// localLog is the in-memory log of a registry without a Proposer: each
+// command applies at once, in the order the proposals take its lock.
+type localLog struct {
+	mu sync.Mutex
+	r  *Registry
+}
+
+// Propose implements Proposer.
+func (l *localLog) Propose(ctx context.Context, c dispatch.Command) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, err := l.r.Apply(c)
+	return err
 }
 
 func (r *Registry) rngLocked() *rand.Rand {
@@ -129,13 +194,10 @@ func (r *Registry) rngLocked() *rand.Rand {
 // their actor, which carries state and call load over by duid (else URI);
 // new sets get actors; sets that disappeared are stopped.
 //
-// In replicated mode the new sets are checked the same way, then proposed as
-// one dispatch.CmdReplaceSets; they are installed when it applies.
+// The new sets are checked, then proposed as one dispatch.CmdReplaceSets;
+// they are installed when it applies.
 func (r *Registry) Replace(ctx context.Context, sets []dispatch.Set) error {
-	if r.replicated() {
-		return r.proposeReplace(ctx, sets)
-	}
-	return r.replaceLocal(ctx, sets)
+	return r.proposeReplace(ctx, sets)
 }
 
 // AddDest adds d to its set as a new last source entry (dispatcher.add),
@@ -171,11 +233,8 @@ func (r *Registry) edit(ctx context.Context, c dispatch.Command) error {
 	if err != nil {
 		return err
 	}
-	if r.replicated() {
-		c.At = r.opts.Now().UnixNano()
-		return r.propose(ctx, c)
-	}
-	return r.applyEdit(c)
+	c.At = r.opts.Now().UnixNano()
+	return r.propose(ctx, c)
 }
 
 func (r *Registry) replaceLocal(ctx context.Context, sets []dispatch.Set) error {
@@ -263,14 +322,26 @@ func (r *Registry) lookup(id int) (*Set, error) {
 	return nil, fmt.Errorf("set %d: %w", id, dispatch.ErrUnknownSet)
 }
 
-// Select asks set setID for a selection; an alg-10 INVITE also records its
-// call load (Selection.LoadAdded).
+// Select asks set setID for a selection. For an algorithm-10 INVITE it also
+// records the call's load entry (Selection.LoadAdded): the set reserves the
+// pick, and the entry's LoadAdd is committed before Select returns (sync,
+// within ctx; ErrLoadNotCommitted when it cannot) or in the background
+// (async). A retransmission of an INVITE whose entry is being committed gets
+// ErrLoadInFlight.
 func (r *Registry) Select(ctx context.Context, setID int, alg dispatch.Algorithm, req *dispatch.Request, limit int) (Selection, error) {
 	s, err := r.lookup(setID)
 	if err != nil {
 		return Selection{}, err
 	}
-	return s.Select(ctx, req, alg, limit)
+	sel, add, err := s.selectReserve(ctx, req, alg, limit)
+	if err != nil || add == nil {
+		return sel, err
+	}
+	if err := r.commitAdd(ctx, sel, *add); err != nil {
+		return Selection{}, err
+	}
+	sel.LoadAdded = true
+	return sel, nil
 }
 
 // Mark applies op to the destination uri of set setID ("all" for each one).
@@ -291,55 +362,53 @@ func (r *Registry) MarkDUID(ctx context.Context, setID int, duid string, op disp
 	return s.MarkDUID(ctx, duid, op)
 }
 
-// LoadConfirm marks the call answered in set setID.
-func (r *Registry) LoadConfirm(ctx context.Context, setID int, callID string) error {
-	return r.loadOp(ctx, setID, loadConfirm, callID, "")
+// LoadConfirm marks the call answered in set setID (a 2xx to its INVITE).
+// Like LoadMove and LoadRemove it never blocks: the command is queued and
+// proposed until it commits (see loadQueue), and whether the Call-ID was
+// known is decided when it applies. An error means nothing was queued.
+func (r *Registry) LoadConfirm(setID int, callID string) error {
+	s, err := r.lookup(setID)
+	if err != nil {
+		return err
+	}
+	c := s.command(dispatch.CmdLoadConfirm, nil, r.opts.Now())
+	c.CallID = strings.Clone(callID)
+	r.queueLoad(c)
+	return nil
 }
 
 // LoadMove moves the call's load in set setID to the destination uri (a
 // failover of an algorithm-10 INVITE).
-func (r *Registry) LoadMove(ctx context.Context, setID int, callID, uri string) error {
-	return r.loadOp(ctx, setID, loadMove, callID, uri)
+func (r *Registry) LoadMove(setID int, callID, uri string) error {
+	s, err := r.lookup(setID)
+	if err != nil {
+		return err
+	}
+	d, ok := s.findDest(uri, false)
+	if !ok {
+		return fmt.Errorf("set %d: %q: %w", setID, uri, dispatch.ErrUnknownDestination)
+	}
+	c := s.command(dispatch.CmdLoadMove, &d, r.opts.Now())
+	c.CallID = strings.Clone(callID)
+	r.queueLoad(c)
+	return nil
 }
 
 // LoadRemove ends the call in set setID, or in whichever set has it when
-// setID is negative (a BYE that does not say its set).
-func (r *Registry) LoadRemove(ctx context.Context, setID int, callID string) error {
-	return r.loadOp(ctx, setID, loadRemove, callID, "")
-}
-
-func (r *Registry) loadOp(ctx context.Context, setID int, op loadOp, callID, uri string) error {
-	if setID < 0 && r.replicated() {
-		return r.proposeLoadAny(ctx, op, callID, uri)
+// setID is negative (a BYE that does not say its set: Kamailio's
+// ds_load_unset by Call-ID). Without call load (ds_hash_size 0) it does
+// nothing.
+func (r *Registry) LoadRemove(setID int, callID string) error {
+	if r.cfg.HashSize <= 0 {
+		return nil
 	}
 	if setID >= 0 {
-		s, err := r.lookup(setID)
-		if err != nil {
+		if _, err := r.lookup(setID); err != nil {
 			return err
 		}
-		if r.replicated() {
-			// Whether the Call-ID was known is decided when the command applies.
-			c, ok := s.loadCommand(op, callID, uri)
-			if !ok {
-				return nil
-			}
-			return r.proposeLoad(ctx, c)
-		}
-		_, err = s.load(ctx, op, callID, uri)
-		return err
 	}
-	var errs []error
-	for _, s := range *r.sets.Load() {
-		found, err := s.load(ctx, op, callID, uri)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if found {
-			return nil
-		}
-	}
-	return errors.Join(errs...)
+	r.queueLoad(dispatch.Command{Kind: dispatch.CmdLoadRemove, At: r.opts.Now().UnixNano(), Set: max(setID, -1), CallID: strings.Clone(callID)})
+	return nil
 }
 
 // ReportProbe hands a keepalive result to the set's actor without waiting;
@@ -349,20 +418,14 @@ func (r *Registry) ReportProbe(setID int, uri string, res dispatch.ProbeResult) 
 	if !ok {
 		return
 	}
-	if r.replicated() {
-		// Every result is proposed, not only state changes: the failure and
-		// success counters toward the thresholds are replicated state too.
-		// In a cluster only the leader calls this (the others gossip their
-		// results to it), so each result is proposed once.
-		if d, ok := s.findDest(uri, false); ok {
-			c := s.command(dispatch.CmdProbe, &d, r.opts.Now())
-			c.Probe = res
-			r.background(c)
-		}
-		return
-	}
-	if err := s.send(probeMsg{uri: uri, res: res}); err != nil {
-		r.opts.Logger.Warn("probe result dropped", "set", setID, "uri", uri, "err", err)
+	// Every result is proposed, not only state changes: the failure and
+	// success counters toward the thresholds are replicated state too. In a
+	// cluster only the leader calls this (the others gossip their results
+	// to it), so each result is proposed once.
+	if d, ok := s.findDest(uri, false); ok {
+		c := s.command(dispatch.CmdProbe, &d, r.opts.Now())
+		c.Probe = res
+		r.background(c)
 	}
 }
 
@@ -387,20 +450,12 @@ func (r *Registry) ProbeTargets(ctx context.Context) ([]ProbeTarget, error) {
 	return out, nil
 }
 
-// ExpireLoad asks every set to drop call-load entries expired at now. It does
-// not wait; a busy set is swept on the next call.
-//
-// In replicated mode it proposes one dispatch.CmdLoadExpire for every set
-// with now as its clock; only the leader should call it (or RunExpiry), so
-// that the sweeps are not multiplied by the number of nodes.
+// ExpireLoad proposes, without waiting, one dispatch.CmdLoadExpire for every
+// set with now as its clock: call-load entries expired at now go, and so do
+// tombstones older than dispatch.LateAddWindow. Only the leader should call
+// it (or RunExpiry), so that sweeps are not multiplied by the node count.
 func (r *Registry) ExpireLoad(now time.Time) {
-	if r.replicated() {
-		r.background(dispatch.Command{Kind: dispatch.CmdLoadExpire, At: now.UnixNano(), Set: -1})
-		return
-	}
-	for _, s := range *r.sets.Load() {
-		_ = s.send(expireMsg{now: now})
-	}
+	r.background(dispatch.Command{Kind: dispatch.CmdLoadExpire, At: now.UnixNano(), Set: -1})
 }
 
 // RunExpiry sweeps expired call-load entries every interval until ctx ends.
@@ -419,13 +474,22 @@ func (r *Registry) RunExpiry(ctx context.Context, interval time.Duration) {
 
 // Status returns every set's state in ascending set id order.
 func (r *Registry) Status(ctx context.Context) ([]SetStatus, error) {
+	return r.status(ctx, false)
+}
+
+// LoadEntries is Status with every set's call-load entries.
+func (r *Registry) LoadEntries(ctx context.Context) ([]SetStatus, error) {
+	return r.status(ctx, true)
+}
+
+func (r *Registry) status(ctx context.Context, entries bool) ([]SetStatus, error) {
 	var out []SetStatus
 	for _, id := range r.IDs() {
 		s, ok := r.Lookup(id)
 		if !ok {
 			continue
 		}
-		st, err := s.Status(ctx)
+		st, err := s.Status(ctx, entries)
 		if err != nil {
 			return out, err
 		}
@@ -495,4 +559,7 @@ func (r *Registry) Stop() {
 	// Outside mu: a background proposal may be waiting for an Apply that
 	// needs it.
 	r.stopBackground()
+	r.loads.mu.Lock()
+	r.loads.store.close()
+	r.loads.mu.Unlock()
 }

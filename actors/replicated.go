@@ -35,8 +35,6 @@ type reservation struct {
 	deadline time.Time
 }
 
-func (r *Registry) replicated() bool { return r.opts.Proposer != nil }
-
 // Apply applies one committed command. The cluster's FSM calls it for every
 // command in log order, from one goroutine; it hands the command to the
 // owning set actor's control lane and waits until the actor has applied it
@@ -46,9 +44,10 @@ func (r *Registry) replicated() bool { return r.opts.Proposer != nil }
 //
 // CmdReplaceSets rebuilds the sets from the command's destinations with
 // dispatch.BuildSets and installs them as Replace does. A command with Set < 0
-// goes to the sets in ascending id order: CmdLoadExpire to each of them, the
-// other load commands until one knows the Call-ID. Errors are as
-// deterministic as the state: every node returns the same one.
+// goes to the sets in ascending id order: CmdLoadExpire to each of them, a
+// CmdLoadRemove until one knows the Call-ID, and when none does, to each of
+// them again addressed to it, so that every set keeps the call's tombstone.
+// Errors are as deterministic as the state: every node returns the same one.
 func (r *Registry) Apply(c dispatch.Command) ([]dispatch.Event, error) {
 	switch c.Kind {
 	case dispatch.CmdReplaceSets:
@@ -56,37 +55,61 @@ func (r *Registry) Apply(c dispatch.Command) ([]dispatch.Event, error) {
 	case dispatch.CmdAddDest, dispatch.CmdRemoveDest:
 		return nil, r.applyEdit(c)
 	}
+	defer r.afterApply(&c)
 	if c.Set >= 0 {
 		s, err := r.lookup(c.Set)
 		if err != nil {
 			return nil, err
 		}
 		res, err := s.apply(c)
-		if err == nil {
-			r.afterApply(c)
+		if err == nil && c.Kind == dispatch.CmdLoadAdd {
+			r.order.applied(c.CallID)
 		}
+		r.expired.Add(uint64(res.Expired))
 		return res.Events, err
 	}
 	var errs []error
-	for _, id := range r.IDs() {
+	ids := r.IDs()
+	for _, id := range ids {
 		s, ok := r.Lookup(id)
 		if !ok {
 			continue
 		}
-		one := c
-		one.Set = id
-		res, err := s.apply(one)
+		res, err := s.apply(c)
+		r.expired.Add(uint64(res.Expired))
 		switch {
-		case errors.Is(err, dispatch.ErrUnknownDestination):
-			continue // a move to a destination of another set
 		case err != nil:
 			errs = append(errs, err)
-		case res.Found && c.Kind != dispatch.CmdLoadExpire:
+		case res.Found && c.Kind == dispatch.CmdLoadRemove:
 			return nil, nil
+		}
+	}
+	if c.Kind == dispatch.CmdLoadRemove && len(errs) == 0 {
+		for _, id := range ids {
+			if s, ok := r.Lookup(id); ok {
+				one := c
+				one.Set = id
+				if _, err := s.apply(one); err != nil {
+					errs = append(errs, err)
+				}
+			}
 		}
 	}
 	return nil, errors.Join(errs...)
 }
+
+// afterApply runs on the applying goroutine after every command: the load
+// queue drops a pending command that this one fulfils.
+func (r *Registry) afterApply(c *dispatch.Command) {
+	switch c.Kind {
+	case dispatch.CmdLoadConfirm, dispatch.CmdLoadMove, dispatch.CmdLoadRemove:
+		r.loads.applied(c)
+	}
+}
+
+// ExpiredLoads counts the call-load entries that expiry sweeps removed since
+// the registry started: calls whose end was never seen.
+func (r *Registry) ExpiredLoads() uint64 { return r.expired.Load() }
 
 func (r *Registry) applyReplace(c dispatch.Command) error {
 	r.mu.Lock()
@@ -208,11 +231,6 @@ func (r *Registry) proposeReplace(ctx context.Context, sets []dispatch.Set) erro
 		Dests: dispatch.FlattenSets(sets)})
 }
 
-// proposeLoadAny proposes a load command for whichever set has the Call-ID.
-func (r *Registry) proposeLoadAny(ctx context.Context, op loadOp, callID, uri string) error {
-	return r.proposeLoad(ctx, dispatch.Command{Kind: op.kind(), At: r.opts.Now().UnixNano(), Set: -1, CallID: callID, URI: uri})
-}
-
 // background proposes c without a waiting caller (probe results, expiry
 // sweeps); see backgroundSeq.
 func (r *Registry) background(c dispatch.Command) {
@@ -249,17 +267,6 @@ func (r *Registry) stopBackground() {
 	r.bgMu.Unlock()
 	r.bgCancel()
 	r.bg.Wait()
-}
-
-func (op loadOp) kind() dispatch.CommandKind {
-	switch op {
-	case loadConfirm:
-		return dispatch.CmdLoadConfirm
-	case loadMove:
-		return dispatch.CmdLoadMove
-	default:
-		return dispatch.CmdLoadRemove
-	}
 }
 
 // findDest returns the destination with this uri (or duid) from the published
@@ -305,23 +312,6 @@ func (s *Set) proposeMark(ctx context.Context, m markMsg) error {
 	c := s.command(dispatch.CmdMark, &d, s.now())
 	c.Op = m.op
 	return s.propose(ctx, c)
-}
-
-// loadCommand is a load update in replicated mode, for Registry.proposeLoad;
-// false for a move to a destination the set does not have, which changes
-// nothing, as in the direct mode.
-func (s *Set) loadCommand(op loadOp, callID, uri string) (dispatch.Command, bool) {
-	var d *dispatch.Destination
-	if op == loadMove {
-		dest, ok := s.findDest(uri, false)
-		if !ok {
-			return dispatch.Command{}, false
-		}
-		d = &dest
-	}
-	c := s.command(op.kind(), d, s.now())
-	c.CallID = callID
-	return c, true
 }
 
 // apply hands a committed command to the actor's control lane and waits for
@@ -373,37 +363,34 @@ func (s *Set) doApply(c dispatch.Command) applyResult {
 	return applyResult{res: res, err: err}
 }
 
-// selectHeld is SetState.Select with the pending reservations counted while
-// it runs (replicated algorithm 10).
+// selectHeld is SetState.SelectHeld with the reservations of algorithm 10
+// counted on their destinations; expired reservations are dropped on the way.
 func (s *Set) selectHeld(m selectMsg, now time.Time) (dispatch.Selection, error) {
-	if s.prop != nil && m.alg == dispatch.AlgCallLoad && len(s.pending) > 0 {
-		s.holdReservations(now, +1)
-		defer s.holdReservations(now, -1)
-	}
-	return s.state.Select(m.req, m.alg, m.limit, now, s.buf[:0])
-}
-
-// holdReservations adds (sign +1) or takes back (-1) the pending
-// reservations to the destinations' loads around an algorithm-10 selection,
-// so that least-loaded sees the calls proposed but not yet applied. Only the
-// actor goroutine sees the raised loads. Expired reservations are dropped on
-// the way up.
-func (s *Set) holdReservations(now time.Time, sign int) {
-	for id, rv := range s.pending {
-		if sign > 0 && now.After(rv.deadline) {
-			delete(s.pending, id)
-			continue
+	var held []int
+	if m.alg == dispatch.AlgCallLoad && len(s.pending) > 0 {
+		s.held = append(s.held[:0], make([]int, len(s.state.Dests))...)
+		for id, rv := range s.pending {
+			if now.After(rv.deadline) {
+				delete(s.pending, id)
+				continue
+			}
+			s.held[rv.dest]++
 		}
-		s.state.State[rv.dest].Load += sign
+		held = s.held
 	}
+	return s.state.SelectHeld(m.req, m.alg, m.limit, now, s.buf[:0], held)
 }
 
-// reserve records a replicated algorithm-10 pick and returns the LoadAdd the
-// caller must propose; nil when the Call-ID already has an entry or a
-// reservation (a retransmitted INVITE), which must not count twice.
-func (s *Set) reserve(callID string, i int, now time.Time) *dispatch.Command {
-	if _, ok := s.pending[callID]; ok || s.state.HasLoad(callID) {
-		return nil
+// reserve records an algorithm-10 pick and returns the LoadAdd the caller
+// must commit; nil when the Call-ID already has an entry (a retransmitted
+// INVITE, whose first copy tracks the call), ErrLoadInFlight when its add is
+// being committed.
+func (s *Set) reserve(callID string, i int, now time.Time) (*dispatch.Command, error) {
+	if _, ok := s.pending[callID]; ok {
+		return nil, fmt.Errorf("set %d: %w", s.id, ErrLoadInFlight)
+	}
+	if s.state.HasLoad(callID) {
+		return nil, nil
 	}
 	if s.pending == nil {
 		s.pending = make(map[string]reservation)
@@ -412,5 +399,5 @@ func (s *Set) reserve(callID string, i int, now time.Time) *dispatch.Command {
 	s.pending[callID] = reservation{dest: i, deadline: now.Add(s.reserveTTL)}
 	c := s.command(dispatch.CmdLoadAdd, &s.state.Dests[i], now)
 	c.CallID = callID
-	return &c
+	return &c, nil
 }

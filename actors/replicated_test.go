@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +21,8 @@ type logProposer struct {
 	mu    sync.Mutex
 	log   [][]byte
 	local *Registry
-	fail  error // when set, Propose fails and nothing is logged
+	fail  error              // when set, Propose fails and nothing is logged
+	tried []dispatch.Command // every proposal, failed or not
 }
 
 func (p *logProposer) Propose(ctx context.Context, c dispatch.Command) error {
@@ -33,9 +35,29 @@ func (p *logProposer) Propose(ctx context.Context, c dispatch.Command) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.tried = append(p.tried, c)
 	if p.fail != nil {
 		return p.fail
 	}
+	if p.local == nil {
+		return errNotReady // a registry proposing from NewRegistry (PendingFile)
+	}
+	return p.commitLocked(b)
+}
+
+// commit appends c to the log and applies it even while proposals fail: a
+// command an earlier leader logged, committed late.
+func (p *logProposer) commit(c dispatch.Command) error {
+	b, err := dispatch.EncodeCommand(c)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.commitLocked(b)
+}
+
+func (p *logProposer) commitLocked(b []byte) error {
 	p.log = append(p.log, b)
 	dc, err := dispatch.DecodeCommand(b)
 	if err != nil {
@@ -45,10 +67,25 @@ func (p *logProposer) Propose(ctx context.Context, c dispatch.Command) error {
 	return err
 }
 
+func (p *logProposer) attempts() []dispatch.Command {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.tried)
+}
+
 func (p *logProposer) entries() [][]byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([][]byte(nil), p.log...)
+}
+
+var errNotReady = errors.New("test proposer: no registry yet")
+
+// setLocal sets the registry that applies the log; proposals fail before.
+func (p *logProposer) setLocal(r *Registry) {
+	p.mu.Lock()
+	p.local = r
+	p.mu.Unlock()
 }
 
 func (p *logProposer) setFail(err error) {
@@ -58,15 +95,23 @@ func (p *logProposer) setFail(err error) {
 }
 
 // waitLog waits until the log holds at least n commands.
-func (p *logProposer) waitLog(t *testing.T, n int) {
+func (p *logProposer) waitLog(t testing.TB, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(p.entries()) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("log has %d commands, want %d", len(p.entries()), n)
+	waitUntil(t, fmt.Sprintf("%d commands in the log", n), func() bool { return len(p.entries()) >= n })
+}
+
+// commands decodes the log.
+func (p *logProposer) commands(t testing.TB) []dispatch.Command {
+	t.Helper()
+	var out []dispatch.Command
+	for i, b := range p.entries() {
+		c, err := dispatch.DecodeCommand(b)
+		if err != nil {
+			t.Fatalf("entry %d: %v", i, err)
 		}
-		time.Sleep(time.Millisecond)
+		out = append(out, c)
 	}
+	return out
 }
 
 func newReplicated(t testing.TB, sets []dispatch.Set, o Options) (*Registry, *logProposer) {
@@ -77,7 +122,7 @@ func newReplicated(t testing.TB, sets []dispatch.Set, o Options) (*Registry, *lo
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	r := newTestRegistry(t, sets, o)
-	p.local = r
+	p.setLocal(r)
 	return r, p
 }
 
@@ -129,19 +174,15 @@ func TestReplicatedConcurrentLogReplaysIdentically(t *testing.T) {
 					t.Errorf("select: %v", err)
 					return
 				}
-				if sel.LoadCommand == nil || sel.LoadAdded {
-					t.Errorf("%s: LoadCommand %v LoadAdded %v; want a command to propose", id, sel.LoadCommand, sel.LoadAdded)
-					return
-				}
-				if err := a.CommitLoad(ctx, sel); err != nil {
-					t.Errorf("commit: %v", err)
+				if !sel.LoadAdded {
+					t.Errorf("%s: LoadAdded false; want the entry committed", id)
 					return
 				}
 				switch i % 4 {
 				case 0:
-					err = a.LoadConfirm(ctx, 1, id)
+					err = a.LoadConfirm(1, id)
 				case 1:
-					err = a.LoadRemove(ctx, -1, id)
+					err = a.LoadRemove(-1, id)
 				case 2:
 					err = a.Mark(ctx, 1, "sip:127.0.0.1:5083", mustMarkOp(t, []string{"t", "a"}[w%2]))
 				}
@@ -158,7 +199,9 @@ func TestReplicatedConcurrentLogReplaysIdentically(t *testing.T) {
 	}
 	wg.Wait()
 	a.ExpireLoad(time.Now().Add(-time.Hour)) // expires nothing, but is logged
-	// Each call proposes its LoadAdd and, three times in four, one more.
+	waitLoads(t, a)
+	// Each call proposes its LoadAdd and, three times in four, one more;
+	// then the probe, the reload and the sweep.
 	p.waitLog(t, workers*calls+workers*calls*3/4+3)
 	st, err := a.Status(ctx)
 	if err != nil {
@@ -167,24 +210,14 @@ func TestReplicatedConcurrentLogReplaysIdentically(t *testing.T) {
 	if len(st) != 2 || st[0].Calls != workers*calls*3/4 {
 		t.Fatalf("sets %d, calls %d; want 2 sets and %d calls", len(st), st[0].Calls, workers*calls*3/4)
 	}
-
-	// Let the background proposals land before comparing.
-	deadline := time.Now().Add(10 * time.Second)
-	var log [][]byte
-	for {
-		log = p.entries()
-		kinds := map[dispatch.CommandKind]int{}
-		for _, b := range log {
-			c, _ := dispatch.DecodeCommand(b)
-			kinds[c.Kind]++
-		}
-		if kinds[dispatch.CmdProbe] == 1 && kinds[dispatch.CmdLoadExpire] == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("background proposals missing: %v", kinds)
-		}
-		time.Sleep(time.Millisecond)
+	log := p.entries()
+	kinds := map[dispatch.CommandKind]int{}
+	for _, c := range p.commands(t) {
+		kinds[c.Kind]++
+	}
+	if kinds[dispatch.CmdProbe] != 1 || kinds[dispatch.CmdLoadExpire] != 1 || kinds[dispatch.CmdLoadAdd] != workers*calls ||
+		kinds[dispatch.CmdLoadConfirm] != workers*calls/4 || kinds[dispatch.CmdLoadRemove] != workers*calls/4 {
+		t.Fatalf("log %v: every command once", kinds)
 	}
 	want := mustSnapshot(t, a)
 
@@ -217,31 +250,27 @@ func (r *recorder) add(ev dispatch.Event) {
 	r.mu.Unlock()
 }
 
-// The same operations through the proposer and directly leave the same
-// state, call load and events.
-func TestReplicatedMatchesDirect(t *testing.T) {
+func (r *recorder) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.evs)
+}
+
+// The same operations through an external proposer and through the
+// registry's own in-memory log leave the same state, call load and events.
+func TestProposerMatchesLocalLog(t *testing.T) {
 	ctx := context.Background()
 	type harness struct {
-		r    *Registry
-		ev   *recorder
-		wait func(n int) // after n commands, for async calls
+		r  *Registry
+		ev *recorder
 	}
-	var direct, repl harness
-	direct.ev, repl.ev = &recorder{}, &recorder{}
-	direct.r = newTestRegistry(t, threeGateways(), Options{Now: fixedClock(), OnEvent: direct.ev.add})
-	// Async calls to the direct registry queue behind nothing a Status
-	// does not also wait for.
-	direct.wait = func(int) {
-		if _, err := direct.r.Status(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var p *logProposer
-	repl.r, p = newReplicated(t, threeGateways(), Options{Now: fixedClock(), OnEvent: repl.ev.add})
-	repl.wait = func(n int) { p.waitLog(t, n) }
+	var local, repl harness
+	local.ev, repl.ev = &recorder{}, &recorder{}
+	local.r = newTestRegistry(t, threeGateways(), Options{Now: fixedClock(), OnEvent: local.ev.add})
+	repl.r, _ = newReplicated(t, threeGateways(), Options{Now: fixedClock(), OnEvent: repl.ev.add})
 
 	later := fixedClock()().Add(3 * time.Hour)
-	for _, h := range []harness{direct, repl} {
+	for _, h := range []harness{local, repl} {
 		must := func(err error) {
 			t.Helper()
 			if err != nil {
@@ -252,47 +281,58 @@ func TestReplicatedMatchesDirect(t *testing.T) {
 		for i := range 5 {
 			sel, err := h.r.Select(ctx, 1, dispatch.AlgCallLoad, invite(fmt.Sprint("c", i)), 0)
 			must(err)
-			must(h.r.CommitLoad(ctx, sel))
+			if !sel.LoadAdded {
+				t.Fatalf("c%d: LoadAdded false", i)
+			}
 		}
-		must(h.r.LoadConfirm(ctx, 1, "c0"))
-		must(h.r.LoadMove(ctx, 1, "c1", "sip:127.0.0.1:5082"))
-		must(h.r.LoadRemove(ctx, -1, "c2"))
-		must(h.r.LoadRemove(ctx, 1, "unknown"))
+		must(h.r.LoadConfirm(1, "c0"))
+		must(h.r.LoadMove(1, "c1", "sip:127.0.0.1:5082"))
+		must(h.r.LoadRemove(-1, "c2"))
+		must(h.r.LoadRemove(1, "unknown"))
+		waitLoads(t, h.r)
 		h.r.ReportProbe(1, "sip:127.0.0.1:5082", dispatch.ProbeResult{Code: 200})
-		h.wait(11)
+		waitUntil(t, "the probe's dst-up", func() bool { return h.ev.len() == 2 })
 		must(h.r.Replace(ctx, []dispatch.Set{{ID: 1, Dests: []dispatch.Destination{
 			dest(1, "sip:127.0.0.1:6081", "127.0.0.1", 6081, "gw1"),
 			dest(1, "sip:127.0.0.1:5082", "127.0.0.1", 5082, "gw2"),
 		}}}))
 		must(h.r.MarkDUID(ctx, 1, "gw1", dispatch.MarkOp{Set: dispatch.FlagDisabled, Clear: dispatch.FlagInactive | dispatch.FlagTrying, Direct: true}))
-		h.wait(13)
 		// c0, c1, c3 remain; c4 was on gw3, which the reload removed.
-		if st, err := h.r.Status(ctx); err != nil || st[0].Calls != 3 {
-			t.Fatalf("before the sweep: %+v %v, want 3 calls", st, err)
+		if st, err := h.r.Status(ctx); err != nil || st[0].Calls != 3 || st[0].Ended != 1 {
+			t.Fatalf("before the sweep: %+v %v, want 3 calls and the tombstone of unknown", st, err)
 		}
 		h.r.ExpireLoad(later)
-		h.wait(14)
+		// ExpiredLoads is counted once the sweep applied: wait for both.
+		waitUntil(t, "the sweep", func() bool {
+			st, err := h.r.Status(ctx)
+			return err == nil && st[0].Calls == 0 && st[0].Ended == 0 && h.r.ExpiredLoads() >= 3
+		})
+		if n := h.r.ExpiredLoads(); n != 3 {
+			t.Fatalf("ExpiredLoads %d, want 3", n)
+		}
 	}
-	ds, rs := mustSnapshot(t, direct.r), mustSnapshot(t, repl.r)
-	if !bytes.Equal(ds, rs) {
-		dst, _ := direct.r.Status(ctx)
+	ls, rs := mustSnapshot(t, local.r), mustSnapshot(t, repl.r)
+	if !bytes.Equal(ls, rs) {
+		lst, _ := local.r.Status(ctx)
 		rst, _ := repl.r.Status(ctx)
-		t.Fatalf("states differ:\ndirect %+v\nrepl   %+v", dst, rst)
+		t.Fatalf("states differ:\nlocal %+v\nrepl  %+v", lst, rst)
 	}
 	st, _ := repl.r.Status(ctx)
 	if st[0].Calls != 0 || st[0].Dests[0].State.Flags&dispatch.FlagDisabled == 0 {
 		t.Fatalf("after the script: %+v; want every call expired and gw1 disabled", st[0])
 	}
-	direct.ev.mu.Lock()
+	local.ev.mu.Lock()
 	repl.ev.mu.Lock()
-	defer direct.ev.mu.Unlock()
+	defer local.ev.mu.Unlock()
 	defer repl.ev.mu.Unlock()
-	if len(direct.ev.evs) != 3 || fmt.Sprint(direct.ev.evs) != fmt.Sprint(repl.ev.evs) {
-		t.Fatalf("events differ:\ndirect %v\nrepl   %v", direct.ev.evs, repl.ev.evs)
+	if len(local.ev.evs) != 3 || fmt.Sprint(local.ev.evs) != fmt.Sprint(repl.ev.evs) {
+		t.Fatalf("events differ:\nlocal %v\nrepl  %v", local.ev.evs, repl.ev.evs)
 	}
 }
 
-// A failed proposal reaches the caller and changes nothing.
+// A failed proposal reaches the caller of a synchronous change and changes
+// nothing; load commands are queued instead and commit once the proposer
+// works again.
 func TestReplicatedProposeFails(t *testing.T) {
 	ctx := context.Background()
 	r, p := newReplicated(t, threeGateways(), Options{})
@@ -303,45 +343,60 @@ func TestReplicatedProposeFails(t *testing.T) {
 		"mark":    r.Mark(ctx, 1, "sip:127.0.0.1:5081", mustMarkOp(t, "i")),
 		"markall": r.Mark(ctx, 1, "all", mustMarkOp(t, "d")),
 		"duid":    r.MarkDUID(ctx, 1, "gw2", mustMarkOp(t, "i")),
-		"confirm": r.LoadConfirm(ctx, 1, "x"),
-		"move":    r.LoadMove(ctx, 1, "x", "sip:127.0.0.1:5083"),
-		"remove":  r.LoadRemove(ctx, -1, "x"),
 		"replace": r.Replace(ctx, threeGateways()[:0]),
+		"add":     r.AddDest(ctx, dest(1, "sip:127.0.0.1:5084", "127.0.0.1", 5084, "")),
 	}
 	for name, err := range checks {
 		if !errors.Is(err, errDown) {
 			t.Errorf("%s: %v, want the proposer's error", name, err)
 		}
 	}
-	sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("lost"), 0)
-	if err != nil {
-		t.Fatal(err)
+	for name, err := range map[string]error{
+		"confirm": r.LoadConfirm(1, "x"),
+		"move":    r.LoadMove(1, "y", "sip:127.0.0.1:5083"),
+		"remove":  r.LoadRemove(-1, "z"),
+	} {
+		if err != nil {
+			t.Errorf("%s: %v; a load command is queued, not failed", name, err)
+		}
 	}
-	if sel.Dests[0].Attrs.DUID != "gw1" {
-		t.Fatalf("first pick %s, want gw1", sel.Dests[0].Attrs.DUID)
+	_, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("lost"), 0)
+	if !errors.Is(err, ErrLoadNotCommitted) || !errors.Is(err, errDown) {
+		t.Fatalf("select: %v, want ErrLoadNotCommitted with the proposer's error", err)
 	}
-	if err := r.CommitLoad(ctx, sel); !errors.Is(err, errDown) {
-		t.Fatalf("commit: %v, want the proposer's error", err)
-	}
-	r.bg.Wait() // the compensating remove, which fails too
-	// The reservation was dropped, so gw1 is the least loaded again.
-	sel, err = r.Select(ctx, 1, dispatch.AlgCallLoad, invite("next"), 0)
-	if err != nil || sel.Dests[0].Attrs.DUID != "gw1" {
-		t.Fatalf("pick after a failed commit: %v %v, want gw1", sel.Dests, err)
-	}
-	if len(p.entries()) != 0 || !bytes.Equal(before, mustSnapshot(t, r)) {
-		t.Fatal("a failed proposal changed the state")
+	// The reservation was dropped (the actor serves the drop before this
+	// status request), so gw1 is the least loaded again.
+	if st, _ := r.Status(ctx); st[0].Reserved != 0 {
+		t.Fatalf("%d reservations left after a failed commit", st[0].Reserved)
 	}
 	// A destination that does not exist is refused before proposing.
-	p.setFail(nil)
 	if err := r.Mark(ctx, 1, "sip:10.9.9.9", mustMarkOp(t, "i")); !errors.Is(err, dispatch.ErrUnknownDestination) {
 		t.Fatalf("mark of an unknown destination: %v", err)
 	}
 	if err := r.Mark(ctx, 9, "sip:10.9.9.9", mustMarkOp(t, "i")); !errors.Is(err, dispatch.ErrUnknownSet) {
 		t.Fatalf("mark in an unknown set: %v", err)
 	}
-	if n := len(p.entries()); n != 0 {
-		t.Fatalf("%d commands proposed for unknown targets", n)
+	if len(p.entries()) != 0 || !bytes.Equal(before, mustSnapshot(t, r)) {
+		t.Fatal("a failed proposal changed the state")
+	}
+	// confirm x, move y, remove z and the removal of the failed add.
+	if qs := r.LoadQueueStats(); qs.Pending != 4 {
+		t.Fatalf("queue %+v, want 4 pending", qs)
+	}
+	p.setFail(nil)
+	waitLoads(t, r)
+	got := map[string]dispatch.CommandKind{}
+	for _, c := range p.commands(t) {
+		got[c.CallID] = c.Kind
+	}
+	want := map[string]dispatch.CommandKind{"x": dispatch.CmdLoadConfirm, "y": dispatch.CmdLoadMove,
+		"z": dispatch.CmdLoadRemove, "lost": dispatch.CmdLoadRemove}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("committed %v, want %v", got, want)
+	}
+	sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("next"), 0)
+	if err != nil || sel.Dests[0].Attrs.DUID != "gw1" || !sel.LoadAdded {
+		t.Fatalf("pick after a failed commit: %v %v, want gw1", sel.Dests, err)
 	}
 }
 
@@ -358,8 +413,15 @@ func (h *heldProposer) Propose(_ context.Context, c dispatch.Command) error {
 	return nil
 }
 
+func (h *heldProposer) commands() []dispatch.Command {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.got)
+}
+
 // Between selection and commit, reservations keep least-loaded exact; they
-// end when the LoadAdd applies or at ReserveTimeout.
+// end when the LoadAdd applies or at ReserveTimeout. A retransmitted INVITE
+// of a call whose add is still being committed gets ErrLoadInFlight.
 func TestReservationsKeepLeastLoaded(t *testing.T) {
 	ctx := context.Background()
 	var mu sync.Mutex
@@ -368,28 +430,36 @@ func TestReservationsKeepLeastLoaded(t *testing.T) {
 	h := &heldProposer{}
 	r := newTestRegistry(t, threeGateways(), Options{Proposer: h, Now: clock, ReserveTimeout: 2 * time.Second})
 	picks := map[string]int{}
-	var cmds []*dispatch.Command
 	for i := range 6 {
 		sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite(fmt.Sprint("r", i)), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if !sel.LoadAdded {
+			t.Fatalf("r%d: LoadAdded false", i)
+		}
 		picks[sel.Dests[0].Attrs.DUID]++
-		cmds = append(cmds, sel.LoadCommand)
 	}
 	if picks["gw1"] != 2 || picks["gw2"] != 2 || picks["gw3"] != 2 {
 		t.Fatalf("uncommitted picks %v, want 2 each", picks)
 	}
+	cmds := h.commands()
+	if len(cmds) != 6 {
+		t.Fatalf("%d proposals, want 6 LoadAdds", len(cmds))
+	}
 	// A retransmitted INVITE is not reserved twice.
-	if sel, _ := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("r0"), 0); sel.LoadCommand != nil {
-		t.Fatal("retransmission got a second LoadCommand")
+	if _, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("r0"), 0); !errors.Is(err, ErrLoadInFlight) {
+		t.Fatalf("retransmission: %v, want ErrLoadInFlight", err)
+	}
+	if n := len(h.commands()); n != 6 {
+		t.Fatalf("the retransmission proposed: %d proposals", n)
 	}
 	// Commit r0 (gw1): its reservation becomes a real load; the others stay.
-	if _, err := r.Apply(*cmds[0]); err != nil {
+	if _, err := r.Apply(cmds[0]); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := r.Status(ctx)
-	if st[0].Dests[0].State.Load != 1 || st[0].Calls != 1 {
+	if st[0].Dests[0].State.Load != 1 || st[0].Calls != 1 || st[0].Reserved != 5 {
 		t.Fatalf("after one commit: %+v", st[0])
 	}
 	sel, _ := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("r6"), 0)
@@ -407,6 +477,9 @@ func TestReservationsKeepLeastLoaded(t *testing.T) {
 	st, _ = r.Status(ctx)
 	if l := []int{st[0].Dests[0].State.Load, st[0].Dests[1].State.Load, st[0].Dests[2].State.Load}; l[0] != 1 || l[1] != 0 || l[2] != 0 {
 		t.Fatalf("loads %v leak reservations; want [1 0 0]", l)
+	}
+	if st[0].Reserved != 1 {
+		t.Fatalf("%d reservations after the timeout, want r7's only", st[0].Reserved)
 	}
 }
 
@@ -437,16 +510,21 @@ func TestApplyAndRestoreErrors(t *testing.T) {
 
 type blockingProposer struct{ started chan struct{} }
 
+// Stop cancels background proposals (probe results, sweeps) and the load
+// queue's attempts, and waits for them instead of leaking goroutines or
+// hanging until ProposeTimeout.
+
 func (b blockingProposer) Propose(ctx context.Context, _ dispatch.Command) error {
-	b.started <- struct{}{}
+	select {
+	case b.started <- struct{}{}:
+	default: // a retry nobody waits for
+	}
 	<-ctx.Done()
 	return ctx.Err()
 }
 
-// Stop cancels background proposals (probe results, sweeps) and waits for
-// them instead of leaking goroutines or hanging until ProposeTimeout.
 func TestStopCancelsBackgroundProposals(t *testing.T) {
-	bp := blockingProposer{started: make(chan struct{}, 2)}
+	bp := blockingProposer{started: make(chan struct{}, 8)}
 	r, err := NewRegistry(testConfig(), threeGateways(), Options{Seed: 1, Proposer: bp, ProposeTimeout: time.Hour,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -454,8 +532,12 @@ func TestStopCancelsBackgroundProposals(t *testing.T) {
 	}
 	r.ReportProbe(1, "sip:127.0.0.1:5081", dispatch.ProbeResult{Code: 200})
 	r.ExpireLoad(time.Now())
-	<-bp.started
-	<-bp.started
+	if err := r.LoadRemove(1, "bye"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		<-bp.started
+	}
 	done := make(chan struct{})
 	go func() { r.Stop(); close(done) }()
 	select {
@@ -484,32 +566,35 @@ func TestApplyAnySet(t *testing.T) {
 	}
 	apply(dispatch.Command{Kind: dispatch.CmdLoadAdd, At: at, Set: 2, URI: "sip:127.0.0.2:5060", CallID: "in2"})
 	apply(dispatch.Command{Kind: dispatch.CmdLoadAdd, At: at, Set: 1, DUID: "gw1", CallID: "in1"})
-	if err := r.LoadMove(ctx, -1, "in2", "sip:127.0.0.2:5070"); err != nil {
+	if err := r.LoadMove(2, "in2", "sip:127.0.0.2:5070"); err != nil {
 		t.Fatal(err)
 	}
+	waitLoads(t, r)
 	st, _ := r.Status(ctx)
 	if st[1].Dests[0].State.Load != 0 || st[1].Dests[1].State.Load != 1 {
-		t.Fatalf("set 2 after a move with no set: %+v", st[1].Dests)
+		t.Fatalf("set 2 after a move: %+v", st[1].Dests)
 	}
-	if err := r.LoadRemove(ctx, -1, "in2"); err != nil {
+	if err := r.LoadRemove(-1, "in2"); err != nil {
 		t.Fatal(err)
 	}
+	waitLoads(t, r)
 	st, _ = r.Status(ctx)
 	if st[0].Calls != 1 || st[1].Calls != 0 {
 		t.Fatalf("calls %d/%d after removing in2, want 1/0", st[0].Calls, st[1].Calls)
 	}
+	// A removal for any set that no set knows leaves a tombstone in each.
+	apply(dispatch.Command{Kind: dispatch.CmdLoadRemove, At: at, Set: -1, CallID: "nowhere"})
+	if st, _ = r.Status(ctx); st[0].Ended != 1 || st[1].Ended != 1 {
+		t.Fatalf("tombstones %d/%d after removing an unknown call, want 1/1", st[0].Ended, st[1].Ended)
+	}
 	apply(dispatch.Command{Kind: dispatch.CmdLoadAdd, At: at, Set: 2, URI: "sip:127.0.0.2:5060", CallID: "late"})
 	r.ExpireLoad(fixedClock()().Add(3 * time.Hour))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitUntil(t, "a sweep of every set", func() bool {
 		st, _ = r.Status(ctx)
-		if st[0].Calls == 0 && st[1].Calls == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("calls %d/%d after a sweep of every set", st[0].Calls, st[1].Calls)
-		}
-		time.Sleep(time.Millisecond)
+		return st[0].Calls == 0 && st[1].Calls == 0 && st[0].Ended == 0 && st[1].Ended == 0 && r.ExpiredLoads() >= 2
+	})
+	if n := r.ExpiredLoads(); n != 2 {
+		t.Fatalf("ExpiredLoads %d, want 2 (in1 and late)", n)
 	}
 }
 
@@ -532,14 +617,15 @@ func statusURIs(t *testing.T, r *Registry) map[int]map[string]dispatch.Flags {
 
 // Runtime adds and removes apply to the sets as committed: concurrent edits
 // all survive, state and load carry over, and a follower replaying the log
-// ends with the same state; in direct mode the same edits give the same sets.
+// ends with the same state; through the in-memory log the same edits give
+// the same sets.
 func TestAddRemoveDest(t *testing.T) {
-	for _, replicated := range []bool{false, true} {
-		t.Run(fmt.Sprintf("replicated=%v", replicated), func(t *testing.T) {
+	for _, external := range []bool{false, true} {
+		t.Run(fmt.Sprintf("proposer=%v", external), func(t *testing.T) {
 			ctx := context.Background()
 			var r *Registry
 			var p *logProposer
-			if replicated {
+			if external {
 				r, p = newReplicated(t, threeGateways(), Options{})
 			} else {
 				r = newTestRegistry(t, threeGateways(), Options{})
@@ -548,11 +634,8 @@ func TestAddRemoveDest(t *testing.T) {
 				t.Fatal(err)
 			}
 			sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("held"), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := r.CommitLoad(ctx, sel); err != nil {
-				t.Fatal(err)
+			if err != nil || !sel.LoadAdded {
+				t.Fatalf("select: %v %+v", err, sel)
 			}
 			const adds = 8
 			var wg sync.WaitGroup
@@ -584,7 +667,7 @@ func TestAddRemoveDest(t *testing.T) {
 			if st[0].Calls != 1 {
 				t.Errorf("set 1 has %d call-load entries after the edits, want the held call", st[0].Calls)
 			}
-			if !replicated {
+			if !external {
 				return
 			}
 			follower := newTestRegistry(t, threeGateways(), Options{Seed: 9})

@@ -42,10 +42,11 @@ type Set struct {
 	onEvent func(dispatch.Event)
 	log     *slog.Logger
 	buf     []int
+	held    []int // per destination: reservations counted by an algorithm-10 pick
 	panics  atomic.Int64
 
-	// Replicated mode (prop != nil): state changes are proposed, and the
-	// actor applies them when they come back committed (applyMsg).
+	// State changes are proposed, and the actor applies them when they come
+	// back committed (applyMsg).
 	prop       Proposer
 	reserveTTL time.Duration
 	pending    map[string]reservation // owned by the actor: algorithm-10 picks not yet applied
@@ -114,33 +115,6 @@ func (s *Set) handle(m any) {
 	switch m := m.(type) {
 	case selectMsg:
 		m.reply <- s.doSelect(m, now)
-	case markMsg:
-		m.reply <- s.doMark(m, now)
-	case probeMsg:
-		if i := s.state.Find(m.uri); i >= 0 {
-			if ev, ok := s.state.Probe(i, m.res, now); ok {
-				s.emit(ev)
-			}
-		}
-	case loadMsg:
-		var ok bool
-		switch m.op {
-		case loadConfirm:
-			ok = s.state.LoadConfirm(m.callID, now)
-		case loadRemove:
-			ok = s.state.LoadRemove(m.callID)
-		case loadMove:
-			if i := s.state.Find(m.uri); i >= 0 {
-				ok = s.state.LoadMove(m.callID, i)
-			}
-		}
-		if m.reply != nil {
-			m.reply <- ok
-		}
-	case expireMsg:
-		if n := s.state.LoadExpire(m.now); n > 0 {
-			s.log.Info("call-load entries expired", "count", n)
-		}
 	case probeTargetsMsg:
 		var out []ProbeTarget
 		for i := range s.state.Dests {
@@ -150,7 +124,7 @@ func (s *Set) handle(m any) {
 		}
 		m.reply <- out
 	case statusMsg:
-		m.reply <- s.status()
+		m.reply <- s.status(m.entries)
 	case replaceMsg:
 		if !m.restore {
 			if dropped := m.next.CarryOver(s.state); dropped > 0 {
@@ -178,12 +152,6 @@ func (s *Set) failReply(m any) {
 	switch m := m.(type) {
 	case selectMsg:
 		m.reply <- selectResult{err: errPanic}
-	case markMsg:
-		m.reply <- errPanic
-	case loadMsg:
-		if m.reply != nil {
-			m.reply <- false
-		}
 	case probeTargetsMsg:
 		m.reply <- nil
 	case statusMsg:
@@ -214,41 +182,16 @@ func (s *Set) doSelect(m selectMsg, now time.Time) selectResult {
 		out.Dests[k] = s.state.Dests[i]
 	}
 	// Algorithm 10 counts calls: the INVITE that got a destination is one more
-	// call on it until a reply, CANCEL, BYE or expiry ends it (SPEC §5).
+	// call on it until a reply, CANCEL, BYE or expiry ends it
+	// (docs/configuration.md, call load).
 	if m.alg == dispatch.AlgCallLoad && m.req.Method == "INVITE" && len(sel.Order) > 0 && s.state.Config().HashSize > 0 {
-		if s.prop != nil {
-			out.LoadCommand = s.reserve(m.req.CallID, sel.Order[0], now)
-		} else if err := s.state.LoadAdd(m.req.CallID, sel.Order[0], now); err != nil {
-			s.log.Warn("call-load add failed", "call_id", m.req.CallID, "err", err)
-		} else {
-			out.LoadAdded = true
+		add, err := s.reserve(m.req.CallID, sel.Order[0], now)
+		if err != nil {
+			return selectResult{err: err}
 		}
+		return selectResult{sel: out, add: add}
 	}
 	return selectResult{sel: out}
-}
-
-func (s *Set) doMark(m markMsg, now time.Time) error {
-	if m.uri == "all" && !m.byDUID {
-		for i := range s.state.Dests {
-			if ev, ok := s.state.Mark(i, m.op, now); ok {
-				s.emit(ev)
-			}
-		}
-		return nil
-	}
-	i := -1
-	if m.byDUID {
-		i = s.state.FindDUID(m.uri)
-	} else {
-		i = s.state.Find(m.uri)
-	}
-	if i < 0 {
-		return fmt.Errorf("set %d: %q: %w", s.id, m.uri, dispatch.ErrUnknownDestination)
-	}
-	if ev, ok := s.state.Mark(i, m.op, now); ok {
-		s.emit(ev)
-	}
-	return nil
 }
 
 func (s *Set) emit(ev dispatch.Event) {
@@ -266,10 +209,14 @@ func eventName(ev dispatch.Event) string {
 	return "dst-down"
 }
 
-func (s *Set) status() SetStatus {
-	st := SetStatus{ID: s.id, Dests: make([]DestStatus, len(s.state.Dests)), Calls: s.state.LoadCount()}
+func (s *Set) status(entries bool) SetStatus {
+	st := SetStatus{ID: s.id, Dests: make([]DestStatus, len(s.state.Dests)), Calls: s.state.LoadCount(),
+		Reserved: len(s.pending), Ended: s.state.EndedCount()}
 	for i := range s.state.Dests {
 		st.Dests[i] = DestStatus{Destination: s.state.Dests[i], State: s.state.State[i]}
+	}
+	if entries {
+		st.Entries = s.state.LoadEntries(nil)
 	}
 	return st
 }
@@ -308,17 +255,19 @@ func await[T any](ctx context.Context, s *Set, reply chan T) (T, error) {
 	}
 }
 
-// Select asks the actor for a selection (SPEC §5).
-func (s *Set) Select(ctx context.Context, req *dispatch.Request, alg dispatch.Algorithm, limit int) (Selection, error) {
+// selectReserve asks the actor for a selection and, for an algorithm-10
+// INVITE, the LoadAdd of its reserved pick (nil: none to commit).
+func (s *Set) selectReserve(ctx context.Context, req *dispatch.Request, alg dispatch.Algorithm, limit int) (Selection, *dispatch.Command, error) {
 	reply := make(chan selectResult, 1)
 	if err := s.send(selectMsg{req: req, alg: alg, limit: limit, reply: reply}); err != nil {
-		return Selection{}, err
+		return Selection{}, nil, err
 	}
 	r, err := await(ctx, s, reply)
 	if err != nil {
-		return Selection{}, err
+		// The actor may still reserve the pick; its reservation times out.
+		return Selection{}, nil, err
 	}
-	return r.sel, r.err
+	return r.sel, r.add, r.err
 }
 
 // Mark applies a ds_mark_dst / set_state operation to the destination with
@@ -333,34 +282,14 @@ func (s *Set) MarkDUID(ctx context.Context, duid string, op dispatch.MarkOp) err
 }
 
 func (s *Set) mark(ctx context.Context, m markMsg) error {
-	if s.prop != nil {
-		return s.proposeMark(ctx, m)
-	}
-	m.reply = make(chan error, 1)
-	if err := s.send(m); err != nil {
-		return err
-	}
-	r, err := await(ctx, s, m.reply)
-	if err != nil {
-		return err
-	}
-	return r
+	return s.proposeMark(ctx, m)
 }
 
-// load sends a confirm/remove and waits for whether the Call-ID was known.
-// Direct mode only: replicated updates go through Registry.proposeLoad.
-func (s *Set) load(ctx context.Context, op loadOp, callID, uri string) (bool, error) {
-	reply := make(chan bool, 1)
-	if err := s.send(loadMsg{op: op, callID: callID, uri: uri, reply: reply}); err != nil {
-		return false, err
-	}
-	return await(ctx, s, reply)
-}
-
-// Status returns a copy of the set's destinations and runtime state.
-func (s *Set) Status(ctx context.Context) (SetStatus, error) {
+// Status returns a copy of the set's destinations and runtime state; with
+// entries, its call-load entries too.
+func (s *Set) Status(ctx context.Context, entries bool) (SetStatus, error) {
 	reply := make(chan SetStatus, 1)
-	if err := s.send(statusMsg{reply: reply}); err != nil {
+	if err := s.send(statusMsg{entries: entries, reply: reply}); err != nil {
 		return SetStatus{}, err
 	}
 	return await(ctx, s, reply)

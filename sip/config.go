@@ -60,20 +60,9 @@ type Config struct {
 	// UserAgent is the User-Agent of locally generated requests and the
 	// Server header of local replies.
 	UserAgent string
-	// LoadReplication is LoadSync ("" too; the default: an alg-10 INVITE is
-	// forwarded once its call-load entry committed) or LoadAsync (forwarded
-	// at once, the entry commits in the background). It matters only with a
-	// replicated Dispatcher, whose selections carry a LoadCommand.
-	LoadReplication string
 	// Observer receives counts for metrics; nil = none.
 	Observer Observer
 }
-
-// Call-load replication modes (cluster.load_replication, SPEC §7).
-const (
-	LoadSync  = "sync"
-	LoadAsync = "async"
-)
 
 // DefaultConfig returns SPEC §3's defaults.
 func DefaultConfig() Config {
@@ -86,10 +75,8 @@ func DefaultConfig() Config {
 		FRInvTimer:  120 * time.Second,
 		RetryAfter:  30,
 		PingMethod:  "OPTIONS",
-
-		LoadReplication: LoadSync,
-		PingFrom:        "sip:dispatcher@localhost",
-		UserAgent:       "sipdispatch",
+		PingFrom:    "sip:dispatcher@localhost",
+		UserAgent:   "sipdispatch",
 	}
 }
 
@@ -156,9 +143,6 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxForwards < 1 || c.MaxForwards > 255 {
 		errs = append(errs, fmt.Errorf("proxy.max_forwards %d: want 1..255", c.MaxForwards))
-	}
-	if c.LoadReplication != "" && c.LoadReplication != LoadSync && c.LoadReplication != LoadAsync {
-		errs = append(errs, fmt.Errorf("load_replication %q: want %s or %s", c.LoadReplication, LoadSync, LoadAsync))
 	}
 	if c.FRTimer <= 0 {
 		errs = append(errs, fmt.Errorf("proxy.fr_timer %s: must be positive", c.FRTimer))

@@ -38,10 +38,6 @@ func TestConfigValidate(t *testing.T) {
 			c.PingFrom = "not a uri"
 		}, errs: []string{"proxy.mode", "max_forwards", "fr_timer", "fr_inv_timer", "retry_after", "ds_ping_method", "ds_ping_from"}},
 		{name: "ping settings unused when probing is off", change: func(c *Config) { c.PingMethod = "" }},
-		{name: "async load replication", change: func(c *Config) { c.LoadReplication = LoadAsync }},
-		{name: "unset load replication is sync", change: func(c *Config) { c.LoadReplication = "" }},
-		{name: "bad load replication", change: func(c *Config) { c.LoadReplication = "eventual" },
-			errs: []string{`load_replication "eventual": want sync or async`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

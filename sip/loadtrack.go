@@ -1,7 +1,6 @@
 package sip
 
 import (
-	"context"
 	"sync"
 	"time"
 )
@@ -90,24 +89,28 @@ func newLoadTracker(ttl time.Duration) *loadTracker {
 }
 
 // finalLoad applies an INVITE's final reply code to its call-load entry
-// (SPEC §5): 2xx confirms, >=300 removes. It runs off the SIP path.
+// (docs/configuration.md, call load): 2xx confirms, >=300 removes.
 func (s *Server) finalLoad(setID int, callID string, code int) {
 	if code < 300 {
-		s.async("load-confirm", func(ctx context.Context) error { return s.d.LoadConfirm(ctx, setID, callID) })
+		s.loadErr("load-confirm", s.d.LoadConfirm(setID, callID))
 		return
 	}
 	s.removeLoad(setID, callID)
 }
 
 // moveLoad follows a failover with the call's load entry, so the load counts
-// on the gateway now carrying the call (Kamailio's ds_load_replace). Order
-// against a later confirm or remove does not matter: either finds the entry
-// or nothing.
+// on the gateway now carrying the call (Kamailio's ds_load_replace).
 func (s *Server) moveLoad(setID int, callID, uri string) {
-	s.async("load-move", func(ctx context.Context) error { return s.d.LoadMove(ctx, setID, callID, uri) })
+	s.loadErr("load-move", s.d.LoadMove(setID, callID, uri))
 }
 
 // removeLoad ends a call's load entry (>=300, CANCEL, BYE); setID -1 = any set.
 func (s *Server) removeLoad(setID int, callID string) {
-	s.async("load-remove", func(ctx context.Context) error { return s.d.LoadRemove(ctx, setID, callID) })
+	s.loadErr("load-remove", s.d.LoadRemove(setID, callID))
+}
+
+func (s *Server) loadErr(what string, err error) {
+	if err != nil {
+		s.log.Warn("sip: call-load update refused", "call", what, "err", err)
+	}
 }

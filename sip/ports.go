@@ -12,27 +12,25 @@ import (
 // so every method must be safe for concurrent use. Methods taking a ctx may
 // block until the set's owner answers; ReportProbe must not block.
 type Dispatcher interface {
-	// Select picks destinations for req from set setID with alg; for an alg-10 INVITE it records the
-	// call load (Selection.LoadAdded). Errors: dispatch.ErrUnknownSet, dispatch.ErrNoDestination, or a busy/stopped error.
+	// Select picks destinations for req from set setID with alg; for an
+	// alg-10 INVITE it also records the call's load entry
+	// (Selection.LoadAdded), which may wait for the cluster to commit it
+	// within ctx. Errors: dispatch.ErrUnknownSet, dispatch.ErrNoDestination,
+	// actors.ErrLoadNotCommitted, actors.ErrLoadInFlight (a retransmission
+	// whose first copy is still being placed), or a busy/stopped error.
 	Select(ctx context.Context, setID int, alg dispatch.Algorithm, req *dispatch.Request, limit int) (actors.Selection, error)
-	// CommitLoad commits the call-load entry of a replicated alg-10 selection
-	// (Selection.LoadCommand; nil: nothing to do). The proxy calls it before it
-	// forwards the INVITE (load_replication sync) and answers 503 when it fails.
-	CommitLoad(ctx context.Context, sel actors.Selection) error
-	// CommitLoadAsync is CommitLoad in the background (load_replication
-	// async): the proxy forwards the INVITE at once. It must not block, and
-	// the load updates the proxy issues for the call later must not take
-	// effect before the entry's commit.
-	CommitLoadAsync(sel actors.Selection)
 	// Mark applies ds_mark_dst to the destination uri of set setID.
 	Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error
-	// LoadConfirm marks the call answered (2xx to an INVITE).
-	LoadConfirm(ctx context.Context, setID int, callID string) error
+	// LoadConfirm marks the call answered (2xx to an INVITE). It and the
+	// other load updates never block and are never dropped: the dispatcher
+	// keeps them until they take effect. An error means a bad argument.
+	LoadConfirm(setID int, callID string) error
 	// LoadMove moves the call's load to the destination uri of the set (a
 	// failover of an alg-10 INVITE).
-	LoadMove(ctx context.Context, setID int, callID, uri string) error
-	// LoadRemove ends the call (>=300, CANCEL, BYE); setID -1 = any set.
-	LoadRemove(ctx context.Context, setID int, callID string) error
+	LoadMove(setID int, callID, uri string) error
+	// LoadRemove ends the call (>=300, CANCEL, BYE); setID -1 = whichever
+	// set has the Call-ID.
+	LoadRemove(setID int, callID string) error
 	// ReportProbe hands in the outcome of one keepalive; non-blocking.
 	ReportProbe(setID int, uri string, res dispatch.ProbeResult)
 	// ProbeTargets lists the destinations due for a keepalive now.

@@ -47,6 +47,7 @@ type Server struct {
 	dropped atomic.Int64 // messages dropped: unparsable, or not answerable
 
 	bg       background // asynchronous Dispatcher calls, CANCELs and probes
+	handoff  limited    // stateless alg-10 INVITEs, off the read loop
 	stopOnce sync.Once
 	stop     chan struct{}
 }
@@ -91,6 +92,7 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 		routes:   routes,
 		log:      log,
 		loads:    newLoadTracker(64*sipmsg.T1 + cfg.FRInvTimer),
+		handoff:  limited{slots: make(chan struct{}, maxHandoff)},
 		branches: newExpiringMap[sentInvite](branchCacheSize, 64*sipmsg.T1+cfg.FRInvTimer),
 		stop:     make(chan struct{}),
 		obs:      cfg.Observer,
@@ -311,6 +313,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.close()
 	done := make(chan struct{})
 	go func() {
+		s.handoff.bg.CloseAndWait()
 		s.bg.CloseAndWait()
 		close(done)
 	}()
@@ -367,18 +370,45 @@ type background struct {
 	wg     sync.WaitGroup
 }
 
-// Go runs f in a goroutine unless shutdown has begun.
-func (b *background) Go(f func()) {
+// Go runs f in a goroutine unless shutdown has begun; false if it has.
+func (b *background) Go(f func()) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return
+		return false
 	}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
 		f()
 	}()
+	return true
+}
+
+// maxHandoff bounds the stateless alg-10 INVITEs being placed at once: 1 s
+// of a thousand calls a second waiting for a commit.
+const maxHandoff = 1024
+
+// limited is a background group that runs at most cap(slots) goroutines at
+// once and refuses more, so that a stalled cluster sheds calls instead of
+// piling up goroutines.
+type limited struct {
+	bg    background
+	slots chan struct{}
+}
+
+// Go runs f in a goroutine; false when the group is full or closed.
+func (l *limited) Go(f func()) bool {
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		return false
+	}
+	if !l.bg.Go(func() { defer func() { <-l.slots }(); f() }) {
+		<-l.slots
+		return false
+	}
+	return true
 }
 
 // CloseAndWait refuses new work and waits for the running goroutines.
@@ -745,43 +775,47 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 			s.statelessInitial(req, tx, &dr, sent.d, sent.sel, mf)
 			return
 		}
+		if d.Alg == dispatch.AlgCallLoad {
+			// Placing an alg-10 call may wait for the cluster to commit its
+			// load entry; the read loop that runs stateless mode must not.
+			if !s.handoff.Go(func() { s.dispatchInitial(req, tx, rt, &dr, mf) }) {
+				s.unavailable(req, tx)
+			}
+			return
+		}
 	}
+	s.dispatchInitial(req, tx, rt, &dr, mf)
+}
+
+// dispatchInitial selects the destinations of an initial request on its
+// route and forwards it.
+func (s *Server) dispatchInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, rt *Route, dr *dispatch.Request, mf int) {
+	d := rt.Dispatch
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
-	sel, err := s.d.Select(ctx, d.Set, d.Alg, &dr, d.Limit)
+	sel, err := s.d.Select(ctx, d.Set, d.Alg, dr, d.Limit)
 	cancel()
 	if err == nil && len(sel.Dests) == 0 {
 		err = errNoDests
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, actors.ErrLoadInFlight):
+		// A retransmission while its first copy is being placed: the
+		// first copy's outcome answers it.
+		return
+	case errors.Is(err, actors.ErrLoadNotCommitted):
+		s.log.Warn("sip: call-load entry not committed", "route", rt.Name, "set", d.Set, "err", err)
+		s.unavailable(req, tx)
+		return
+	case err != nil:
 		s.log.Debug("sip: no destination", "route", rt.Name, "set", d.Set, "err", err)
 		s.unavailable(req, tx)
 		return
 	}
-	if sel.LoadCommand != nil {
-		// Replicated alg 10 (SPEC §7). load_replication sync: the INVITE
-		// leaves only once its load entry is committed; without a quorum the
-		// wait is bounded by fr_timer and the caller gets 503. async: it
-		// leaves now, on the pick the set holds reserved, and the entry
-		// commits in the background (or is lost with the quorum).
-		if s.cfg.LoadReplication == LoadAsync {
-			s.d.CommitLoadAsync(sel)
-		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
-			err := s.d.CommitLoad(ctx, sel)
-			cancel()
-			if err != nil {
-				s.log.Warn("sip: call-load commit failed", "route", rt.Name, "set", d.Set, "err", err)
-				s.unavailable(req, tx)
-				return
-			}
-		}
-		sel.LoadAdded = true
-	}
 	if s.cfg.Mode == ModeStateless {
-		s.statelessInitial(req, tx, &dr, d, sel, mf)
+		s.statelessInitial(req, tx, dr, d, sel, mf)
 		return
 	}
-	s.statefulInitial(req, tx, &dr, d, sel, mf)
+	s.statefulInitial(req, tx, dr, d, sel, mf)
 }
 
 var errNoDests = errors.New("empty selection")
@@ -813,8 +847,10 @@ func (s *Server) inDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		switch {
 		case loadSet >= 0:
 			s.removeLoad(loadSet, req.CallID().Value())
-		case !s.cfg.RecordRoute:
-			// Without our Record-Route the set is unknown.
+		case pop == 0:
+			// No Route of ours (record_route off, a UA that lost the route
+			// set, a proxy in front that rewrote it): end the call's entry
+			// by its Call-ID in whichever set has it, as ds_load_unset does.
 			s.removeLoad(-1, req.CallID().Value())
 		}
 	}

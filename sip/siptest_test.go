@@ -42,10 +42,6 @@ func testLogger() *slog.Logger {
 // asked of it.
 type fakeDispatcher struct {
 	loadAdded bool // report Selection.LoadAdded, as alg 10 does for an INVITE
-	// replicated reports a Selection.LoadCommand for an INVITE instead, as a
-	// replicated registry does; CommitLoad then fails with commitErr.
-	replicated bool
-	commitErr  error
 
 	mu       sync.Mutex
 	sets     map[int][]dispatch.Destination
@@ -54,8 +50,6 @@ type fakeDispatcher struct {
 	confirms []string // "set callid"
 	removes  []string // "set callid"
 	moves    []string // "set callid uri"
-	commits  []string // "set callid"
-	asyncs   []string // "set callid": CommitLoadAsync
 	probes   []probeReport
 	targets  []actors.ProbeTarget
 }
@@ -84,9 +78,6 @@ func (f *fakeDispatcher) Select(ctx context.Context, setID int, alg dispatch.Alg
 	f.rr[setID]++
 	sel := actors.Selection{SetID: setID, Alg: alg, LoadAdded: f.loadAdded && req.Method == "INVITE",
 		Parallel: alg == dispatch.AlgParallel}
-	if f.replicated && req.Method == "INVITE" {
-		sel.LoadCommand = &dispatch.Command{Kind: dispatch.CmdLoadAdd, Set: setID, CallID: req.CallID}
-	}
 	for i := range dests {
 		sel.Dests = append(sel.Dests, dests[(start+i)%len(dests)])
 	}
@@ -96,25 +87,6 @@ func (f *fakeDispatcher) Select(ctx context.Context, setID int, alg dispatch.Alg
 	return sel, nil
 }
 
-func (f *fakeDispatcher) CommitLoad(ctx context.Context, sel actors.Selection) error {
-	if sel.LoadCommand == nil {
-		return nil
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.commits = append(f.commits, fmt.Sprintf("%d %s", sel.SetID, sel.LoadCommand.CallID))
-	return f.commitErr
-}
-
-func (f *fakeDispatcher) CommitLoadAsync(sel actors.Selection) {
-	if sel.LoadCommand == nil {
-		return
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.asyncs = append(f.asyncs, fmt.Sprintf("%d %s", sel.SetID, sel.LoadCommand.CallID))
-}
-
 func (f *fakeDispatcher) Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -122,21 +94,21 @@ func (f *fakeDispatcher) Mark(ctx context.Context, setID int, uri string, op dis
 	return nil
 }
 
-func (f *fakeDispatcher) LoadConfirm(ctx context.Context, setID int, callID string) error {
+func (f *fakeDispatcher) LoadConfirm(setID int, callID string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.confirms = append(f.confirms, fmt.Sprintf("%d %s", setID, callID))
 	return nil
 }
 
-func (f *fakeDispatcher) LoadMove(ctx context.Context, setID int, callID, uri string) error {
+func (f *fakeDispatcher) LoadMove(setID int, callID, uri string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.moves = append(f.moves, fmt.Sprintf("%d %s %s", setID, callID, uri))
 	return nil
 }
 
-func (f *fakeDispatcher) LoadRemove(ctx context.Context, setID int, callID string) error {
+func (f *fakeDispatcher) LoadRemove(setID int, callID string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.removes = append(f.removes, fmt.Sprintf("%d %s", setID, callID))

@@ -329,19 +329,32 @@ type loadResult struct {
 			LOAD    int
 			MAXLOAD int
 		}
+		ENTRIES []struct {
+			CALLID    string
+			URI       string
+			AGE       int
+			CONFIRMED bool
+			EXPIRES   int
+		}
 	}
+	PENDING int
 }
 
-// runLoad is `load [--set N]`: call load per destination.
+// runLoad is `load [--set N] [--entries]`: call load per destination, and
+// with --entries every call-load entry.
 func runLoad(args []string, stdout, stderr io.Writer) error {
 	a := newAdminFlags("load", "", stderr)
 	set := a.fs.Int("set", -1, "only this set")
+	entries := a.fs.Bool("entries", false, "list every call-load entry (Call-ID, destination, age, confirmed)")
 	if err := a.parse(args, 0, 0); err != nil {
 		return err
 	}
 	var params []any
 	if *set >= 0 {
 		params = append(params, *set)
+	}
+	if *entries {
+		params = append(params, "entries")
 	}
 	return a.callAndPrint(stdout, func(res json.RawMessage) error {
 		var l loadResult
@@ -368,7 +381,18 @@ func runLoad(args []string, stdout, stderr io.Writer) error {
 		for _, s := range l.SETS {
 			fmt.Fprintf(stdout, "set %d: %d calls in progress\n", s.ID, s.CALLS)
 		}
-		return nil
+		fmt.Fprintf(stdout, "load commands not committed yet on this node: %d\n", l.PENDING)
+		if !*entries {
+			return nil
+		}
+		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SET\tCALL-ID\tURI\tAGE\tCONFIRMED\tEXPIRES")
+		for _, s := range l.SETS {
+			for _, e := range s.ENTRIES {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%ds\t%v\t%ds\n", s.ID, e.CALLID, e.URI, e.AGE, e.CONFIRMED, e.EXPIRES)
+			}
+		}
+		return tw.Flush()
 	}, "dispatcher.load", params...)
 }
 

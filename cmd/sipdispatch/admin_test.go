@@ -79,7 +79,7 @@ func TestAdminCommands(t *testing.T) {
 			"SET  URI                DUID  FLAGS  LOAD  MAXLOAD",
 			"1    sip:10.0.0.1:5060  gw1   TP     3     20",
 			"1    sip:10.0.0.2       -     DX     2     -",
-			"set 1: 5 calls in progress", ""}, "\n"), ""},
+			"set 1: 5 calls in progress", "load commands not committed yet on this node: 0", ""}, "\n"), ""},
 		{[]string{"load", "--nosuch"}, 2, "", "flag provided but not defined: -nosuch"},
 	} {
 		args := append([]string{tc.args[0], "-api", srv.URL}, tc.args[1:]...)

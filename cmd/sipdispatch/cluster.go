@@ -31,6 +31,10 @@ const defaultGossipPort = "7946"
 // run in the background.
 const clusterJoinTimeout = 10 * time.Second
 
+// pendingLoadFile, in node.data_dir, keeps the load commands this node has
+// not committed yet (actors.Options.PendingFile).
+const pendingLoadFile = "load-pending"
+
 // snapshotTimeout bounds how long a raft snapshot waits for the set actors.
 const snapshotTimeout = 10 * time.Second
 

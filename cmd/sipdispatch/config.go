@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
@@ -547,8 +548,10 @@ func (c *fileConfig) validateCluster(bad func(string, any, string)) {
 	if (r.TLS.CA == "") != (r.TLS.Cert == "") {
 		bad("cluster.raft.tls.ca", q(r.TLS.CA), "cert, key and ca go together (mutual TLS verifies peers against ca)")
 	}
-	if c.Cluster.LoadReplication != "sync" && c.Cluster.LoadReplication != "async" {
-		bad("cluster.load_replication", q(c.Cluster.LoadReplication), "must be sync or async")
+	if c.Cluster.LoadReplication == "" {
+		bad("cluster.load_replication", `""`, "must be sync or async")
+	} else if err := (&actors.Options{LoadReplication: c.Cluster.LoadReplication}).Validate(); err != nil {
+		bad("cluster.load_replication", q(c.Cluster.LoadReplication), err.Error())
 	}
 	if c.Cluster.DeadNodeReap <= 0 {
 		bad("cluster.dead_node_reap", c.Cluster.DeadNodeReap, "must be > 0")

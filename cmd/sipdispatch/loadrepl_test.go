@@ -4,11 +4,11 @@ import (
 	"context"
 	"testing"
 
+	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
-	"github.com/sipdispatch/sipdispatch/sip"
 )
 
-// cluster.load_replication reaches the proxy with or without
+// cluster.load_replication is the registry's option with or without
 // cluster.enabled (a standalone node runs the same replicated registry), and
 // a cluster member accepts async.
 func TestLoadReplicationConfig(t *testing.T) {
@@ -16,7 +16,7 @@ func TestLoadReplicationConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := def.sipConfig().LoadReplication; got != sip.LoadSync {
+	if got := def.Cluster.LoadReplication; got != actors.LoadCommitSync {
 		t.Errorf("default load_replication %q, want sync", got)
 	}
 	c, err := loadConfig(writeConfig(t, "cluster:\n  load_replication: async\n"))
@@ -26,12 +26,9 @@ func TestLoadReplicationConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	sc := c.sipConfig()
-	if sc.LoadReplication != sip.LoadAsync {
-		t.Errorf("standalone: proxy load_replication %q, want async", sc.LoadReplication)
-	}
-	if err := sc.Validate(); err != nil {
-		t.Errorf("proxy config: %v", err)
+	opts := actors.Options{LoadReplication: c.Cluster.LoadReplication}
+	if err := opts.Validate(); err != nil {
+		t.Errorf("registry options: %v", err)
 	}
 	c.Node.Name = "n1"
 	c.Cluster.Enabled = true
@@ -43,7 +40,7 @@ func TestLoadReplicationConfig(t *testing.T) {
 }
 
 // A standalone node (one-node raft on disk) commits an async LoadAdd in the
-// background and ends it with the call's remove.
+// background and ends it with the call's remove, even one issued at once.
 func TestStandaloneAsyncLoadCommits(t *testing.T) {
 	c := defaultConfig()
 	c.Node.Name, c.Node.DataDir = "solo", t.TempDir()
@@ -53,7 +50,7 @@ func TestStandaloneAsyncLoadCommits(t *testing.T) {
 	ctx := context.Background()
 	req := &dispatch.Request{Method: "INVITE", CallID: "solo-1", RURI: "sip:1@x", From: "sip:a@x", To: "sip:b@x"}
 	sel, err := reg.Select(ctx, 1, dispatch.AlgCallLoad, req, 0)
-	if err != nil || sel.LoadCommand == nil {
+	if err != nil || !sel.LoadAdded {
 		t.Fatalf("select: %v %+v", err, sel)
 	}
 	calls := func() int {
@@ -63,18 +60,15 @@ func TestStandaloneAsyncLoadCommits(t *testing.T) {
 		}
 		return st[0].Calls
 	}
-	reg.CommitLoadAsync(sel)
 	// Issued at once, as a fast call's BYE would be: it waits for the add.
-	if err := reg.LoadRemove(ctx, -1, "solo-1"); err != nil {
+	if err := reg.LoadRemove(-1, "solo-1"); err != nil {
 		t.Fatal(err)
 	}
-	sel2, err := reg.Select(ctx, 1, dispatch.AlgCallLoad, &dispatch.Request{Method: "INVITE", CallID: "solo-2"}, 0)
-	if err != nil {
+	if _, err := reg.Select(ctx, 1, dispatch.AlgCallLoad, &dispatch.Request{Method: "INVITE", CallID: "solo-2"}, 0); err != nil {
 		t.Fatal(err)
 	}
-	reg.CommitLoadAsync(sel2)
 	waitForT(t, "solo-2 committed", func() bool { return calls() == 1 })
-	if err := reg.LoadRemove(ctx, -1, "solo-2"); err != nil {
+	if err := reg.LoadRemove(-1, "solo-2"); err != nil {
 		t.Fatal(err)
 	}
 	waitForT(t, "no entry left", func() bool { return calls() == 0 })

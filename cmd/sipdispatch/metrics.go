@@ -240,3 +240,37 @@ func (c *destCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// registerLoadQueue exports the call-load write path of reg: commands not
+// committed yet, retries, hand-overs and what the expiry sweep had to
+// remove, so that a dashboard shows a node falling behind before the loads
+// disagree. handedOver counts the commands this node gossiped to others.
+func (m *metrics) registerLoadQueue(reg *actors.Registry, handedOver func() uint64) {
+	counter := func(name, help string, f func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sipdispatch_load_pending_commands",
+			Help: "Call-load confirms, moves and removals this node handled that have not committed yet (kept and retried until they do).",
+		}, func() float64 { return float64(reg.LoadQueueStats().Pending) }),
+		counter("sipdispatch_load_command_retries_total",
+			"Attempts to commit a pending call-load command after a failed one (no leader, cut off).",
+			func() uint64 { return reg.LoadQueueStats().Retries }),
+		counter("sipdispatch_load_commands_given_up_total",
+			"Pending call-load commands dropped because their entry would have expired anyway.",
+			func() uint64 { return reg.LoadQueueStats().GivenUp }),
+		counter("sipdispatch_load_commands_rejected_total",
+			"Pending call-load commands the state refused for good (e.g. a move to a destination a reload removed).",
+			func() uint64 { return reg.LoadQueueStats().Rejected }),
+		counter("sipdispatch_load_commands_adopted_total",
+			"Pending call-load commands other nodes handed over to this one.",
+			func() uint64 { return reg.LoadQueueStats().Adopted }),
+		counter("sipdispatch_load_commands_handed_over_total",
+			"Pending call-load commands this node handed over to the other nodes by gossip.",
+			handedOver),
+		counter("sipdispatch_load_entries_expired_total",
+			"Call-load entries the expiry sweep removed on this node: calls whose end was never seen.",
+			reg.ExpiredLoads),
+	)
+}

@@ -32,6 +32,10 @@ type backend interface {
 	Config() *dispatch.Config
 	// Status returns every set's destinations and runtime state.
 	Status(ctx context.Context) ([]actors.SetStatus, error)
+	// LoadEntries is Status with every set's call-load entries.
+	LoadEntries(ctx context.Context) ([]actors.SetStatus, error)
+	// LoadQueueStats counts this node's call-load commands not committed yet.
+	LoadQueueStats() actors.LoadQueueStats
 	// Mark applies op to destination uri of set ("all" for every one).
 	Mark(ctx context.Context, set int, uri string, op dispatch.MarkOp) error
 	// MarkDUID applies op to the destination with duid in set.
@@ -780,21 +784,33 @@ func (s *apiServer) hash(_ context.Context, p params) (any, *rpcError) {
 	return obj{{"hashid", h}, {"slot", slot}}, nil
 }
 
-// load serves dispatcher.load [SET?], sipdispatch's own method: the call
-// load of every destination (algorithm 10), sets in ascending id order.
+// load serves dispatcher.load [SET?] ["entries"?], sipdispatch's own
+// method: the call load of every destination (algorithm 10), sets in
+// ascending id order; with "entries", each set's entries too (Call-ID,
+// destination, age, confirmed), for debugging a load that does not match
+// the calls. PENDING is this node's load commands not committed yet.
 func (s *apiServer) load(ctx context.Context, p params) (any, *rpcError) {
-	only, all := 0, true
-	if p.has(0) {
-		var rerr *rpcError
-		if only, rerr = p.int(0); rerr != nil {
-			return nil, rerr
+	only, all, entries := 0, true, false
+	for i := range p {
+		if v, rerr := p.str(i); rerr == nil && v == "entries" {
+			entries = true
+			continue
 		}
-		all = false
+		n, rerr := p.int(i)
+		if rerr != nil || !all {
+			return nil, errInvalidParams
+		}
+		only, all = n, false
 	}
-	sets, err := s.b.Status(ctx)
+	status := s.b.Status
+	if entries {
+		status = s.b.LoadEntries
+	}
+	sets, err := status(ctx)
 	if err != nil {
 		return nil, failed("Internal error sets structure", err)
 	}
+	now := time.Now()
 	out := []obj{}
 	for _, set := range sets {
 		if !all && set.ID != only {
@@ -810,10 +826,26 @@ func (s *apiServer) load(ctx context.Context, p params) (any, *rpcError) {
 				{"MAXLOAD", d.Attrs.MaxLoad},
 			})
 		}
-		out = append(out, obj{{"ID", set.ID}, {"CALLS", set.Calls}, {"TARGETS", targets}})
+		o := obj{{"ID", set.ID}, {"CALLS", set.Calls}, {"TARGETS", targets}}
+		if entries {
+			list := make([]obj, 0, len(set.Entries))
+			for _, e := range set.Entries {
+				d := set.Dests[e.Dest]
+				list = append(list, obj{
+					{"CALLID", e.CallID},
+					{"URI", d.URI},
+					{"DUID", strOrNull(d.Attrs.DUID)},
+					{"AGE", int(now.Sub(e.Since).Seconds())},
+					{"CONFIRMED", e.Confirmed},
+					{"EXPIRES", int(e.Expires.Sub(now).Seconds())},
+				})
+			}
+			o = append(o, field{"ENTRIES", list})
+		}
+		out = append(out, o)
 	}
 	if !all && len(out) == 0 {
 		return nil, &rpcError{Code: 404, Message: "Destination Group Not Found"}
 	}
-	return obj{{"SETS", out}}, nil
+	return obj{{"SETS", out}, {"PENDING", s.b.LoadQueueStats().Pending}}, nil
 }

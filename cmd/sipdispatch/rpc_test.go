@@ -389,6 +389,12 @@ func newFake(cfg dispatch.Config, sets ...actors.SetStatus) *fakeBackend {
 
 func (f *fakeBackend) Config() *dispatch.Config { return &f.cfg }
 
+func (f *fakeBackend) LoadEntries(ctx context.Context) ([]actors.SetStatus, error) {
+	return f.Status(ctx)
+}
+
+func (f *fakeBackend) LoadQueueStats() actors.LoadQueueStats { return actors.LoadQueueStats{} }
+
 func (f *fakeBackend) Status(context.Context) ([]actors.SetStatus, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -603,12 +609,12 @@ func TestRPCMethods(t *testing.T) {
 		{"load one set", rpcBody("dispatcher.load", 11, 1), 200,
 			`{"jsonrpc":"2.0","result":{"SETS":[{"ID":1,"CALLS":5,"TARGETS":[
 			  {"URI":"sip:10.0.0.1:5060","DUID":"gw1","FLAGS":"TP","LOAD":3,"MAXLOAD":20},
-			  {"URI":"sip:10.0.0.2","DUID":null,"FLAGS":"DX","LOAD":2,"MAXLOAD":0}]}]}}`},
+			  {"URI":"sip:10.0.0.2","DUID":null,"FLAGS":"DX","LOAD":2,"MAXLOAD":0}]}],"PENDING":0}}`},
 		{"load all", rpcBody("dispatcher.load", 12), 200,
 			`{"jsonrpc":"2.0","result":{"SETS":[{"ID":1,"CALLS":5,"TARGETS":[
 			  {"URI":"sip:10.0.0.1:5060","DUID":"gw1","FLAGS":"TP","LOAD":3,"MAXLOAD":20},
 			  {"URI":"sip:10.0.0.2","DUID":null,"FLAGS":"DX","LOAD":2,"MAXLOAD":0}]},
-			  {"ID":3,"CALLS":0,"TARGETS":[]}]}}`},
+			  {"ID":3,"CALLS":0,"TARGETS":[]}],"PENDING":0}}`},
 		{"load unknown set", rpcBody("dispatcher.load", 13, 9), 404,
 			`{"jsonrpc":"2.0","error":{"code":404,"message":"Destination Group Not Found"}}`},
 		{"hash without slots", rpcBody("dispatcher.hash", 14, 0, "x"), 200,
@@ -846,5 +852,44 @@ func TestServeAPI(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
 		t.Error("still serving after shutdown")
+	}
+}
+
+// dispatcher.load with "entries" lists each call-load entry with its Call-ID
+// and destination, for a set or for all; other modes are refused.
+func TestRPCLoadEntries(t *testing.T) {
+	srv, rb := newFixtureNode(t)
+	ctx := context.Background()
+	sets, err := rb.Status(ctx)
+	if err != nil || len(sets) == 0 {
+		t.Fatalf("status: %v %v", sets, err)
+	}
+	set := sets[0].ID
+	sel, err := rb.Select(ctx, set, dispatch.AlgCallLoad, &dispatch.Request{Method: "INVITE", CallID: "entry-1@x"}, 0)
+	if err != nil || !sel.LoadAdded {
+		t.Fatalf("select: %+v %v", sel, err)
+	}
+	for _, params := range [][]any{{set, "entries"}, {"entries"}} {
+		code, body := post(t, srv.URL, "", rpcBody("dispatcher.load", 1, params...))
+		var res struct {
+			Result loadResult
+		}
+		if err := json.Unmarshal(body, &res); code != 200 || err != nil {
+			t.Fatalf("%v: %d %s %v", params, code, body, err)
+		}
+		var found bool
+		for _, s := range res.Result.SETS {
+			for _, e := range s.ENTRIES {
+				if e.CALLID == "entry-1@x" {
+					found = s.ID == set && e.URI == sel.Dests[0].URI && !e.CONFIRMED && e.AGE >= 0 && e.EXPIRES > 0
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("%v: entry of entry-1@x on %s missing or wrong in %s", params, sel.Dests[0].URI, body)
+		}
+	}
+	if code, body := post(t, srv.URL, "", rpcBody("dispatcher.load", 2, set, "calls")); code != 500 {
+		t.Fatalf("unknown mode: %d %s, want 500 Invalid Parameters", code, body)
 	}
 }

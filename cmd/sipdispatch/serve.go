@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -63,7 +64,11 @@ func runServe(args []string, _, stderr io.Writer) error {
 		m.reg.MustRegister(hook)
 	}
 	src := &sources{c: &c, log: log, dests: dests}
-	opts := actors.Options{Logger: log, OnEvent: onEvent, OnLoadCommitFailure: m.LoadCommitFailure}
+	// A standalone node runs the same one-node raft registry, so
+	// load_replication applies with or without cluster.enabled. Load
+	// commands that have not committed survive a restart in the data dir.
+	opts := actors.Options{Logger: log, OnEvent: onEvent, OnLoadCommitFailure: m.LoadCommitFailure,
+		LoadReplication: c.Cluster.LoadReplication, PendingFile: filepath.Join(c.Node.DataDir, pendingLoadFile)}
 	// Without cluster.enabled the node is a standalone one-node raft on
 	// node.data_dir (SPEC §7): the same registry, proposer and applier.
 	var node *cluster.Node
@@ -80,6 +85,17 @@ func runServe(args []string, _, stderr io.Writer) error {
 	}
 	reg := src.reg
 	defer reg.Stop()
+	var relay *loadRelay
+	if c.Cluster.Enabled {
+		relay = &loadRelay{node: node, reg: reg, log: log}
+		node.OnMessage(relay.receive)
+	}
+	m.registerLoadQueue(reg, func() uint64 {
+		if relay == nil {
+			return 0
+		}
+		return relay.sent.Load()
+	})
 	// Runs before reg.Stop: no command is applied to stopped actors.
 	defer func() {
 		if err := node.Close(); err != nil {
@@ -122,6 +138,9 @@ func runServe(args []string, _, stderr io.Writer) error {
 	sipCtx, quit := context.WithCancel(ctx)
 	defer quit()
 	go reloadOnHUP(ctx, src, log)
+	if relay != nil {
+		go relay.run(ctx)
+	}
 	if hook != nil {
 		go hook.run(ctx)
 	}
@@ -223,9 +242,6 @@ func (c *fileConfig) sipConfig() sip.Config {
 	s.PingMethod = c.Dispatcher.PingMethod
 	s.PingFrom = c.Dispatcher.PingFrom
 	s.UserAgent = "sipdispatch/" + version
-	// A standalone node runs the same one-node raft registry, so the key
-	// applies with or without cluster.enabled.
-	s.LoadReplication = c.Cluster.LoadReplication
 	return s
 }
 
