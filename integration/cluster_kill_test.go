@@ -23,10 +23,11 @@ type killRun struct {
 }
 
 // kill -9 of the raft leader during a run of 1,000 algorithm-10 calls
-// through a follower (SPEC §10): the survivors elect a new leader; INVITEs
-// that meet no leader may get 503, but no established call's load entry is
-// lost, every load returns to 0 after the BYEs, and the killed node, restarted
-// while the calls are held, catches up to the same state.
+// through a follower: the survivors elect a new leader; INVITEs that meet no
+// leader may get 503, but no established call's load entry is lost, the
+// killed node, restarted while the calls are held, catches up to the same
+// state, and when the BYEs start the node carrying them loses its leader
+// again (a second kill, or a cut): every load still returns to 0.
 func TestClusterKillLeaderUnderCallRun(t *testing.T) {
 	testKillUnderCalls(t, killRun{calls: 1000, rate: 80, hold: 30 * time.Second, killAt: 300, leader: true, maxFailed: 200})
 }
@@ -131,6 +132,35 @@ func testKillUnderCalls(t *testing.T, r killRun) {
 		return len(load) == 2 && maps.Equal(flags, wantFlags) && maps.Equal(load, wantLoad) && readyz(victim) == 200
 	})
 	t.Logf("restarted node listed the same sets and loads and was ready after %v", time.Since(start))
+
+	// The BYEs meet a cluster that cannot commit: once they have started,
+	// the node carrying them loses its leader — the leader is killed, or,
+	// when via leads, via is cut off from the other two. Their removals must
+	// still take effect everywhere once a leader is back.
+	waitFor(t, "the first BYEs", r.hold+60*time.Second, func() bool { _, _, byes := gwCalls(); return byes > 0 })
+	_, _, byesBefore := gwCalls()
+	fault := ""
+	if cur := leaderOf(nodes); cur >= 0 && nodes[cur] != via {
+		second := nodes[cur]
+		second.Kill()
+		waitFor(t, "BYEs while the leader is dead", 20*time.Second, func() bool { _, _, byes := gwCalls(); return byes > byesBefore })
+		waitFor(t, "a new leader", 20*time.Second, func() bool { return leaderOf(without(nodes, second)) >= 0 })
+		second.Restart()
+		fault = "kill -9 of leader " + nameOf(nodes, second)
+	} else {
+		needIptables(t)
+		var others []string
+		for _, n := range without(nodes, via) {
+			others = append(others, hostOf(n.SIPAddr))
+		}
+		p := cutOff(t, hostOf(via.SIPAddr), others)
+		waitFor(t, "BYEs while via is cut off", 20*time.Second, func() bool { _, _, byes := gwCalls(); return byes > byesBefore+20 })
+		waitFor(t, "via to notice it leads no quorum", 10*time.Second, func() bool { return readyz(via) != 200 })
+		p.heal()
+		fault = "iptables cut of via, the leader"
+	}
+	_, _, byesAfter := gwCalls()
+	t.Logf("%s while the BYEs flowed: %d BYEs reached the gateways during the fault", fault, byesAfter-byesBefore)
 
 	code, out := uac.wait(t)
 	ok, failed := sippCounts(t, out)
