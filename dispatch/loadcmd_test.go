@@ -4,10 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"testing"
 	"time"
-
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // The replicated call-load rules: a removal that finds no entry leaves a
@@ -100,46 +99,18 @@ func TestSnapshotKeepsClockAndTombstones(t *testing.T) {
 		t.Fatalf("add of an ended call after restore: %v, want refused", err)
 	}
 
-	// The old layout: four fields, entries of four fields.
-	var buf bytes.Buffer
-	buf.WriteByte(snapshotVersion)
-	w := writer{e: msgpack.NewEncoder(&buf)}
-	w.arrayLen(setSnapFieldsV0)
-	w.int(int64(s.ID))
-	w.arrayLen(len(s.Dests))
-	for i := range s.Dests {
-		w.dest(&s.Dests[i])
+	// A snapshot written by the version before the clock and tombstones
+	// (4ef7383): one confirmed entry "live" on b.
+	v0, err := os.ReadFile("testdata/snapshot-v0.bin")
+	if err != nil {
+		t.Fatal(err)
 	}
-	w.arrayLen(len(s.State))
-	for i := range s.State {
-		st := &s.State[i]
-		w.arrayLen(destStateFields)
-		w.uint(uint64(st.Flags))
-		w.int(int64(st.Failures))
-		w.int(int64(st.Successes))
-		w.int(int64(st.Load))
-		w.arrayLen(latencyFields)
-		w.int(0)
-		w.int(0)
-		for range 6 {
-			w.float(0)
-		}
-	}
-	w.arrayLen(1)
-	w.arrayLen(loadFieldsV0)
-	w.str("live")
-	w.int(int64(s.FindDUID("b")))
-	w.bool(false)
-	w.int(t0.Add(time.Minute).UnixNano())
-	if w.err != nil {
-		t.Fatal(w.err)
-	}
-	old, err := RestoreSetState(buf.Bytes(), s.cfg, rand.New(rand.NewPCG(9, 9)))
+	old, err := RestoreSetState(v0, s.cfg, rand.New(rand.NewPCG(9, 9)))
 	if err != nil {
 		t.Fatalf("old snapshot: %v", err)
 	}
-	if old.LoadCount() != 1 || old.EndedCount() != 0 {
-		t.Fatalf("old snapshot: %d entries, %d tombstones", old.LoadCount(), old.EndedCount())
+	if e := old.LoadEntries(nil); len(e) != 1 || e[0].CallID != "live" || !e[0].Confirmed || old.EndedCount() != 0 {
+		t.Fatalf("old snapshot: entries %+v, %d tombstones", e, old.EndedCount())
 	}
 }
 
