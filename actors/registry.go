@@ -363,52 +363,44 @@ func (r *Registry) MarkDUID(ctx context.Context, setID int, duid string, op disp
 }
 
 // LoadConfirm marks the call answered in set setID (a 2xx to its INVITE).
-// Like LoadMove and LoadRemove it never blocks: the command is queued and
-// proposed until it commits (see loadQueue), and whether the Call-ID was
-// known is decided when it applies. An error means nothing was queued.
-func (r *Registry) LoadConfirm(setID int, callID string) error {
-	s, err := r.lookup(setID)
-	if err != nil {
-		return err
-	}
-	c := s.command(dispatch.CmdLoadConfirm, nil, r.opts.Now())
-	c.CallID = strings.Clone(callID)
-	r.queueLoad(c)
-	return nil
+// Like LoadMove and LoadRemove it never blocks and cannot fail: the command
+// is queued and proposed until it commits (see loadQueue), and whether the
+// Call-ID, the set and the destination are known is decided when it
+// applies. The set is deliberately not checked here: a node that has just
+// restarted knows no set until its log replays, and the BYE it handles
+// meanwhile must still end its call.
+func (r *Registry) LoadConfirm(setID int, callID string) {
+	r.queueLoad(r.loadCommand(dispatch.CmdLoadConfirm, setID, callID, ""))
 }
 
 // LoadMove moves the call's load in set setID to the destination uri (a
 // failover of an algorithm-10 INVITE).
-func (r *Registry) LoadMove(setID int, callID, uri string) error {
-	s, err := r.lookup(setID)
-	if err != nil {
-		return err
-	}
-	d, ok := s.findDest(uri, false)
-	if !ok {
-		return fmt.Errorf("set %d: %q: %w", setID, uri, dispatch.ErrUnknownDestination)
-	}
-	c := s.command(dispatch.CmdLoadMove, &d, r.opts.Now())
-	c.CallID = strings.Clone(callID)
-	r.queueLoad(c)
-	return nil
+func (r *Registry) LoadMove(setID int, callID, uri string) {
+	r.queueLoad(r.loadCommand(dispatch.CmdLoadMove, setID, callID, uri))
 }
 
 // LoadRemove ends the call in set setID, or in whichever set has it when
 // setID is negative (a BYE that does not say its set: Kamailio's
 // ds_load_unset by Call-ID). Without call load (ds_hash_size 0) it does
 // nothing.
-func (r *Registry) LoadRemove(setID int, callID string) error {
-	if r.cfg.HashSize <= 0 {
-		return nil
+func (r *Registry) LoadRemove(setID int, callID string) {
+	if r.cfg.HashSize > 0 {
+		r.queueLoad(r.loadCommand(dispatch.CmdLoadRemove, max(setID, -1), callID, ""))
 	}
-	if setID >= 0 {
-		if _, err := r.lookup(setID); err != nil {
-			return err
+}
+
+// loadCommand builds a load command at now; a move addresses its
+// destination by duid when this node knows it, else by URI.
+func (r *Registry) loadCommand(kind dispatch.CommandKind, setID int, callID, uri string) dispatch.Command {
+	c := dispatch.Command{Kind: kind, At: r.opts.Now().UnixNano(), Set: setID, CallID: strings.Clone(callID), URI: uri}
+	if kind == dispatch.CmdLoadMove {
+		if s, ok := r.Lookup(setID); ok {
+			if d, ok := s.findDest(uri, false); ok {
+				c.DUID, c.URI = dispatch.DestRef(&d)
+			}
 		}
 	}
-	r.queueLoad(dispatch.Command{Kind: dispatch.CmdLoadRemove, At: r.opts.Now().UnixNano(), Set: max(setID, -1), CallID: strings.Clone(callID)})
-	return nil
+	return c
 }
 
 // ReportProbe hands a keepalive result to the set's actor without waiting;

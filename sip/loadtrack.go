@@ -92,7 +92,7 @@ func newLoadTracker(ttl time.Duration) *loadTracker {
 // (docs/configuration.md, call load): 2xx confirms, >=300 removes.
 func (s *Server) finalLoad(setID int, callID string, code int) {
 	if code < 300 {
-		s.loadErr("load-confirm", s.d.LoadConfirm(setID, callID))
+		s.d.LoadConfirm(setID, callID)
 		return
 	}
 	s.removeLoad(setID, callID)
@@ -101,16 +101,10 @@ func (s *Server) finalLoad(setID int, callID string, code int) {
 // moveLoad follows a failover with the call's load entry, so the load counts
 // on the gateway now carrying the call (Kamailio's ds_load_replace).
 func (s *Server) moveLoad(setID int, callID, uri string) {
-	s.loadErr("load-move", s.d.LoadMove(setID, callID, uri))
+	s.d.LoadMove(setID, callID, uri)
 }
 
 // removeLoad ends a call's load entry (>=300, CANCEL, BYE); setID -1 = any set.
 func (s *Server) removeLoad(setID int, callID string) {
-	s.loadErr("load-remove", s.d.LoadRemove(setID, callID))
-}
-
-func (s *Server) loadErr(what string, err error) {
-	if err != nil {
-		s.log.Warn("sip: call-load update refused", "call", what, "err", err)
-	}
+	s.d.LoadRemove(setID, callID)
 }

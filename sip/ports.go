@@ -23,14 +23,14 @@ type Dispatcher interface {
 	Mark(ctx context.Context, setID int, uri string, op dispatch.MarkOp) error
 	// LoadConfirm marks the call answered (2xx to an INVITE). It and the
 	// other load updates never block and are never dropped: the dispatcher
-	// keeps them until they take effect. An error means a bad argument.
-	LoadConfirm(setID int, callID string) error
+	// keeps them until they take effect.
+	LoadConfirm(setID int, callID string)
 	// LoadMove moves the call's load to the destination uri of the set (a
 	// failover of an alg-10 INVITE).
-	LoadMove(setID int, callID, uri string) error
+	LoadMove(setID int, callID, uri string)
 	// LoadRemove ends the call (>=300, CANCEL, BYE); setID -1 = whichever
 	// set has the Call-ID.
-	LoadRemove(setID int, callID string) error
+	LoadRemove(setID int, callID string)
 	// ReportProbe hands in the outcome of one keepalive; non-blocking.
 	ReportProbe(setID int, uri string, res dispatch.ProbeResult)
 	// ProbeTargets lists the destinations due for a keepalive now.

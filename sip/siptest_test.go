@@ -94,25 +94,22 @@ func (f *fakeDispatcher) Mark(ctx context.Context, setID int, uri string, op dis
 	return nil
 }
 
-func (f *fakeDispatcher) LoadConfirm(setID int, callID string) error {
+func (f *fakeDispatcher) LoadConfirm(setID int, callID string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.confirms = append(f.confirms, fmt.Sprintf("%d %s", setID, callID))
-	return nil
 }
 
-func (f *fakeDispatcher) LoadMove(setID int, callID, uri string) error {
+func (f *fakeDispatcher) LoadMove(setID int, callID, uri string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.moves = append(f.moves, fmt.Sprintf("%d %s %s", setID, callID, uri))
-	return nil
 }
 
-func (f *fakeDispatcher) LoadRemove(setID int, callID string) error {
+func (f *fakeDispatcher) LoadRemove(setID int, callID string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.removes = append(f.removes, fmt.Sprintf("%d %s", setID, callID))
-	return nil
 }
 
 func (f *fakeDispatcher) ReportProbe(setID int, uri string, res dispatch.ProbeResult) {
