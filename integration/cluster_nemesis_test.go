@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -87,35 +86,35 @@ func TestClusterNemesisCallLoad(t *testing.T) {
 	// everything is healed.
 	swept := ph.sweepByes()
 
-	// Wait for the nodes to converge on no more entries than unknown calls.
+	// Wait for the nodes to converge: every node ready, the same loads
+	// everywhere, and no more entries than calls of unknown outcome (when
+	// the API lists entries: none but those calls').
 	sum := ph.summary()
+	unknownIDs := map[string]bool{}
+	for _, uc := range sum.unknownCalls {
+		unknownIDs[uc.id] = true
+	}
 	converged := within(30*time.Second, func() bool {
 		loads, entries, ok := clusterLoads(nodes, uris)
-		if !ok {
+		if !ok || loadDisagreement(loads, entries) != 0 {
 			return false
 		}
-		for i := range nodes {
-			if !maps.Equal(loads[i], loads[0]) || entries[i] > sum.unknown {
+		for i, n := range nodes {
+			if entries[i] > sum.unknown || readyz(n) != 200 {
+				return false
+			}
+			if ids, ok := loadEntryIDs(n); ok && len(knownOutcome(ids, unknownIDs)) > 0 {
 				return false
 			}
 		}
 		return true
 	})
 	loads, entries, _ := clusterLoads(nodes, uris)
-	disagree := 0
-	for i := range nodes {
-		if !maps.Equal(loads[i], loads[0]) || entries[i] != entries[0] {
-			disagree++
-		}
-	}
+	disagreement := loadDisagreement(loads, entries)
 	maxEntries := slices.Max(entries)
 	leaked := max(0, maxEntries-sum.unknown)
 
 	// Name the entries left when the API can list them.
-	unknownIDs := map[string]bool{}
-	for _, uc := range sum.unknownCalls {
-		unknownIDs[uc.id] = true
-	}
 	var named []string
 	for i, n := range nodes {
 		ids, ok := loadEntryIDs(n)
@@ -125,15 +124,10 @@ func TestClusterNemesisCallLoad(t *testing.T) {
 			}
 			break
 		}
-		var notUnknown []string
-		for _, id := range ids {
-			if !unknownIDs[id] {
-				notUnknown = append(notUnknown, id)
-			}
-		}
-		leaked = max(leaked, len(notUnknown))
-		named = append(named, fmt.Sprintf("%s: %d entries %v, %d of a call with a known outcome %v",
-			nameOf(nodes, n), len(ids), capList(ids, 40), len(notUnknown), capList(notUnknown, 40)))
+		known := knownOutcome(ids, unknownIDs)
+		leaked = max(leaked, len(known))
+		named = append(named, fmt.Sprintf("%s: %d entries %v, %d of them of a call with a known outcome %v",
+			nameOf(nodes, n), len(ids), capList(ids, 40), len(known), capList(known, 40)))
 	}
 
 	// Report.
@@ -166,16 +160,16 @@ func TestClusterNemesisCallLoad(t *testing.T) {
 		perNode = append(perNode, fmt.Sprintf("%s=%d", nameOf(nodes, n), entries[i]))
 	}
 	t.Logf("nemesis summary: seed=%d duration=%v traffic=%v calls=%d established=%d rejected=%d bye200=%d (%d after the heal) unknown=%d "+
-		"invite-failovers=%d bye-failovers=%d faults=%d [%s] entries-left=[%s] leaked=%d disagreeing-nodes=%d converged=%v",
+		"invite-failovers=%d bye-failovers=%d bye-via-another-node=%d faults=%d [%s] entries-left=[%s] leaked=%d disagreement=%d converged=%v",
 		seed, dur, trafficEnd.Round(time.Second), sum.calls, sum.established, sum.rejected, sum.bye200, swept, sum.unknown,
-		sum.inviteFailovers, sum.byeFailovers, len(nem.faults), strings.Join(nem.faults, "; "), strings.Join(perNode, " "),
-		leaked, disagree, converged)
+		sum.inviteFailovers, sum.byeFailovers, sum.byeElsewhere, len(nem.faults), strings.Join(nem.faults, "; "), strings.Join(perNode, " "),
+		leaked, disagreement, converged)
 	t.Logf("invite finals %v, bye finals %v", sum.inviteCodes, sum.byeCodes)
 
 	if sum.calls == 0 || sum.established == 0 {
 		t.Errorf("no call was established: the harness, not the cluster, is broken")
 	}
-	if disagree > 0 {
+	if disagreement > 0 {
 		t.Errorf("the nodes disagree on the call-load table: entries %v, loads %v", entries, loads)
 	}
 	if leaked > 0 {
@@ -323,6 +317,38 @@ func loadEntryIDs(n *Node) (ids []string, ok bool) {
 	return ids, ok
 }
 
+// loadDisagreement is 0 when every node lists the same load on every
+// gateway and the same number of entries; else the sum, over the gateways
+// and the entry count, of the largest difference between two nodes.
+func loadDisagreement(loads []map[string]int, entries []int) int {
+	spread := func(vals []int) int { return slices.Max(vals) - slices.Min(vals) }
+	d := spread(entries)
+	for u := range loads[0] {
+		var vals []int
+		for _, l := range loads {
+			vals = append(vals, l[u])
+		}
+		d += spread(vals)
+	}
+	for _, l := range loads[1:] {
+		if len(l) != len(loads[0]) {
+			d++
+		}
+	}
+	return d
+}
+
+// knownOutcome returns the Call-IDs in ids that are not in unknown.
+func knownOutcome(ids []string, unknown map[string]bool) []string {
+	var out []string
+	for _, id := range ids {
+		if !unknown[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 func capList(l []string, n int) string {
 	if len(l) <= n {
 		return fmt.Sprint(l)
@@ -337,6 +363,16 @@ type nemesisCluster struct {
 	nodes []*Node
 	mu    sync.Mutex
 	down  []bool // guarded by mu
+}
+
+// index returns the index of the node whose SIP address is addr, -1 if none.
+func (c *nemesisCluster) index(addr net.Addr) int {
+	for i, n := range c.nodes {
+		if n.SIPAddr == addr.String() {
+			return i
+		}
+	}
+	return -1
 }
 
 func (c *nemesisCluster) setDown(i int, down bool) { c.mu.Lock(); c.down[i] = down; c.mu.Unlock() }
@@ -392,12 +428,15 @@ func (m *nemesis) others(i int) []string {
 	return out
 }
 
-// kill kills node i (marked down first), waits hold, restarts it and marks
-// it up once it answers OPTIONS.
+// kill kills node i, waits hold, restarts it and marks it up once it
+// answers OPTIONS. The phone learns of the death 0-1 s after it, as DNS or
+// a health check would: requests sent meanwhile go unanswered and fail over.
 func (m *nemesis) kill(i int, hold time.Duration) {
-	m.c.setDown(i, true)
+	lag := m.between(0, time.Second)
 	m.c.nodes[i].Kill()
-	time.Sleep(hold)
+	time.Sleep(lag)
+	m.c.setDown(i, true)
+	time.Sleep(max(0, hold-lag))
 	m.c.nodes[i].Restart()
 	m.c.setDown(i, false)
 }
@@ -570,6 +609,7 @@ func (p *phone) sweepByes() int {
 type phoneSummary struct {
 	calls, established, rejected, bye200, unknown int
 	inviteFailovers, byeFailovers                 int
+	byeElsewhere                                  int // BYEs answered 200 through another node than the INVITE's 2xx
 	inviteCodes, byeCodes                         map[int]int
 	unknownCalls                                  []*phoneCall
 }
@@ -591,6 +631,9 @@ func (p *phone) summary() phoneSummary {
 			s.unknownCalls = append(s.unknownCalls, c)
 		case c.established:
 			s.bye200++
+			if c.byeNode != c.inviteNode {
+				s.byeElsewhere++
+			}
 		default:
 			s.rejected++
 		}
@@ -622,6 +665,8 @@ type phoneCall struct {
 	byeCSeq  int
 	byeTries int
 	byeCode  int // final to the current BYE, 0 none
+
+	inviteNode, byeNode int // nodes that sent the INVITE's 2xx and the BYE's 200, -1 unknown
 }
 
 // outcome is "" when the phone knows how the call ended (rejected, or
@@ -819,7 +864,7 @@ func (c *phoneCall) handle(b []byte, from net.Addr) bool {
 				if c.inviteCode >= 300 {
 					c.note("(2xx after %d)", c.inviteCode)
 				}
-				c.established, c.inviteCode = true, r.code
+				c.established, c.inviteCode, c.inviteNode = true, r.code, c.p.c.index(from)
 				c.toHdr = r.msg.get("To")
 				c.target = strings.Trim(strings.SplitN(r.msg.get("Contact"), ";", 2)[0], "<> ")
 				var rr []string
@@ -853,7 +898,7 @@ func (c *phoneCall) handle(b []byte, from net.Addr) bool {
 		if r.cseq == c.byeCSeq && r.code >= 200 {
 			c.note("%d", r.code)
 			if c.byeCode != 200 {
-				c.byeCode = r.code
+				c.byeCode, c.byeNode = r.code, c.p.c.index(from)
 			}
 		}
 	}
