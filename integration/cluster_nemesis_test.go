@@ -34,6 +34,8 @@ import (
 //   - SIPDISPATCH_NEMESIS_DURATION: how long faults are applied (Go
 //     duration, default 60s: the whole test takes about 90 s).
 //   - SIPDISPATCH_NEMESIS_RATE: calls per second (default 30).
+//   - SIPDISPATCH_NEMESIS_FAULTS: the fault kinds to draw from, separated by
+//     commas (default all: kill,cut,cut-leader,restart-cut,kill-two).
 //
 // `make chaos` runs it for 10 minutes per seed over several seeds.
 func TestClusterNemesisCallLoad(t *testing.T) {
@@ -41,7 +43,7 @@ func TestClusterNemesisCallLoad(t *testing.T) {
 	seed := nemesisSeed(t)
 	dur := nemesisEnvDuration(t, "SIPDISPATCH_NEMESIS_DURATION", 60*time.Second)
 	rate := nemesisEnvInt(t, "SIPDISPATCH_NEMESIS_RATE", 30)
-	t.Logf("nemesis seed %d (replay: SIPDISPATCH_NEMESIS_SEED=%d), faults for %v, %d calls/s", seed, seed, dur, rate)
+	t.Logf("nemesis seed %d (replay: SIPDISPATCH_NEMESIS_SEED=%d), faults %v for %v, %d calls/s", seed, seed, nemesisKinds(t), dur, rate)
 
 	ip := nextIP() // gateways and phone
 	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
@@ -63,7 +65,7 @@ func TestClusterNemesisCallLoad(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0x6e656d65))
 	time.Sleep(2 * time.Second)
 	nem := &nemesis{t: t, c: c, ph: ph, rng: rng, start: start}
-	kinds := []string{"kill", "cut", "cut-leader", "restart-cut", "kill-two"}
+	kinds := nemesisKinds(t)
 	for deadline := start.Add(dur); time.Now().Before(deadline); {
 		for _, k := range rng.Perm(len(kinds)) {
 			if !time.Now().Before(deadline) {
@@ -159,9 +161,9 @@ func TestClusterNemesisCallLoad(t *testing.T) {
 	for i, n := range nodes {
 		perNode = append(perNode, fmt.Sprintf("%s=%d", nameOf(nodes, n), entries[i]))
 	}
-	t.Logf("nemesis summary: seed=%d duration=%v traffic=%v calls=%d established=%d rejected=%d bye200=%d (%d after the heal) unknown=%d "+
+	t.Logf("nemesis summary: seed=%d duration=%v traffic=%v calls=%d established=%d rejected=%d (%d after a failover) bye200=%d (%d after the heal) unknown=%d "+
 		"invite-failovers=%d bye-failovers=%d bye-via-another-node=%d faults=%d [%s] entries-left=[%s] leaked=%d disagreement=%d converged=%v",
-		seed, dur, trafficEnd.Round(time.Second), sum.calls, sum.established, sum.rejected, sum.bye200, swept, sum.unknown,
+		seed, dur, trafficEnd.Round(time.Second), sum.calls, sum.established, sum.rejected, sum.rejectedAfterFailover, sum.bye200, swept, sum.unknown,
 		sum.inviteFailovers, sum.byeFailovers, sum.byeElsewhere, len(nem.faults), strings.Join(nem.faults, "; "), strings.Join(perNode, " "),
 		leaked, disagreement, converged)
 	t.Logf("invite finals %v, bye finals %v", sum.inviteCodes, sum.byeCodes)
@@ -201,6 +203,27 @@ func nemesisYAML() string {
 	cfg := withClusterKeys(withFRTimer(nodeYAML("stateful", "ds_hash_size: 8", `- name: all
   dispatch: {set: 1, alg: 10}`), 2*time.Second), "load_replication: sync")
 	return strings.Replace(cfg, "\nproxy:", "\nadvertise: \""+nemesisAdvertise+"\"\nproxy:", 1)
+}
+
+// nemesisFaults are the fault kinds, in the order the seed permutes.
+var nemesisFaults = []string{"kill", "cut", "cut-leader", "restart-cut", "kill-two"}
+
+// nemesisKinds returns the fault kinds of SIPDISPATCH_NEMESIS_FAULTS, all
+// when unset.
+func nemesisKinds(t *testing.T) []string {
+	t.Helper()
+	s := os.Getenv("SIPDISPATCH_NEMESIS_FAULTS")
+	if s == "" {
+		return nemesisFaults
+	}
+	var out []string
+	for _, k := range strings.Split(s, ",") {
+		if k = strings.TrimSpace(k); !slices.Contains(nemesisFaults, k) {
+			t.Fatalf("SIPDISPATCH_NEMESIS_FAULTS: unknown fault %q (want some of %v)", k, nemesisFaults)
+		}
+		out = append(out, k)
+	}
+	return out
 }
 
 func nemesisSeed(t *testing.T) uint64 {
@@ -610,6 +633,7 @@ type phoneSummary struct {
 	calls, established, rejected, bye200, unknown int
 	inviteFailovers, byeFailovers                 int
 	byeElsewhere                                  int // BYEs answered 200 through another node than the INVITE's 2xx
+	rejectedAfterFailover                         int // INVITEs rejected by a node after another gave no answer
 	inviteCodes, byeCodes                         map[int]int
 	unknownCalls                                  []*phoneCall
 }
@@ -636,6 +660,9 @@ func (p *phone) summary() phoneSummary {
 			}
 		default:
 			s.rejected++
+			if c.inviteTries > 1 {
+				s.rejectedAfterFailover++
+			}
 		}
 		if c.established {
 			s.established++
