@@ -32,7 +32,9 @@ import (
 //     phone's choices); time-based when unset, always logged so that a
 //     failure can be replayed.
 //   - SIPDISPATCH_NEMESIS_DURATION: how long faults are applied (Go
-//     duration, default 60s: the whole test takes about 90 s).
+//     duration, default 60s: the whole test takes about 80 s when it
+//     passes, 110 s when it fails, as it waits 30 s for the nodes to
+//     converge).
 //   - SIPDISPATCH_NEMESIS_RATE: calls per second (default 30).
 //   - SIPDISPATCH_NEMESIS_FAULTS: the fault kinds to draw from, separated by
 //     commas (default all: kill,cut,cut-leader,restart-cut,kill-two).
@@ -57,8 +59,8 @@ func TestClusterNemesisCallLoad(t *testing.T) {
 	c := &nemesisCluster{nodes: nodes, down: make([]bool, len(nodes))}
 	ph := &phone{ip: ip, c: c, seed: seed, stop: make(chan struct{}), genDone: make(chan struct{})}
 	start := time.Now()
-	ph.start(rate, int(dur.Seconds()*float64(rate))+10*rate)
-	t.Cleanup(ph.stopAndWait) // before the nodes stop: no call outlives the test
+	ph.start(rate, int(dur.Seconds()*float64(rate))+30*rate) // the last fault may end up to ~20 s after dur
+	t.Cleanup(ph.stopAndWait)                                // before the nodes stop: no call outlives the test
 
 	// Faults, one at a time, from the test's goroutine (the harness's
 	// helpers may t.Fatal). Traffic runs 2 s before the first one.
@@ -380,8 +382,8 @@ func capList(l []string, n int) string {
 }
 
 // nemesisCluster tracks which nodes are up, for the phone's choice of a
-// live node; the nemesis marks a node down before it kills it and up once
-// it answers again.
+// live node; the nemesis marks a node down 0-1 s after it kills it and up
+// once it answers again.
 type nemesisCluster struct {
 	nodes []*Node
 	mu    sync.Mutex
@@ -618,8 +620,8 @@ func (p *phone) sweepByes() int {
 		go func() {
 			defer wg.Done()
 			defer pc.Close()
-			rng := rand.New(rand.NewPCG(p.seed, uint64(i)+1<<40))
-			if c.bye(rng, 3) {
+			c.rng = rand.New(rand.NewPCG(p.seed, uint64(i)+1<<40))
+			if c.bye(c.rng, 3) {
 				ok.Add(1)
 				p.byeOK.Add(1)
 			}
@@ -676,6 +678,7 @@ func (p *phone) summary() phoneSummary {
 type phoneCall struct {
 	id       string
 	p        *phone
+	rng      *rand.Rand // the call's own, seeded by the seed and the call's number
 	pc       net.PacketConn
 	branches map[string]bool // every branch this call sent (INVITE and BYE)
 	history  []string        // "INVITE→n2 100 200", for the report
@@ -719,6 +722,7 @@ func (c *phoneCall) note(format string, args ...any) {
 }
 
 func (c *phoneCall) run(rng *rand.Rand) {
+	c.rng = rng
 	pc, err := net.ListenPacket("udp", c.p.ip+":0")
 	if err != nil {
 		c.unknown = "phone socket: " + err.Error()
@@ -904,7 +908,7 @@ func (c *phoneCall) handle(b []byte, from net.Addr) bool {
 				}
 			}
 			// ACK every 2xx, end to end, through a random live node.
-			i := c.p.c.pick(rand.New(rand.NewPCG(c.p.seed, uint64(len(c.history)))), nil)
+			i := c.p.c.pick(c.rng, nil)
 			ack := c.inDialog("ACK", fmt.Sprintf("z9hG4bK-%s-ack%d", c.id, len(c.history)), 1)
 			if to, err := net.ResolveUDPAddr("udp", c.p.c.nodes[i].SIPAddr); err == nil {
 				c.pc.WriteTo([]byte(ack), to)
