@@ -8,7 +8,7 @@ FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 PKGS     := ./...
 
-.PHONY: help build run test bench bench-cluster fuzz lint cover clean
+.PHONY: help build run test bench bench-cluster fuzz lint cover clean chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,6 +32,17 @@ bench-cluster: build ## SIPp A/B: alg-10 calls through one node alone vs one nod
 
 bench-loadrepl: ## INVITE latency, load_replication sync vs async, 1 and 3 nodes (CALLS per case)
 	SIPDISPATCH_MEASURE=$(or $(CALLS),300) $(GO) test -count=1 -run TestMeasureLoadReplicationLatency -v ./integration/
+
+chaos: ## nemesis test (faults under alg-10 calls), DURATION (10m) per seed for each of SEEDS; not part of test
+	@mkdir -p $(or $(CHAOSDIR),/tmp/sipdispatch-chaos); failed=""; \
+	for s in $(or $(SEEDS),1 2 3 4 5); do \
+	  log=$(or $(CHAOSDIR),/tmp/sipdispatch-chaos)/seed-$$s.log; \
+	  echo "== seed $$s ($(or $(DURATION),10m)), log in $$log"; \
+	  SIPDISPATCH_NEMESIS_SEED=$$s SIPDISPATCH_NEMESIS_DURATION=$(or $(DURATION),10m) \
+	    $(GO) test -race -count=1 -timeout 60m -run '^TestClusterNemesisCallLoad$$' -v ./integration/ >$$log 2>&1 || failed="$$failed $$s"; \
+	  grep -E 'nemesis summary|leaked:|disagree on|did not settle|^(--- |ok|FAIL)' $$log | sed 's/^ *//'; \
+	done; \
+	if [ -n "$$failed" ]; then echo "chaos: failed seeds:$$failed"; exit 1; fi; echo "chaos: every seed passed"
 
 fuzz: ## a short run of every fuzz target (FUZZTIME each)
 	@set -e; for pkg in ./dispatch ./sip ./cluster; do \
