@@ -164,6 +164,14 @@ func (r *Registry) finishAdd(ctx context.Context, sel Selection, add dispatch.Co
 	} else {
 		err = r.propose(ctx, add)
 	}
+	if errors.Is(err, dispatch.ErrLoadExists) {
+		// Another node's add for the same call (its INVITE retried here)
+		// applied first: the call has its entry; it follows this pick.
+		mv := add
+		mv.Kind, mv.At = dispatch.CmdLoadMove, max(r.opts.Now().UnixNano(), add.At+1)
+		r.queueLoad(mv)
+		err = nil
+	}
 	after, committed := []dispatch.Command(nil), err == nil
 	if tracked {
 		after, committed = r.order.finish(add.CallID, err)

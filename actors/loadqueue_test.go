@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -314,4 +315,61 @@ func TestPendingLoadsHandOver(t *testing.T) {
 	// The first node keeps proposing its own copy; it commits too, harmlessly.
 	pa.setFail(nil)
 	waitLoads(t, a)
+}
+
+// racingLog applies, before this node's first LoadAdd, another node's add
+// for the same Call-ID on gw1: the same call's INVITE that went through
+// another node first.
+type racingLog struct {
+	mu   sync.Mutex
+	r    *Registry
+	done bool
+}
+
+func (l *racingLog) Propose(ctx context.Context, c dispatch.Command) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.Kind == dispatch.CmdLoadAdd && !l.done {
+		l.done = true
+		other := c
+		other.DUID, other.URI = "gw1", ""
+		if _, err := l.r.Apply(other); err != nil {
+			return err
+		}
+	}
+	_, err := l.r.Apply(c)
+	return err
+}
+
+// When another node's add for the call applied first, the Select still
+// succeeds (the call has its entry) and the entry follows this pick.
+func TestLoadAddOvertakenBySameCall(t *testing.T) {
+	p := &racingLog{}
+	r := newTestRegistry(t, threeGateways(), Options{Proposer: p})
+	p.mu.Lock()
+	p.r = r
+	p.mu.Unlock()
+	ctx := context.Background()
+	// gw1 carries a call already, so this node picks another gateway.
+	if _, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("first"), 0); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := r.Select(ctx, 1, dispatch.AlgCallLoad, invite("dup"), 0)
+	if err != nil || !sel.LoadAdded {
+		t.Fatalf("select: LoadAdded %v err %v; want the call tracked", sel.LoadAdded, err)
+	}
+	waitLoads(t, r)
+	st, err := r.LoadEntries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var on string
+	for _, e := range st[0].Entries {
+		if e.CallID == "dup" {
+			on = st[0].Dests[e.Dest].URI
+		}
+	}
+	if st[0].Calls != 2 || on != sel.Dests[0].URI {
+		t.Fatalf("%d entries, dup on %q; want 2 and dup on this node's pick %s", st[0].Calls, on, sel.Dests[0].URI)
+	}
 }

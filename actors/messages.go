@@ -14,7 +14,7 @@ type selectMsg struct {
 
 type selectResult struct {
 	sel Selection
-	add *dispatch.Command // algorithm 10: the reserved pick's LoadAdd
+	add *dispatch.Command // algorithm 10: the pick's LoadAdd, or a LoadMove when the call has an entry
 	err error
 }
 

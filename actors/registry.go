@@ -333,11 +333,13 @@ func (r *Registry) Select(ctx context.Context, setID int, alg dispatch.Algorithm
 	if err != nil {
 		return Selection{}, err
 	}
-	sel, add, err := s.selectReserve(ctx, req, alg, limit)
-	if err != nil || add == nil {
+	sel, c, err := s.selectReserve(ctx, req, alg, limit)
+	if err != nil || c == nil {
 		return sel, err
 	}
-	if err := r.commitAdd(ctx, sel, *add); err != nil {
+	if c.Kind == dispatch.CmdLoadMove {
+		r.queueLoad(*c) // the call already has an entry: it follows this pick
+	} else if err := r.commitAdd(ctx, sel, *c); err != nil {
 		return Selection{}, err
 	}
 	sel.LoadAdded = true

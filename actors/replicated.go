@@ -382,20 +382,24 @@ func (s *Set) selectHeld(m selectMsg, now time.Time) (dispatch.Selection, error)
 }
 
 // reserve records an algorithm-10 pick and returns the LoadAdd the caller
-// must commit; nil when the Call-ID already has an entry (a retransmitted
-// INVITE, whose first copy tracks the call), ErrLoadInFlight when its add is
-// being committed.
+// must commit. When the Call-ID already has an entry — the same call's
+// INVITE retried through this node after another one went silent — it
+// returns a LoadMove of that entry to this pick instead, so that the call
+// stays counted, and on the gateway that now carries it. ErrLoadInFlight
+// when the Call-ID's add is being committed here (a retransmission).
 func (s *Set) reserve(callID string, i int, now time.Time) (*dispatch.Command, error) {
 	if _, ok := s.pending[callID]; ok {
 		return nil, fmt.Errorf("set %d: %w", s.id, ErrLoadInFlight)
 	}
+	callID = strings.Clone(callID) // may point into a whole SIP message
 	if s.state.HasLoad(callID) {
-		return nil, nil
+		c := s.command(dispatch.CmdLoadMove, &s.state.Dests[i], now)
+		c.CallID = callID
+		return &c, nil
 	}
 	if s.pending == nil {
 		s.pending = make(map[string]reservation)
 	}
-	callID = strings.Clone(callID) // may point into a whole SIP message
 	s.pending[callID] = reservation{dest: i, deadline: now.Add(s.reserveTTL)}
 	c := s.command(dispatch.CmdLoadAdd, &s.state.Dests[i], now)
 	c.CallID = callID

@@ -47,11 +47,6 @@ func TestClusterNemesisCallLoad(t *testing.T) {
 	rate := nemesisEnvInt(t, "SIPDISPATCH_NEMESIS_RATE", 30)
 	t.Logf("nemesis seed %d (replay: SIPDISPATCH_NEMESIS_SEED=%d), faults %v for %v, %d calls/s", seed, seed, nemesisKinds(t), dur, rate)
 
-	// Test processes of other work trees on this machine hand out the same
-	// 127.0.0.x sequence, and an iptables rule matches addresses, not
-	// processes: a cut here would cut their nodes too. Start this test's
-	// addresses at an offset of its own.
-	addrSeq.Add(int32(20 + os.Getpid()%150))
 	ip := nextIP() // gateways and phone
 	gws := []*Gateway{startGateway(t, ip, answer200), startGateway(t, ip, answer200), startGateway(t, ip, answer200)}
 	var uris []string

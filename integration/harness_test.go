@@ -37,9 +37,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// nextAddr hands out distinct loopback addresses so concurrent tests and
-// leftover sockets never collide: 127.0.0.10, .11, ...
-var addrSeq atomic.Int32
+// nextIP hands out distinct loopback addresses so concurrent tests and
+// leftover sockets never collide: 127.0.0.10 to .209, starting at an offset
+// of this process's own, because an iptables rule of one test process
+// matches addresses, not processes, and would cut another's nodes.
+var addrSeq = func() *atomic.Int32 {
+	var a atomic.Int32
+	a.Store(int32(os.Getpid() % 200))
+	return &a
+}()
 
 func nextIP() string { return fmt.Sprintf("127.0.0.%d", 10+addrSeq.Add(1)%200) }
 
