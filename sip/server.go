@@ -149,22 +149,22 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 // bind opens every Config.Listen socket.
 func (s *Server) bind(tlsConf *tls.Config) error {
 	for _, l := range s.cfg.Listen {
-		la, err := parseListen(l)
+		la, err := ParseListen(l)
 		if err != nil {
-			return err
+			return fmt.Errorf("listen %q: %w", l, err)
 		}
-		k := &socket{proto: la.proto}
+		k := &socket{proto: la.Proto}
 		var local net.Addr
-		switch la.proto {
+		switch la.Proto {
 		case "udp":
-			k.pc, k.more, err = listenUDP(la.addr, s.udpReaders())
+			k.pc, k.more, err = listenUDP(la.Addr(), s.udpReaders())
 			if err == nil {
 				local = k.pc.LocalAddr()
 			}
 		case "tcp":
-			k.ln, err = net.Listen("tcp", la.addr)
+			k.ln, err = net.Listen("tcp", la.Addr())
 		case "tls":
-			k.ln, err = tls.Listen("tcp", la.addr, tlsConf)
+			k.ln, err = tls.Listen("tcp", la.Addr(), tlsConf)
 		}
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", l, err)
