@@ -269,7 +269,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		n += 1 + len(k.more)
 	}
 	errc := make(chan error, n)
-	for _, k := range s.socks {
+	serve := func(k *socket) {
 		go func() {
 			var err error
 			switch k.proto {
@@ -285,6 +285,28 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			errc <- err
 		}()
+	}
+	// UDP first: a request that comes in over TCP or TLS and leaves over
+	// UDP goes through sipgo's transport layer, which sends from the UDP
+	// listener only once ServeUDP has put it in its connection pool; before
+	// that it binds a socket of its own to the listen address, which fails
+	// with "address already in use" and the caller got a 503.
+	udp := 0
+	for _, k := range s.socks {
+		if k.proto == "udp" {
+			serve(k)
+			udp++
+		}
+	}
+	if pool := s.ua.TransportLayer().Pool("udp"); udp > 0 && pool != nil {
+		for deadline := time.Now().Add(5 * time.Second); pool.Size() < udp && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for _, k := range s.socks {
+		if k.proto != "udp" {
+			serve(k)
+		}
 	}
 	if s.cfg.PingInterval > 0 {
 		s.bg.Go(func() { s.probeLoop(ctx) })
