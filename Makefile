@@ -34,7 +34,7 @@ bench-loadrepl: ## INVITE latency, load_replication sync vs async, 1 and 3 nodes
 	SIPDISPATCH_MEASURE=$(or $(CALLS),300) $(GO) test -count=1 -run TestMeasureLoadReplicationLatency -v ./integration/
 
 fuzz: ## a short run of every fuzz target (FUZZTIME each)
-	@set -e; for pkg in ./dispatch ./sip ./cluster; do \
+	@set -e; for pkg in ./dispatch ./sip ./cluster ./cmd/sipdispatch; do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
@@ -42,7 +42,7 @@ fuzz: ## a short run of every fuzz target (FUZZTIME each)
 lint: ## gofmt, go vet and the import rules of docs/architecture.md
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -run TestImportRules ./integration/
+	$(GO) test -count=1 ./integration/imports/
 
 cover: ## coverage report in coverage.html
 	$(GO) test -count=1 -coverprofile=coverage.out $(PKGS)
