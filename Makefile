@@ -19,7 +19,8 @@ build: ## build bin/sipdispatch
 run: build ## run one node on the embedded defaults (docs/examples)
 	cd docs/examples && exec ../../$(BIN) serve -config sipdispatch.yaml
 
-test: ## vet + every test under the race detector
+test: ## vet + every test under the race detector (.ci/setup installs and starts what they need)
+	.ci/setup
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
