@@ -19,7 +19,8 @@ build: ## build bin/sipdispatch
 run: build ## run one node on the embedded defaults (docs/examples)
 	cd docs/examples && exec ../../$(BIN) serve -config sipdispatch.yaml
 
-test: ## vet + every test under the race detector
+test: ## vet + every test under the race detector (.ci/setup installs and starts what they need)
+	.ci/setup
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
@@ -45,7 +46,7 @@ chaos: ## nemesis test (faults under alg-10 calls), DURATION (10m) per seed for 
 	if [ -n "$$failed" ]; then echo "chaos: failed seeds:$$failed"; exit 1; fi; echo "chaos: every seed passed"
 
 fuzz: ## a short run of every fuzz target (FUZZTIME each)
-	@set -e; for pkg in ./dispatch ./sip ./cluster; do \
+	@set -e; for pkg in ./dispatch ./sip ./cluster ./cmd/sipdispatch; do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
@@ -53,7 +54,7 @@ fuzz: ## a short run of every fuzz target (FUZZTIME each)
 lint: ## gofmt, go vet and the import rules of docs/architecture.md
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -run TestImportRules ./integration/
+	$(GO) test -count=1 ./integration/imports/
 
 cover: ## coverage report in coverage.html
 	$(GO) test -count=1 -coverprofile=coverage.out $(PKGS)

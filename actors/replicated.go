@@ -154,13 +154,14 @@ func editSets(defs []dispatch.Set, c dispatch.Command) ([]dispatch.Set, error) {
 	return dispatch.AddDestination(defs, c.Dests[0]), nil
 }
 
-// Snapshot encodes the replicated state of every set, in ascending set id
-// order, as each actor holds it when it serves the request on its control
-// lane. Called on the FSM goroutine between two Apply calls, it captures the
-// state as of the last applied command. Sets with equal state give equal
-// bytes on every node.
+// Snapshot encodes the replicated state of every set, in the sets' order
+// (SetOrder, which Restore installs again so dispatcher.list keeps
+// Kamailio's order), as each actor holds it when it serves the request on
+// its control lane. Called on the FSM goroutine between two Apply calls, it
+// captures the state as of the last applied command. Sets with equal state
+// give equal bytes on every node.
 func (r *Registry) Snapshot(ctx context.Context) ([]byte, error) {
-	ids := r.IDs()
+	ids := r.SetOrder()
 	parts := make([][]byte, 0, len(ids))
 	for _, id := range ids {
 		s, ok := r.Lookup(id)

@@ -184,19 +184,25 @@ func (s *SetState) Apply(c Command) (ApplyResult, error) {
 }
 
 // FlattenSets returns the destinations of sets in an order from which
-// BuildSets rebuilds sets with the same destinations in the same order, for
-// sets ordered as BuildSets orders them (priority descending): each set's
-// destinations reversed, as BuildSets puts the later of equal priorities
-// first. A reload proposes it as CmdReplaceSets' Dests.
+// BuildSets rebuilds the same sets in the same order, for sets ordered as
+// BuildSets orders them: the sets in an order that rebuilds Kamailio's set
+// tree (see rebuildOrder), each set's destinations reversed, as BuildSets
+// puts the later of equal priorities first. A reload proposes it as
+// CmdReplaceSets' Dests, so every node lists the sets in the source's order.
 func FlattenSets(sets []Set) []Destination {
 	n := 0
+	ids := make([]int, len(sets))
+	at := make(map[int]int, len(sets))
 	for i := range sets {
 		n += len(sets[i].Dests)
+		ids[i] = sets[i].ID
+		at[sets[i].ID] = i
 	}
 	out := make([]Destination, 0, n)
-	for i := range sets {
-		for j := len(sets[i].Dests) - 1; j >= 0; j-- {
-			out = append(out, sets[i].Dests[j])
+	for _, id := range rebuildOrder(ids) {
+		s := &sets[at[id]]
+		for j := len(s.Dests) - 1; j >= 0; j-- {
+			out = append(out, s.Dests[j])
 		}
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -436,13 +437,46 @@ func TestReplayIsDeterministic(t *testing.T) {
 }
 
 func TestFlattenSetsRebuilds(t *testing.T) {
-	list := "3 sip:a 0 0\n1 sip:b 0 5\n3 sip:c 0 9\n1 sip:d 0 5\n2 sip:e 0 0\n1 sip:f 0 1\n3 sip:g 0 0\n"
-	sets, err := ParseList(strings.NewReader(list), "f.list")
-	if err != nil {
-		t.Fatal(err)
+	for _, list := range []string{
+		"3 sip:a 0 0\n1 sip:b 0 5\n3 sip:c 0 9\n1 sip:d 0 5\n2 sip:e 0 0\n1 sip:f 0 1\n3 sip:g 0 0\n",
+		// Sets in an order whose post-order walk, inserted as is, builds
+		// another tree: Kamailio lists them 1 2 4 6 7 5 3.
+		"1 sip:a\n7 sip:b\n5 sip:c\n3 sip:d\n2 sip:e\n4 sip:f\n6 sip:g\n",
+		"7 sip:a\n6 sip:b\n5 sip:c\n4 sip:d\n3 sip:e\n2 sip:f\n1 sip:g\n",
+		"15 sip:a\n3 sip:b\n12 sip:c\n7 sip:d\n1 sip:e\n9 sip:f\n14 sip:g\n2 sip:h\n11 sip:i\n5 sip:j\n13 sip:k\n8 sip:l\n10 sip:m\n4 sip:n\n6 sip:o\n",
+	} {
+		sets, err := ParseList(strings.NewReader(list), "f.list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := BuildSets(FlattenSets(sets)); !reflect.DeepEqual(got, sets) {
+			t.Errorf("BuildSets(FlattenSets(sets)) = %+v\nwant %+v", got, sets)
+		}
 	}
-	if got := BuildSets(FlattenSets(sets)); !reflect.DeepEqual(got, sets) {
-		t.Fatalf("BuildSets(FlattenSets(sets)) = %+v\nwant %+v", got, sets)
+}
+
+// TestRebuildOrderRandom: for random insertion orders, the level order of the
+// tree rebuilds it exactly.
+func TestRebuildOrderRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 40; n++ {
+		for try := 0; try < 50; try++ {
+			var tr setTree
+			for _, id := range rng.Perm(n) {
+				tr.insert(id * 3)
+			}
+			var post []int
+			tr.postOrder(func(id int) { post = append(post, id) })
+			var again setTree
+			for _, id := range rebuildOrder(post) {
+				again.insert(id)
+			}
+			var got []int
+			again.postOrder(func(id int) { got = append(got, id) })
+			if !slices.Equal(got, post) {
+				t.Fatalf("post-order %v rebuilt as %v", post, got)
+			}
+		}
 	}
 }
 

@@ -186,7 +186,8 @@ func TestMarkKeepsConfigBits(t *testing.T) {
 // TestMarkMatchesKamailioRPC replays the set_state calls of the Kamailio
 // fixtures on the fixture list and compares with Kamailio's list afterwards.
 func TestMarkMatchesKamailioRPC(t *testing.T) {
-	const dir = "testdata/kamailio-rpc/"
+	// The one copy of the recorded answers lives with the API tests.
+	const dir = "../cmd/sipdispatch/testdata/kamailio-rpc/"
 	f, err := os.Open(dir + "dispatcher.list")
 	if err != nil {
 		t.Fatal(err)

@@ -301,3 +301,35 @@ func avlInsert(n *setNode, id int) *setNode {
 	}
 	return n
 }
+
+// rebuildOrder returns set ids in an order from which BuildSets rebuilds the
+// tree whose post-order walk is postOrder, so that the sets come out in
+// postOrder again. Inserting the post-order itself would not do: AVL
+// rotations along the way can give another shape (post-order 1 2 4 6 7 5 3
+// inserted as is walks as 1 3 2 5 7 6 4). A BST is determined by its
+// post-order walk (the last id is the root, the smaller ids before it form the
+// left subtree); inserting that tree level by level never unbalances a node,
+// so no rotation happens and the tree is rebuilt as it was.
+func rebuildOrder(postOrder []int) []int {
+	var build func(ids []int) *setNode
+	build = func(ids []int) *setNode {
+		if len(ids) == 0 {
+			return nil
+		}
+		root := ids[len(ids)-1]
+		rest := ids[:len(ids)-1]
+		i := 0
+		for i < len(rest) && rest[i] < root {
+			i++
+		}
+		return &setNode{id: root, left: build(rest[:i]), right: build(rest[i:])}
+	}
+	out := make([]int, 0, len(postOrder))
+	for queue := []*setNode{build(postOrder)}; len(queue) > 0; queue = queue[1:] {
+		if n := queue[0]; n != nil {
+			out = append(out, n.id)
+			queue = append(queue, n.left, n.right)
+		}
+	}
+	return out
+}

@@ -79,7 +79,7 @@ func TestSameGatewayAsKamailio(t *testing.T) {
 	total := 0
 	for ci, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			kam := startKamailio(t, kamailio, listPath, tc.flags, tc.useDefault)
+			kam, _ := startKamailio(t, kamailio, listPath, tc.flags, tc.useDefault)
 			var routes strings.Builder
 			var reqs []kamRequest
 			for _, set := range []int{1, 3} {
@@ -242,17 +242,19 @@ func randomRequest(rng *rand.Rand, callIDPrefix string, set, alg int) kamRequest
 }
 
 // startKamailio runs Kamailio in the foreground on its own address with the
-// testdata config, the given list file and modparams, until the test ends.
-func startKamailio(t *testing.T, bin, listPath string, flags, useDefault int) string {
+// testdata config, the given list file and modparams, until the test ends. It
+// returns the SIP address and the path of the ctl socket kamcmd talks to.
+func startKamailio(t *testing.T, bin, listPath string, flags, useDefault int) (addr, ctl string) {
 	t.Helper()
 	ip := nextIP()
-	addr := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
+	addr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
 	dir := t.TempDir()
+	ctl = filepath.Join(dir, "ctl.sock")
 	tmpl, err := os.ReadFile(testdata("kamailio_dispatcher.cfg"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := strings.NewReplacer("@LISTEN@", addr, "@LIST@", listPath,
+	cfg := strings.NewReplacer("@LISTEN@", addr, "@LIST@", listPath, "@CTL@", ctl,
 		"@FLAGS@", fmt.Sprint(flags), "@USE_DEFAULT@", fmt.Sprint(useDefault)).Replace(string(tmpl))
 	cfgPath := filepath.Join(dir, "kamailio.cfg")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -290,5 +292,68 @@ func startKamailio(t *testing.T, bin, listPath string, flags, useDefault int) st
 		}
 		return sipPing(addr) == 200
 	})
-	return addr
+	return addr, ctl
+}
+
+// Kamailio keeps its sets in an AVL tree built in the order the list file
+// first names each set id, and dispatcher.list walks it children first, so
+// for a file not sorted by set id the printed order is neither the file's nor
+// ascending. sipdispatch must print Kamailio's order for the same file.
+func TestListSetOrderAsKamailio(t *testing.T) {
+	kamailio, err := exec.LookPath("kamailio")
+	if err != nil {
+		t.Fatalf("kamailio is not installed (Debian: apt-get install kamailio): this test compares sipdispatch's dispatcher.list with the real Kamailio's: %v", err)
+	}
+	kamcmd, err := exec.LookPath("kamcmd")
+	if err != nil {
+		t.Fatalf("kamcmd is not installed (Debian: it comes with kamailio): %v", err)
+	}
+	for _, ids := range [][]int{
+		{1, 7, 5, 3, 2, 4, 6}, // Kamailio 5.6.3 prints 1 2 4 6 7 5 3
+		{7, 6, 5, 4, 3, 2, 1},
+		{10, 3, 12, 7, 1, 9, 14, 2, 11, 5},
+	} {
+		t.Run(fmt.Sprint(ids), func(t *testing.T) {
+			var list strings.Builder
+			for i, id := range ids {
+				fmt.Fprintf(&list, "%d sip:127.0.0.1:%d 0 0\n", id, 5100+i)
+			}
+			listPath := filepath.Join(t.TempDir(), "dispatcher.list")
+			if err := os.WriteFile(listPath, []byte(list.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, ctl := startKamailio(t, kamailio, listPath, 0, 0)
+			out, err := exec.Command(kamcmd, "-s", "unix:"+ctl, "dispatcher.list").CombinedOutput()
+			if err != nil {
+				t.Fatalf("kamcmd dispatcher.list: %v\n%s", err, out)
+			}
+			// kamcmd prints the reply as indented "KEY: value" lines; a set
+			// is "ID: n" (a destination has no ID key).
+			var want []int
+			for _, line := range strings.Split(string(out), "\n") {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(line), "ID: "); ok {
+					var id int
+					fmt.Sscan(v, &id)
+					want = append(want, id)
+				}
+			}
+			if len(want) != len(ids) {
+				t.Fatalf("kamcmd dispatcher.list printed %d sets, want %d:\n%s", len(want), len(ids), out)
+			}
+
+			node := startNode(t, nodeYAML("stateless", "", "- {name: all, dispatch: {set: 1, alg: 4}}"), list.String())
+			var l struct {
+				RECORDS []struct{ SET struct{ ID int } }
+			}
+			rpc(t, node, &l, "dispatcher.list")
+			var got []int
+			for _, r := range l.RECORDS {
+				got = append(got, r.SET.ID)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("file order %v: sipdispatch lists sets %v, Kamailio %v", ids, got, want)
+			}
+			t.Logf("file order %v: both list %v", ids, got)
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -80,89 +81,142 @@ func DefaultConfig() Config {
 	}
 }
 
-// listenAddr is one parsed Listen entry.
-type listenAddr struct {
-	proto string // udp, tcp, tls
-	addr  string // host:port
+// ListenAddr is one parsed Listen entry.
+type ListenAddr struct {
+	Proto string // udp, tcp or tls
+	Host  string // an IP address without brackets; "" = every address
+	Port  int    // 0 picks a free port (tests)
 }
 
-// parseListen splits "proto:host:port".
-func parseListen(s string) (listenAddr, error) {
-	proto, hostport, ok := strings.Cut(s, ":")
+// Addr is the host:port to bind.
+func (a ListenAddr) Addr() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) }
+
+// String is the entry in canonical form, proto:host:port.
+func (a ListenAddr) String() string { return a.Proto + ":" + a.Addr() }
+
+// Default ports of a listen entry without one (RFC 3261 §19.1.2).
+const (
+	DefaultPort    = 5060
+	DefaultTLSPort = 5061
+)
+
+// ParseListen reads one listen entry, PROTO:HOST[:PORT] with PROTO udp, tcp
+// or tls (any case) and HOST an IP address, IPv6 in brackets. A missing port
+// is 5060, or 5061 for tls, as Kamailio's listen. It is the one parser of
+// SIP listen addresses: `sipdispatch check` and the server both use it.
+func ParseListen(s string) (ListenAddr, error) {
+	proto, hp, ok := strings.Cut(s, ":")
 	if !ok {
-		return listenAddr{}, fmt.Errorf("listen %q: want proto:host:port", s)
+		return ListenAddr{}, errors.New("want PROTO:HOST[:PORT] with PROTO udp, tcp or tls")
 	}
-	proto = strings.ToLower(proto)
-	switch proto {
-	case "udp", "tcp", "tls":
+	a := ListenAddr{Proto: strings.ToLower(proto), Port: DefaultPort}
+	switch a.Proto {
+	case "udp", "tcp":
+	case "tls":
+		a.Port = DefaultTLSPort
 	default:
-		return listenAddr{}, fmt.Errorf("listen %q: unknown transport %q (udp, tcp, tls)", s, proto)
+		return ListenAddr{}, fmt.Errorf("unknown transport %q (udp, tcp, tls)", proto)
 	}
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return listenAddr{}, fmt.Errorf("listen %q: %w", s, err)
+	if hp == "" {
+		return ListenAddr{}, errors.New("missing host")
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return listenAddr{}, fmt.Errorf("listen %q: bad port %q", s, port)
+	host, port := hp, ""
+	if h, p, err := net.SplitHostPort(hp); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(hp, "[") && strings.HasSuffix(hp, "]") {
+		host = hp[1 : len(hp)-1]
+	} else if strings.Contains(hp, ":") {
+		return ListenAddr{}, errors.New("bad address (IPv6 addresses go in brackets: udp:[::1]:5060)")
 	}
-	if host != "" && net.ParseIP(host) == nil {
-		return listenAddr{}, fmt.Errorf("listen %q: host must be an IP address", s)
+	if host != "" {
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return ListenAddr{}, fmt.Errorf("host %q must be an IP address", host)
+		}
+		host = ip.String()
 	}
-	return listenAddr{proto: proto, addr: hostport}, nil
+	if port != "" {
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 0 || p > 65535 {
+			return ListenAddr{}, fmt.Errorf("bad port %q: want 0..65535", port)
+		}
+		a.Port = p
+	}
+	a.Host = host
+	return a, nil
 }
 
-// Validate reports every invalid field.
+// MaxUDPReaders bounds UDPReaders.
+const MaxUDPReaders = 64
+
+// Validate reports every invalid field. Each error starts with the
+// configuration key it is about, as in the YAML file ("listen[1]: ...",
+// "proxy.mode: ..."), so that a caller can point at the file's line.
 func (c *Config) Validate() error {
 	var errs []error
-	if len(c.Listen) == 0 {
-		errs = append(errs, errors.New("listen: at least one address needed"))
+	bad := func(key string, v any, why string) {
+		errs = append(errs, fmt.Errorf("%s: %v: %s", key, v, why))
 	}
-	tls := false
-	for _, l := range c.Listen {
-		la, err := parseListen(l)
+	q := strconv.Quote
+	if len(c.Listen) == 0 {
+		bad("listen", "[]", "at least one PROTO:HOST[:PORT] is required")
+	}
+	seen := map[string]bool{}
+	for i, l := range c.Listen {
+		key := fmt.Sprintf("listen[%d]", i)
+		la, err := ParseListen(l)
 		if err != nil {
-			errs = append(errs, err)
+			bad(key, q(l), err.Error())
 			continue
 		}
-		tls = tls || la.proto == "tls"
-		if host, _, _ := net.SplitHostPort(la.addr); (host == "" || net.ParseIP(host).IsUnspecified()) && c.Advertise == "" {
+		if la.Port != 0 && seen[la.String()] {
+			bad(key, q(l), "listed twice")
+		}
+		seen[la.String()] = true
+		if la.Proto == "tls" && (c.TLSCert == "" || c.TLSKey == "") {
+			bad(key, q(l), "a tls listener needs proxy.tls_cert and proxy.tls_key")
+		}
+		if (la.Host == "" || net.ParseIP(la.Host).IsUnspecified()) && c.Advertise == "" {
 			// Via and Record-Route need an address peers can reach.
-			errs = append(errs, fmt.Errorf("listen %q: a wildcard address needs advertise", l))
+			bad(key, q(l), "a wildcard address needs advertise")
 		}
 	}
-	if tls && (c.TLSCert == "" || c.TLSKey == "") {
-		errs = append(errs, errors.New("listen: a tls listener needs a certificate and key"))
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("proxy.tls_key", q(c.TLSKey), "tls_cert and tls_key go together")
 	}
 	if c.Advertise != "" {
 		if _, _, err := splitAdvertise(c.Advertise); err != nil {
-			errs = append(errs, err)
+			bad("advertise", q(c.Advertise), err.Error())
 		}
 	}
 	if c.Mode != ModeStateful && c.Mode != ModeStateless {
-		errs = append(errs, fmt.Errorf("proxy.mode %q: want %s or %s", c.Mode, ModeStateful, ModeStateless))
+		bad("proxy.mode", q(c.Mode), "must be "+ModeStateful+" or "+ModeStateless)
 	}
 	if c.MaxForwards < 1 || c.MaxForwards > 255 {
-		errs = append(errs, fmt.Errorf("proxy.max_forwards %d: want 1..255", c.MaxForwards))
+		bad("proxy.max_forwards", c.MaxForwards, "must be 1..255")
 	}
 	if c.FRTimer <= 0 {
-		errs = append(errs, fmt.Errorf("proxy.fr_timer %s: must be positive", c.FRTimer))
+		bad("proxy.fr_timer", c.FRTimer, "must be > 0")
 	}
 	if c.FRInvTimer <= 0 {
-		errs = append(errs, fmt.Errorf("proxy.fr_inv_timer %s: must be positive", c.FRInvTimer))
+		bad("proxy.fr_inv_timer", c.FRInvTimer, "must be > 0")
+	}
+	if c.UDPReaders < 0 || c.UDPReaders > MaxUDPReaders {
+		bad("proxy.udp_readers", c.UDPReaders, fmt.Sprintf("must be 0..%d", MaxUDPReaders))
 	}
 	if c.RetryAfter < 0 {
-		errs = append(errs, fmt.Errorf("retry_after %d: must not be negative", c.RetryAfter))
+		bad("retry_after", c.RetryAfter, "must not be negative")
 	}
 	if c.PingInterval < 0 {
-		errs = append(errs, fmt.Errorf("ds_ping_interval %s: must not be negative", c.PingInterval))
+		bad("dispatcher.ds_ping_interval", c.PingInterval, "must not be negative")
 	}
 	if c.PingInterval > 0 {
 		if c.PingMethod == "" || strings.ContainsAny(c.PingMethod, " \t\r\n") {
-			errs = append(errs, fmt.Errorf("ds_ping_method %q: want a method token", c.PingMethod))
+			bad("dispatcher.ds_ping_method", q(c.PingMethod), "want a method token")
 		}
 		var u sipmsg.Uri
 		if err := sipmsg.ParseUri(c.PingFrom, &u); err != nil {
-			errs = append(errs, fmt.Errorf("ds_ping_from %q: %w", c.PingFrom, err))
+			bad("dispatcher.ds_ping_from", q(c.PingFrom), err.Error())
 		}
 	}
 	return errors.Join(errs...)
@@ -173,13 +227,13 @@ func splitAdvertise(s string) (string, int, error) {
 	if host, port, err := net.SplitHostPort(s); err == nil {
 		p, err := strconv.Atoi(port)
 		if err != nil || p <= 0 || p > 65535 {
-			return "", 0, fmt.Errorf("advertise %q: bad port", s)
+			return "", 0, errors.New("bad port: want 1..65535")
 		}
 		return strings.Trim(host, "[]"), p, nil
 	}
 	h := strings.Trim(s, "[]")
 	if h == "" || strings.ContainsAny(h, " /;") {
-		return "", 0, fmt.Errorf("advertise %q: want host[:port]", s)
+		return "", 0, errors.New("want host[:port]")
 	}
 	return h, 0, nil
 }

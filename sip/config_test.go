@@ -19,13 +19,19 @@ func TestConfigValidate(t *testing.T) {
 		}},
 		{name: "advertise host only", change: func(c *Config) { c.Advertise = "sip.example.net" }},
 		{name: "no listen", change: func(c *Config) { c.Listen = nil }, errs: []string{"at least one"}},
+		{name: "listen without port", change: func(c *Config) { c.Listen = []string{"udp:127.0.0.1", "tls:[::1]"}; c.TLSCert, c.TLSKey = "c", "k" }},
 		{name: "bad listens", change: func(c *Config) {
-			c.Listen = []string{"sctp:127.0.0.1:5060", "udp:127.0.0.1", "tcp:example.com:5060", "udp:127.0.0.1:70000"}
-		}, errs: []string{`unknown transport "sctp"`, `"udp:127.0.0.1"`, "must be an IP", "bad port"}},
+			c.Listen = []string{"sctp:127.0.0.1:5060", "udp", "tcp:example.com:5060", "udp:127.0.0.1:70000", "udp:::1:5060"}
+		}, errs: []string{`listen[0]: "sctp:127.0.0.1:5060": unknown transport "sctp"`, `listen[1]: "udp": want PROTO`,
+			`listen[2]: "tcp:example.com:5060": host "example.com" must be an IP`, "listen[3]", "bad port", "listen[4]", "brackets"}},
+		{name: "listed twice", change: func(c *Config) { c.Listen = []string{"udp:127.0.0.1:5060", "UDP:127.0.0.1"} },
+			errs: []string{`listen[1]: "UDP:127.0.0.1": listed twice`}},
 		{name: "wildcard without advertise", change: func(c *Config) { c.Listen = []string{"udp:0.0.0.0:5060", "tcp::5060"} },
 			errs: []string{`"udp:0.0.0.0:5060": a wildcard address needs advertise`, `"tcp::5060": a wildcard`}},
+		{name: "tls pair", change: func(c *Config) { c.TLSCert = "c.pem" }, errs: []string{"proxy.tls_key", "go together"}},
+		{name: "udp readers", change: func(c *Config) { c.UDPReaders = 65 }, errs: []string{"proxy.udp_readers: 65: must be 0..64"}},
 		{name: "wildcard with advertise", change: func(c *Config) { c.Listen = []string{"udp:0.0.0.0:5060"}; c.Advertise = "192.0.2.10" }},
-		{name: "tls without cert", change: func(c *Config) { c.Listen = []string{"tls:127.0.0.1:5061"} }, errs: []string{"certificate"}},
+		{name: "tls without cert", change: func(c *Config) { c.Listen = []string{"tls:127.0.0.1:5061"} }, errs: []string{"needs proxy.tls_cert"}},
 		{name: "bad advertise port", change: func(c *Config) { c.Advertise = "h:0" }, errs: []string{"advertise"}},
 		{name: "everything else", change: func(c *Config) {
 			c.Mode = "fast"
@@ -59,6 +65,32 @@ func TestConfigValidate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestParseListen(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"udp:127.0.0.1:5060", "udp:127.0.0.1:5060"},
+		{"TCP:127.0.0.1", "tcp:127.0.0.1:5060"},
+		{"tls:127.0.0.1", "tls:127.0.0.1:5061"},
+		{"udp:[::1]:5062", "udp:[::1]:5062"},
+		{"udp:[::1]", "udp:[::1]:5060"},
+		{"udp:127.0.0.1:0", "udp:127.0.0.1:0"},
+		{"tcp::5070", "tcp::5070"},
+		{"udp:", ""},
+		{"udp:::1", ""},
+		{"tls:sip.example.com", ""},
+		{"ws:127.0.0.1:80", ""},
+		{"udp:127.0.0.1:65536", ""},
+	} {
+		a, err := ParseListen(tt.in)
+		got := ""
+		if err == nil {
+			got = a.String()
+		}
+		if got != tt.want {
+			t.Errorf("ParseListen(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
 	}
 }
 

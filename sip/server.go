@@ -151,22 +151,22 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 // bind opens every Config.Listen socket.
 func (s *Server) bind(tlsConf *tls.Config) error {
 	for _, l := range s.cfg.Listen {
-		la, err := parseListen(l)
+		la, err := ParseListen(l)
 		if err != nil {
-			return err
+			return fmt.Errorf("listen %q: %w", l, err)
 		}
-		k := &socket{proto: la.proto}
+		k := &socket{proto: la.Proto}
 		var local net.Addr
-		switch la.proto {
+		switch la.Proto {
 		case "udp":
-			k.pc, k.more, err = listenUDP(la.addr, s.udpReaders())
+			k.pc, k.more, err = listenUDP(la.Addr(), s.udpReaders())
 			if err == nil {
 				local = k.pc.LocalAddr()
 			}
 		case "tcp":
-			k.ln, err = net.Listen("tcp", la.addr)
+			k.ln, err = net.Listen("tcp", la.Addr())
 		case "tls":
-			k.ln, err = tls.Listen("tcp", la.addr, tlsConf)
+			k.ln, err = tls.Listen("tcp", la.Addr(), tlsConf)
 		}
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", l, err)
@@ -271,7 +271,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		n += 1 + len(k.more)
 	}
 	errc := make(chan error, n)
-	for _, k := range s.socks {
+	serve := func(k *socket) {
 		go func() {
 			var err error
 			switch k.proto {
@@ -287,6 +287,28 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			errc <- err
 		}()
+	}
+	// UDP first: a request that comes in over TCP or TLS and leaves over
+	// UDP goes through sipgo's transport layer, which sends from the UDP
+	// listener only once ServeUDP has put it in its connection pool; before
+	// that it binds a socket of its own to the listen address, which fails
+	// with "address already in use" and the caller got a 503.
+	udp := 0
+	for _, k := range s.socks {
+		if k.proto == "udp" {
+			serve(k)
+			udp++
+		}
+	}
+	if pool := s.ua.TransportLayer().Pool("udp"); udp > 0 && pool != nil {
+		for deadline := time.Now().Add(5 * time.Second); pool.Size() < udp && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for _, k := range s.socks {
+		if k.proto != "udp" {
+			serve(k)
+		}
 	}
 	if s.cfg.PingInterval > 0 {
 		s.bg.Go(func() { s.probeLoop(ctx) })

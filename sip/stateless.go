@@ -95,7 +95,7 @@ func (s *Server) statelessInitial(req *sipmsg.Request, tx sipmsg.ServerTransacti
 // statelessSend writes fwd without a transaction. When that fails the
 // sender gets 503 (tx nil: nobody to tell, as for an ACK).
 func (s *Server) statelessSend(req *sipmsg.Request, tx sipmsg.ServerTransaction, fwd *sipmsg.Request) bool {
-	if err := s.ua.TransportLayer().WriteMsg(fwd); err != nil {
+	if err := s.writeStateless(fwd); err != nil {
 		s.log.Debug("sip: forward failed", "method", req.Method, "to", fwd.Destination(), "err", err)
 		if tx != nil {
 			s.reply(req, tx, 503, "Service Unavailable")
@@ -237,17 +237,28 @@ func (s *Server) relayUpstream(res *sipmsg.Response) {
 	res.SetDestination(viaDestination(next, proto))
 	res.SetTransport(proto)
 	s.obs.Reply(res.StatusCode)
-	var err error
-	if k := s.socketFor("udp"); proto == "UDP" && k != nil && k.tx != nil {
-		// The fast path leaves the sender out of sipgo's connection
-		// pool, where WriteMsg would look for it.
-		err = k.tx.out.WriteMsg(res)
-	} else {
-		err = s.ua.TransportLayer().WriteMsg(res)
-	}
-	if err != nil {
+	if err := s.writeStateless(res); err != nil {
 		s.log.Debug("sip: response not forwarded", "code", res.StatusCode, "err", err)
 	}
+}
+
+// writeStateless sends msg (a forwarded request or a relayed response)
+// without a transaction. Over UDP everything leaves through the one writer of
+// our UDP listener (statelessListeners), requests and responses alike: the
+// fast path keeps that socket out of sipgo's connection pool until ServeUDP
+// registers it, and before then sipgo's transport layer, not finding it,
+// would bind a second socket to the listen address and fail with "address
+// already in use" (a TCP caller's first request to a UDP gateway got a 503).
+// A host name in the destination is resolved here, as the transport layer
+// would. TCP and TLS go through sipgo's transport layer.
+func (s *Server) writeStateless(msg sipmsg.Message) error {
+	if k := s.socketFor("udp"); k != nil && k.tx != nil && strings.EqualFold(msg.Transport(), "UDP") {
+		if a, err := net.ResolveUDPAddr("udp", msg.Destination()); err == nil {
+			msg.SetDestination(a.String())
+			return k.tx.out.WriteMsg(msg)
+		}
+	}
+	return s.ua.TransportLayer().WriteMsg(msg)
 }
 
 // viaDestination is where a response to the hop that wrote v goes (RFC

@@ -68,7 +68,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
 	var errs []error
-	if err := c.Validate(); err != nil {
+	if err := c.Preflight(); err != nil {
 		errs = append(errs, err)
 	} else {
 		fmt.Fprintf(stdout, "config %s: node %s, listen %s, proxy %s\n", *config, c.Node.Name, strings.Join(c.Listen, " "), c.Proxy.Mode)

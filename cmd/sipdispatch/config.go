@@ -170,12 +170,6 @@ type tlsConfig struct {
 	CA   string `yaml:"ca"`
 }
 
-// Default ports of a listen entry without one (RFC 3261 §19.1.2).
-const (
-	defaultSIPPort  = 5060
-	defaultSIPSPort = 5061
-)
-
 // defaultConfig returns SPEC §3's defaults: `serve` without a file runs one
 // node on UDP+TCP 127.0.0.1:5060 with ./dispatcher.list and ./data.
 func defaultConfig() fileConfig {
@@ -392,47 +386,6 @@ func (c *fileConfig) Validate() error {
 	if c.Node.DataDir == "" {
 		bad("node.data_dir", `""`, "required")
 	}
-	if len(c.Listen) == 0 {
-		bad("listen", "[]", "at least one PROTO:HOST:PORT is required")
-	}
-	seen := map[string]bool{}
-	for i, l := range c.Listen {
-		a, err := parseListen(l)
-		if err != nil {
-			bad(fmt.Sprintf("listen[%d]", i), q(l), err.Error())
-			continue
-		}
-		if seen[a.String()] {
-			bad(fmt.Sprintf("listen[%d]", i), q(l), "listed twice")
-		}
-		seen[a.String()] = true
-		if a.Proto == "tls" && c.Proxy.TLSCert == "" {
-			bad(fmt.Sprintf("listen[%d]", i), q(l), "a tls: listener needs proxy.tls_cert and proxy.tls_key")
-		}
-	}
-	if c.Advertise != "" {
-		if err := checkHostPort(c.Advertise, false); err != nil {
-			bad("advertise", q(c.Advertise), err.Error())
-		}
-	}
-	if c.Proxy.Mode != "stateful" && c.Proxy.Mode != "stateless" {
-		bad("proxy.mode", q(c.Proxy.Mode), "must be stateful or stateless")
-	}
-	if c.Proxy.MaxForwards < 1 || c.Proxy.MaxForwards > 255 {
-		bad("proxy.max_forwards", c.Proxy.MaxForwards, "must be 1..255")
-	}
-	if c.Proxy.FrTimer <= 0 {
-		bad("proxy.fr_timer", c.Proxy.FrTimer, "must be > 0")
-	}
-	if c.Proxy.FrInvTimer <= 0 {
-		bad("proxy.fr_inv_timer", c.Proxy.FrInvTimer, "must be > 0")
-	}
-	if c.Proxy.UDPReaders < 0 || c.Proxy.UDPReaders > 64 {
-		bad("proxy.udp_readers", c.Proxy.UDPReaders, "must be 0..64")
-	}
-	if (c.Proxy.TLSCert == "") != (c.Proxy.TLSKey == "") {
-		bad("proxy.tls_key", q(c.Proxy.TLSKey), "tls_cert and tls_key go together")
-	}
 	if err := checkHostPort(c.API.Listen, true); err != nil {
 		bad("api.listen", q(c.API.Listen), err.Error())
 	}
@@ -444,13 +397,29 @@ func (c *fileConfig) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", q(c.Log.Format), "must be text or json")
 	}
-	if err := c.Dispatcher.Validate(); err != nil {
+	reported := map[string]bool{}
+	// keyed adds the errors of a package's Validate, each of which names
+	// its key first ("dispatcher.KEY: ...", "listen[1]: ..."), with the
+	// file:line of that key; a key already reported is not reported again.
+	keyed := func(err error) {
+		if err == nil {
+			return
+		}
 		for _, e := range unjoin(err) {
-			// dispatch.Config.Validate names the key first: "dispatcher.KEY: ...".
 			path, _, _ := strings.Cut(e.Error(), ":")
+			if reported[path] {
+				continue
+			}
+			reported[path] = true
 			errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
 		}
 	}
+	keyed(c.Dispatcher.Validate())
+	// The sip package owns listen, advertise and the proxy keys.
+	// cluster.load_replication is checked below, under its own key.
+	reported["load_replication"] = true
+	sc := c.sipConfig()
+	keyed(sc.Validate())
 	for _, e := range validateDB(&c.Dispatcher.Config) {
 		path, _, _ := strings.Cut(e.Error(), ":")
 		errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
@@ -469,6 +438,27 @@ func (c *fileConfig) Validate() error {
 	c.validateCluster(bad)
 	c.Events.validate(bad)
 	return errors.Join(errs...)
+}
+
+// Preflight is Validate, then, if that passed, what serve does with the
+// config before it touches node.data_dir: the cluster package's own Validate
+// over the node config it gets, with the gossip key and raft TLS files read.
+// check and serve both run it, so serve does not stop on a config that check
+// passed.
+func (c *fileConfig) Preflight() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	var err error
+	if c.Cluster.Enabled {
+		_, err = c.clusterNodeConfig()
+	} else {
+		_, err = c.standaloneNodeConfig()
+	}
+	if err != nil {
+		return fmt.Errorf("%scluster: %w", c.lineOf("cluster"), err)
+	}
+	return nil
 }
 
 // checkRouteNeeds reports algorithms whose dispatcher parameter is missing;
@@ -580,43 +570,6 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
-}
-
-// listenAddr is one parsed `listen` entry.
-type listenAddr struct {
-	Proto string // udp, tcp or tls
-	Host  string // IP or name, no brackets
-	Port  int
-}
-
-func (a listenAddr) String() string {
-	return a.Proto + ":" + net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
-}
-
-// parseListen reads PROTO:HOST[:PORT] (IPv6 hosts in brackets); a missing
-// port is 5060, or 5061 for tls, as Kamailio's listen.
-func parseListen(s string) (listenAddr, error) {
-	proto, hp, ok := strings.Cut(s, ":")
-	if !ok {
-		return listenAddr{}, errors.New("want PROTO:HOST[:PORT] with PROTO udp, tcp or tls")
-	}
-	a := listenAddr{Proto: strings.ToLower(proto), Port: defaultSIPPort}
-	switch a.Proto {
-	case "udp", "tcp":
-	case "tls":
-		a.Port = defaultSIPSPort
-	default:
-		return listenAddr{}, fmt.Errorf("protocol %q: want udp, tcp or tls", proto)
-	}
-	host, port, err := splitHostPort(hp)
-	if err != nil {
-		return listenAddr{}, err
-	}
-	if port != 0 {
-		a.Port = port
-	}
-	a.Host = host
-	return a, nil
 }
 
 // splitHostPort splits HOST[:PORT]; port 0 means none was given.
@@ -759,5 +712,5 @@ func configFromFlags(fs *flag.FlagSet, f *serveFlags) (fileConfig, error) {
 		}
 	}
 	applyServeFlags(fs, f, &c)
-	return c, c.Validate()
+	return c, c.Preflight()
 }

@@ -329,7 +329,7 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 	f := "testdata/bad.yaml"
 	for _, want := range []string{
 		f + `:1: node.name: "": must be one non-empty word`,
-		f + `:2: listen[1]: "sctp:127.0.0.1:5060": protocol "sctp"`,
+		f + `:2: listen[1]: "sctp:127.0.0.1:5060": unknown transport "sctp"`,
 		f + `:2: listen[2]: "udp:127.0.0.1:99999": bad port "99999"`,
 		f + `:4: proxy.mode: "fast": must be stateful or stateless`,
 		f + `:5: proxy.max_forwards: 0: must be 1..255`,
@@ -361,13 +361,13 @@ func TestValidateFields(t *testing.T) {
 			c.Listen = []string{"udp:[::1]", "tls:[::1]:5061"}
 			c.Proxy.TLSCert, c.Proxy.TLSKey = "c", "k"
 		}, ""},
-		{"listen without proto", func(c *fileConfig) { c.Listen = []string{"127.0.0.1:5060"} }, `listen[0]: "127.0.0.1:5060": protocol "127.0.0.1"`},
+		{"listen without proto", func(c *fileConfig) { c.Listen = []string{"127.0.0.1:5060"} }, `listen[0]: "127.0.0.1:5060": unknown transport "127.0.0.1"`},
 		{"listen twice", func(c *fileConfig) { c.Listen = []string{"udp:127.0.0.1:5060", "UDP:127.0.0.1"} }, "listen[1]: \"UDP:127.0.0.1\": listed twice"},
 		{"no listen", func(c *fileConfig) { c.Listen = nil }, "listen: []: at least one"},
 		{"unbracketed ipv6", func(c *fileConfig) { c.Listen = []string{"udp:::1:5060"} }, "IPv6 addresses go in brackets"},
 		{"unbracketed ipv6 api", func(c *fileConfig) { c.API.Listen = "::1" }, "IPv6 addresses go in brackets"},
 		{"bracketed ipv6 api", func(c *fileConfig) { c.API.Listen = "[::1]:9060" }, ""},
-		{"tls without cert", func(c *fileConfig) { c.Listen = []string{"tls:127.0.0.1:5061"} }, `listen[0]: "tls:127.0.0.1:5061": a tls: listener needs proxy.tls_cert`},
+		{"tls without cert", func(c *fileConfig) { c.Listen = []string{"tls:127.0.0.1:5061"} }, `listen[0]: "tls:127.0.0.1:5061": a tls listener needs proxy.tls_cert`},
 		{"cert without key", func(c *fileConfig) { c.Proxy.TLSCert = "c" }, "proxy.tls_key: \"\": tls_cert and tls_key go together"},
 		{"bad advertise", func(c *fileConfig) { c.Advertise = "sip.example.com:x" }, `advertise: "sip.example.com:x": bad port`},
 		{"advertise without port ok", func(c *fileConfig) { c.Advertise = "sip.example.com" }, ""},
@@ -415,31 +415,6 @@ func routeWithAlg(alg int) []sip.RouteConfig {
 	return []sip.RouteConfig{{Name: "r", Dispatch: &sip.DispatchConfig{Set: 1, Alg: alg}}}
 }
 
-func TestParseListen(t *testing.T) {
-	tests := []struct {
-		in, want string
-	}{
-		{"udp:127.0.0.1:5060", "udp:127.0.0.1:5060"},
-		{"TCP:127.0.0.1", "tcp:127.0.0.1:5060"},
-		{"tls:sip.example.com", "tls:sip.example.com:5061"},
-		{"udp:[::1]:5062", "udp:[::1]:5062"},
-		{"udp:[::1]", "udp:[::1]:5060"},
-		{"udp:", ""},
-		{"ws:127.0.0.1:80", ""},
-		{"udp:127.0.0.1:0", ""},
-	}
-	for _, tt := range tests {
-		a, err := parseListen(tt.in)
-		got := ""
-		if err == nil {
-			got = a.String()
-		}
-		if got != tt.want {
-			t.Errorf("parseListen(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
-		}
-	}
-}
-
 func TestServeFlags(t *testing.T) {
 	p := writeConfig(t, "node: {name: file-node}\nproxy: {mode: stateless}\nlisten: [udp:127.0.0.1:5070]\nlog: {level: warn}\n")
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -452,7 +427,7 @@ func TestServeFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := configFromFlags(fs, f)
-	if err == nil || !strings.Contains(err.Error(), `listen[2]: "tls:127.0.0.1:5091": a tls: listener needs`) {
+	if err == nil || !strings.Contains(err.Error(), `listen[2]: "tls:127.0.0.1:5091": a tls listener needs`) {
 		t.Fatalf("want the tls listener without a cert refused, got %v", err)
 	}
 	if strings.Contains(err.Error(), p+":") {

@@ -36,6 +36,9 @@ type backend interface {
 	LoadEntries(ctx context.Context) ([]actors.SetStatus, error)
 	// LoadQueueStats counts this node's call-load commands not committed yet.
 	LoadQueueStats() actors.LoadQueueStats
+	// SetOrder returns the set ids in the order dispatcher.list prints
+	// them, Kamailio's: the order dispatch.BuildSets gave them.
+	SetOrder() []int
 	// Mark applies op to destination uri of set ("all" for every one).
 	Mark(ctx context.Context, set int, uri string, op dispatch.MarkOp) error
 	// MarkDUID applies op to the destination with duid in set.
@@ -484,92 +487,6 @@ func (p params) str(i int) (string, *rpcError) {
 	return "", errInvalidParams
 }
 
-// kamailioSetOrder returns set ids in the order Kamailio's dispatcher.list
-// prints them. Kamailio keeps its sets in an AVL tree keyed by id and prints
-// it in post-order (both subtrees, then the node); we build the same tree by
-// inserting the ids in ascending order, as a list file or table sorted by set
-// id loads them. Checked against Kamailio 5.6.3: sets 1..7 list as
-// 1,3,2,5,7,6,4.
-func kamailioSetOrder(ids []int) []int {
-	sorted := slices.Sorted(slices.Values(ids))
-	var root *avlNode
-	for _, id := range sorted {
-		root = root.insert(id)
-	}
-	out := make([]int, 0, len(ids))
-	root.postOrder(&out)
-	return out
-}
-
-type avlNode struct {
-	id          int
-	height      int
-	left, right *avlNode
-}
-
-func (n *avlNode) h() int {
-	if n == nil {
-		return 0
-	}
-	return n.height
-}
-
-func (n *avlNode) fix() *avlNode {
-	n.height = 1 + max(n.left.h(), n.right.h())
-	return n
-}
-
-func (n *avlNode) rotateRight() *avlNode {
-	l := n.left
-	n.left = l.right
-	l.right = n.fix()
-	return l.fix()
-}
-
-func (n *avlNode) rotateLeft() *avlNode {
-	r := n.right
-	n.right = r.left
-	r.left = n.fix()
-	return r.fix()
-}
-
-func (n *avlNode) insert(id int) *avlNode {
-	if n == nil {
-		return &avlNode{id: id, height: 1}
-	}
-	switch {
-	case id < n.id:
-		n.left = n.left.insert(id)
-	case id > n.id:
-		n.right = n.right.insert(id)
-	default:
-		return n
-	}
-	n.fix()
-	switch bal := n.left.h() - n.right.h(); {
-	case bal > 1:
-		if id > n.left.id {
-			n.left = n.left.rotateLeft()
-		}
-		return n.rotateRight()
-	case bal < -1:
-		if id < n.right.id {
-			n.right = n.right.rotateRight()
-		}
-		return n.rotateLeft()
-	}
-	return n
-}
-
-func (n *avlNode) postOrder(out *[]int) {
-	if n == nil {
-		return
-	}
-	n.left.postOrder(out)
-	n.right.postOrder(out)
-	*out = append(*out, n.id)
-}
-
 // strOrNull renders an absent attribute as null, as Kamailio does.
 func strOrNull(s string) any {
 	if s == "" {
@@ -603,8 +520,16 @@ func (s *apiServer) list(ctx context.Context, p params) (any, *rpcError) {
 		byID[sets[i].ID] = &sets[i]
 		ids = append(ids, sets[i].ID)
 	}
+	// Sets listed by SetOrder first, in its order; a set that a reload added
+	// between the two reads goes last.
+	order := slices.DeleteFunc(s.b.SetOrder(), func(id int) bool { return byID[id] == nil })
+	for _, id := range ids {
+		if !slices.Contains(order, id) {
+			order = append(order, id)
+		}
+	}
 	records := make([]obj, 0, len(sets))
-	for _, id := range kamailioSetOrder(ids) {
+	for _, id := range order {
 		set := byID[id]
 		targets := make([]obj, 0, len(set.Dests))
 		for _, d := range set.Dests {

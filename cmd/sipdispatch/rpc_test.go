@@ -34,10 +34,11 @@ func dest(set int, uri string, flags dispatch.Flags, prio int, attrs dispatch.At
 }
 
 // fixtureSets are testdata/kamailio-rpc/dispatcher.list as Kamailio loads it:
-// each set in selection order (priority descending, equal priorities in
-// reverse file order).
+// the sets in dispatch.BuildSets' order (set 2 before set 1, as Kamailio
+// lists them), each in selection order (priority descending, equal
+// priorities in reverse file order).
 func fixtureSets() []dispatch.Set {
-	return []dispatch.Set{
+	sets := []dispatch.Set{
 		{ID: 1, Dests: []dispatch.Destination{
 			dest(1, "sip:127.0.0.1:5082", 0, 0, dispatch.Attrs{
 				Raw: "duid=gw2;weight=50", DUID: "gw2", Weight: 50,
@@ -56,6 +57,7 @@ func fixtureSets() []dispatch.Set {
 			dest(2, "sip:127.0.0.1:5083", 0, 5, dispatch.Attrs{}, "127.0.0.1", 5083, ""),
 		}},
 	}
+	return []dispatch.Set{sets[1], sets[0]}
 }
 
 // newFixtureNode runs the fixture sets in a real actors.Registry behind the
@@ -353,22 +355,6 @@ func TestRPCSetStateIsDirect(t *testing.T) {
 	}
 }
 
-func TestKamailioSetOrder(t *testing.T) {
-	for _, tc := range []struct{ ids, want []int }{
-		{[]int{1}, []int{1}},
-		{[]int{1, 2}, []int{2, 1}}, // the fixture
-		// Kamailio 5.6.3 with sets 1..7 in the list file printed this order.
-		{[]int{1, 2, 3, 4, 5, 6, 7}, []int{1, 3, 2, 5, 7, 6, 4}},
-		{[]int{3, 1, 2}, []int{1, 3, 2}}, // input order does not matter
-		{[]int{1, 2, 3, 4}, []int{1, 4, 3, 2}},
-		{nil, []int{}},
-	} {
-		if got := kamailioSetOrder(tc.ids); !slices.Equal(got, tc.want) {
-			t.Errorf("kamailioSetOrder(%v) = %v, want %v", tc.ids, got, tc.want)
-		}
-	}
-}
-
 // fakeBackend is an in-memory backend for API and CLI tests. Its marks apply
 // op.Set over op.Clear directly.
 type fakeBackend struct {
@@ -394,6 +380,24 @@ func (f *fakeBackend) LoadEntries(ctx context.Context) ([]actors.SetStatus, erro
 }
 
 func (f *fakeBackend) LoadQueueStats() actors.LoadQueueStats { return actors.LoadQueueStats{} }
+
+// SetOrder takes the fake's sets as a source lists them, in the order given,
+// and orders them as dispatch.BuildSets does.
+func (f *fakeBackend) SetOrder() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var dests []dispatch.Destination
+	for _, s := range f.sets {
+		for _, d := range s.Dests {
+			dests = append(dests, d.Destination)
+		}
+	}
+	var ids []int
+	for _, s := range dispatch.BuildSets(dests) {
+		ids = append(ids, s.ID)
+	}
+	return ids
+}
 
 func (f *fakeBackend) Status(context.Context) ([]actors.SetStatus, error) {
 	f.mu.Lock()
