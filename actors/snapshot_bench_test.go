@@ -10,7 +10,8 @@ import (
 )
 
 // snapshotEntries is the call-load table size of the snapshot benchmarks:
-// SPEC §9's 1,000,000 concurrent calls.
+// the 1,000,000 concurrent calls measured in docs/benchmarks.md ("Raft
+// snapshot and restore of 1,000,000 call-load entries").
 const snapshotEntries = 1_000_000
 
 // loadedRegistry returns a replicated registry whose set 1 holds n confirmed

@@ -5,7 +5,7 @@ import "fmt"
 // Algorithm is a selection algorithm, numbered as Kamailio's ds_select_dst.
 type Algorithm int
 
-// The algorithms of SPEC §5.
+// The algorithms (docs/kamailio-compat.md#algorithms).
 const (
 	AlgHashCallID     Algorithm = 0  // hash of the Call-ID
 	AlgHashFrom       Algorithm = 1  // hash of the From URI

@@ -1,10 +1,10 @@
 package dispatch
 
 // CarryOver copies runtime state and call load from old, the set before a
-// reload, into s, freshly built from the reloaded source (SPEC §7; Kamailio
-// instead restarts every destination from the source). Destinations match by
-// Destination.Key: duid, else set id and URI; when a key occurs several times
-// the n-th old one matches the n-th new one.
+// reload, into s, freshly built from the reloaded source (docs/operations.md,
+// "dispatcher.reload"; Kamailio instead restarts every destination from the
+// source). Destinations match by Destination.Key: duid, else set id and URI;
+// when a key occurs several times the n-th old one matches the n-th new one.
 //
 // Which flags win: if a destination's line in the source is unchanged (same
 // flags as the source old was built from), its runtime state — inactive,

@@ -12,7 +12,8 @@ import (
 // CommandKind names one kind of replicated state change.
 type CommandKind uint8
 
-// The commands of SPEC §7. Values are part of the wire format: never reuse or
+// The replicated commands; see docs/cluster-design.md, "Commands and the
+// actors' apply path". Values are part of the wire format: never reuse or
 // renumber one.
 const (
 	CmdMark         CommandKind = 1  // ds_mark_dst / set_state on one destination, or "all"
@@ -49,11 +50,11 @@ var (
 	ErrBadCommand = errors.New("bad command")
 )
 
-// Command is one deterministic, self-contained state change (SPEC §7). Every
-// node that applies the same commands in the same order to the same state ends
-// in the same state: the proposer's clock travels in At, and destinations are
-// addressed by duid, else URI, never by index, so a command stays valid across
-// a reload that reorders a set.
+// Command is one deterministic, self-contained state change
+// (docs/cluster-design.md). Every node that applies the same commands in the
+// same order to the same state ends in the same state: the proposer's clock
+// travels in At, and destinations are addressed by duid, else URI, never by
+// index, so a command stays valid across a reload that reorders a set.
 type Command struct {
 	Kind CommandKind
 	// At is the proposer's clock (unix nanoseconds); Apply uses it as now.

@@ -84,7 +84,8 @@ const (
 	FlagsFailover     = 2 // DS_FAILOVER_ON
 )
 
-// DefaultConfig returns the documented defaults (SPEC §3).
+// DefaultConfig returns the documented defaults
+// (docs/configuration.md#dispatcher).
 func DefaultConfig() Config {
 	return Config{
 		ListFile:              "dispatcher.list",

@@ -129,7 +129,7 @@ func (d *Destination) EffectiveTransport() string {
 }
 
 // Key identifies a destination across reloads: its duid when it has one, else
-// set id and URI (SPEC §7).
+// set id and URI (docs/operations.md, "dispatcher.reload").
 func (d *Destination) Key() string {
 	if d.Attrs.DUID != "" {
 		return "duid:" + d.Attrs.DUID

@@ -65,7 +65,7 @@ func TestURIHashKeys(t *testing.T) {
 
 func TestURIHashKeysMatchKamailioHash(t *testing.T) {
 	// ds_hash_fromuri of sip:alice@atlanta.com:5080 is ds_get_hash("alice",
-	// "atlanta.com:5080") = 3776158421 (SPEC §5).
+	// "atlanta.com:5080") = 3776158421 (docs/operations.md, "dispatcher.hash").
 	user, host, _ := URIHashKeys("sip:alice@atlanta.com:5080;transport=udp", false)
 	if got := Hash(user, host); got != 3776158421 {
 		t.Fatalf("hash = %d, want 3776158421", got)

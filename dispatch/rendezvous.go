@@ -8,8 +8,9 @@ package dispatch
 // them). No members: "".
 //
 // The cluster uses it to pick the one live node that probes a gateway
-// (SPEC §7); the score is algorithm 16's, unweighted: splitmix64 of the
-// XORed FNV-1a hashes of the key and the member name.
+// (docs/cluster.md#probing-in-a-cluster); the score is algorithm 16's,
+// unweighted: splitmix64 of the XORed FNV-1a hashes of the key and the member
+// name.
 func RendezvousOwner(key string, members []string) string {
 	kh := fnv64(key)
 	var best string

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// Select chooses destinations for req with alg (SPEC §5), following
-// Kamailio's ds_select_dst_limit:
+// Select chooses destinations for req with alg
+// (docs/kamailio-compat.md#algorithms), following Kamailio's
+// ds_select_dst_limit:
 //
 //   - Every algorithm but 10, 13 and 16 yields a number h, and the index is
 //     h % n, where n excludes the last destination when use_default is on.

@@ -665,7 +665,8 @@ func TestRendezvousWeighted(t *testing.T) {
 }
 
 func TestRendezvousIsDeterministic(t *testing.T) {
-	// Two nodes with different random sources must agree (SPEC §7).
+	// Two nodes with different random sources must agree
+	// (docs/cluster.md#what-is-replicated).
 	cfg := DefaultConfig()
 	a, err := NewSetState(Set{ID: 1, Dests: gws(7)}, &cfg, rand.New(rand.NewPCG(1, 1)))
 	if err != nil {

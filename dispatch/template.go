@@ -6,11 +6,12 @@ import (
 	"strings"
 )
 
-// Template is a compiled text with SPEC §6 variables ($ci, $fU, $hdr(Name),
-// $ds.set, ...), used for hash_pvar (algorithm 7) and route headers. A
-// variable is written $name or $(name); a name runs over letters, digits and
-// '_' ("$ds." names add a dot). Everything else is literal text. A Template is
-// immutable and safe for concurrent use.
+// Template is a compiled text with the template variables of
+// docs/configuration.md ($ci, $fU, $hdr(Name), $ds.set, ...), used for
+// hash_pvar (algorithm 7) and route headers. A variable is written $name or
+// $(name); a name runs over letters, digits and '_' ("$ds." names add a dot).
+// Everything else is literal text. A Template is immutable and safe for
+// concurrent use.
 type Template struct {
 	segs []tmplSeg
 }

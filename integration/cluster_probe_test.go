@@ -46,9 +46,10 @@ func probersSince(t *testing.T, nodes []*Node, gws []*Gateway, t0 time.Time) []m
 	return out
 }
 
-// SPEC §7: every gateway is probed by one live node, not by all three; the
-// leader commits the results so a silent gateway goes down on every node;
-// when the node probing a gateway is killed, another takes over.
+// docs/cluster.md#probing-in-a-cluster: every gateway is probed by one live
+// node, not by all three; the leader commits the results so a silent gateway
+// goes down on every node; when the node probing a gateway is killed, another
+// takes over.
 func TestClusterProbeOneNodePerGateway(t *testing.T) {
 	ip := nextIP()
 	var gws []*Gateway

@@ -246,7 +246,8 @@ func TestClusterNoQuorumAnswers503(t *testing.T) {
 		t.Errorf("the gateway got the INVITE whose load entry did not commit")
 	}
 	t.Logf("503 after %v without a quorum (fr_timer 2s)", waited)
-	// Without a leader the node is not ready (SPEC §8), though it still answers.
+	// Without a leader the node is not ready
+	// (docs/operations.md#http-endpoints), though it still answers.
 	waitFor(t, "/readyz to report the lost leader", 20*time.Second, func() bool { return readyz(nodes[0]) == 503 })
 }
 

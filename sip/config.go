@@ -12,14 +12,14 @@ import (
 	sipmsg "github.com/emiago/sipgo/sip"
 )
 
-// Proxy modes (SPEC §6 step 5).
+// Proxy modes (docs/configuration.md#proxy).
 const (
 	ModeStateful  = "stateful"
 	ModeStateless = "stateless"
 )
 
-// Config is the proxy part of the node configuration (SPEC §3 listen,
-// advertise, proxy and the ds_ping_* parameters).
+// Config is the proxy part of the node configuration (docs/configuration.md:
+// listen, advertise, proxy and the ds_ping_* keys of dispatcher).
 type Config struct {
 	// Listen are the sockets to serve, "proto:host:port" with proto udp, tcp
 	// or tls. Port 0 picks a free port (tests); Server.Addrs reports it.
@@ -65,7 +65,7 @@ type Config struct {
 	Observer Observer
 }
 
-// DefaultConfig returns SPEC §3's defaults.
+// DefaultConfig returns the defaults of docs/configuration.md.
 func DefaultConfig() Config {
 	return Config{
 		Listen:      []string{"udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"},

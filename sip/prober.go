@@ -16,8 +16,8 @@ import (
 // maxProbesInFlight bounds the keepalives of one round.
 const maxProbesInFlight = 64
 
-// probeLoop sends keepalives (SPEC §6 step 7) every PingInterval to the
-// destinations the Dispatcher says are due, and reports each outcome.
+// probeLoop sends keepalives (docs/proxy.md#keepalives) every PingInterval to
+// the destinations the Dispatcher says are due, and reports each outcome.
 func (s *Server) probeLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.PingInterval)
 	defer t.Stop()

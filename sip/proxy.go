@@ -47,9 +47,10 @@ func watchCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) *cancelWatch 
 	return c
 }
 
-// statefulInitial forwards an initial request through its selection (SPEC §6
-// step 5): on a timeout or a failover code it marks the destination when the
-// route asks and tries the next one; the caller gets the last final reply.
+// statefulInitial forwards an initial request through its selection
+// (docs/proxy.md, "How the proxy handles a request", step 8): on a timeout or a
+// failover code it marks the destination when the route asks and tries the next
+// one; the caller gets the last final reply.
 func (s *Server) statefulInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
 	if sel.Parallel && len(sel.Dests) > 1 {
 		s.statefulParallel(req, tx, dr, d, sel, mf)

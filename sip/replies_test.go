@@ -12,7 +12,8 @@ import (
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
-// Requests the proxy answers itself (SPEC §6 steps 1, 4 and 7).
+// Requests the proxy answers itself (docs/proxy.md, "How the proxy handles a
+// request", steps 3, 4, 6 and 7).
 func TestLocalReplies(t *testing.T) {
 	gw := newGateway(t, "answer")
 	sets := map[int][]dispatch.Destination{1: {gw.dest(1)}, 2: {}}

@@ -31,7 +31,8 @@ func RequestFrom(req *sipmsg.Request, src, proto string) dispatch.Request {
 	if h := req.GetHeader("User-Agent"); h != nil {
 		r.UserAgent = h.Value()
 	}
-	// Kamailio's $au prefers the proxy credentials (SPEC §5 alg 5).
+	// Kamailio's $au prefers the proxy credentials (docs/configuration.md,
+	// "Template variables").
 	for _, name := range [...]string{"Proxy-Authorization", "Authorization"} {
 		if h := req.GetHeader(name); h != nil {
 			if u, ok := digestUsername(h.Value()); ok {

@@ -13,7 +13,7 @@ import (
 
 // FuzzRequestFrom feeds arbitrary bytes through sipgo's parser and, for every
 // request it accepts, through RequestFrom and the hash-key extraction every
-// algorithm uses (SPEC §10 "SIP key extraction"): none may panic, and the
+// algorithm uses (docs/operations.md#bad-input): none may panic, and the
 // keys must come from the extracted fields.
 func FuzzRequestFrom(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join(tortureDir, "*.dat"))

@@ -12,7 +12,8 @@ import (
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
-// RouteConfig is one entry of the `routes:` list (SPEC §6) as decoded from YAML.
+// RouteConfig is one entry of the `routes:` list (docs/configuration.md#routes)
+// as decoded from YAML.
 type RouteConfig struct {
 	Name     string          `yaml:"name"`
 	Match    MatchConfig     `yaml:"match,omitempty"`
@@ -162,9 +163,10 @@ type Router struct{ routes []*Route }
 // DefaultRouteName names the route NewRouter builds when no routes are given.
 const DefaultRouteName = "default"
 
-// NewRouter compiles routes; every bad route field is an error naming the
-// route (index and name) and the field. With no routes it builds SPEC §6's
-// default: every initial request to defaultSet with algorithm 4.
+// NewRouter compiles routes; every bad route field is an error naming the route
+// (index and name) and the field. With no routes it builds the default of
+// docs/configuration.md#routes: every initial request to defaultSet with
+// algorithm 4.
 func NewRouter(routes []RouteConfig, defaultSet int) (*Router, error) {
 	if len(routes) == 0 {
 		routes = []RouteConfig{{

@@ -495,8 +495,8 @@ func (s *Server) isSelf(host string, port int, scheme string) bool {
 }
 
 // dropCounter passes sipgo's log records on, except its "failed to parse"
-// errors: those carry the whole packet, so they are counted and logged at
-// debug level without it (SPEC §6 step 2: drop and count).
+// errors: those carry the whole packet, so they are counted and logged at debug
+// level without it (docs/proxy.md, "How the proxy handles a request", step 1).
 type dropCounter struct {
 	next slog.Handler
 	n    *atomic.Int64
@@ -583,7 +583,7 @@ func (s *Server) onRequest(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		s.inDialog(req, tx)
 	case req.Method == sipmsg.OPTIONS && req.Recipient.User == "" &&
 		s.isSelf(req.Recipient.Host, req.Recipient.Port, req.Recipient.Scheme) && !s.hasForeignRoute(req):
-		// SPEC §6 step 7: keepalives addressed to the proxy itself.
+		// Keepalives addressed to the proxy itself (docs/proxy.md, step 3).
 		s.reply(req, tx, 200, "OK")
 	default:
 		s.initial(req, tx)
@@ -748,7 +748,8 @@ func (s *Server) outgoing(req *sipmsg.Request, h hop, mf, pop int, branch string
 	return fwd
 }
 
-// initial routes a request that starts a dialog or stands alone (SPEC §6 step 4).
+// initial routes a request that starts a dialog or stands alone (docs/proxy.md,
+// "How the proxy handles a request", step 6).
 func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	mf, ok := s.nextMaxForwards(req)
 	if !ok {
@@ -851,8 +852,9 @@ func (s *Server) unavailable(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	s.reply(req, tx, 503, "Service Unavailable", hdrs...)
 }
 
-// inDialog forwards a request carrying a To tag along its Route set (SPEC §6
-// step 3); a BYE ends the call's load entry.
+// inDialog forwards a request carrying a To tag along its Route set
+// (docs/proxy.md, "How the proxy handles a request", step 5); a BYE ends the
+// call's load entry.
 func (s *Server) inDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	mf, ok := s.nextMaxForwards(req)
 	if !ok {

@@ -72,7 +72,8 @@ func (e sentInvite) hop() hop {
 }
 
 // statelessInitial sends an initial request to the first destination of its
-// selection; there is no failover without state (SPEC §6 step 5).
+// selection; there is no failover without state (docs/proxy.md, "How the proxy
+// handles a request", step 8).
 func (s *Server) statelessInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
 	dest := &sel.Dests[0]
 	branch := statelessBranch(req)

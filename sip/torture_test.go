@@ -56,7 +56,7 @@ func only(code int) func([]int) bool {
 
 // Every RFC 4475 torture message sent over UDP, byte for byte: no panic, no
 // hang, valid requests forwarded, invalid ones answered with an error or
-// dropped (SPEC §10). The outcome table is logged (go test -v).
+// dropped (docs/conformance.md). The outcome table is logged (go test -v).
 func TestTortureMessages(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(tortureDir, "*.dat"))
 	if len(files) != 49 {
