@@ -33,8 +33,8 @@ var (
 	ErrLoadInFlight = errors.New("call-load entry of this call is being committed")
 )
 
-// loadWarnEvery rate-limits the warning about failed background LoadAdds:
-// without a quorum every alg-10 INVITE fails one, at the call rate.
+// loadWarnEvery rate-limits the warning about failed LoadAdds: without a
+// quorum every alg-10 INVITE fails one, at the call rate.
 const loadWarnEvery = 10 * time.Second
 
 // flight is a LoadAdd this node is proposing. Confirms and moves issued for
@@ -197,12 +197,12 @@ func (r *Registry) finishAdd(ctx context.Context, sel Selection, add dispatch.Co
 	if r.opts.OnLoadCommitFailure != nil {
 		r.opts.OnLoadCommitFailure(mode)
 	}
-	if mode == LoadCommitSync {
-		return err // the caller answers 503 and logs
-	}
 	if ok, n := r.order.warn(r.opts.Now()); ok {
-		r.opts.Logger.Warn("call-load commit failed; the call proceeds without a replicated entry",
-			"set", sel.SetID, "err", err, "suppressed", n)
+		msg := "call-load commit failed; the call proceeds without a replicated entry"
+		if mode == LoadCommitSync {
+			msg = "call-load commit failed; the INVITE is refused (503)"
+		}
+		r.opts.Logger.Warn(msg, "set", sel.SetID, "err", err, "suppressed", n)
 		return err
 	}
 	r.opts.Logger.Debug("call-load commit failed", "set", sel.SetID, "call_id", add.CallID, "err", err)

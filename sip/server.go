@@ -826,7 +826,8 @@ func (s *Server) dispatchInitial(req *sipmsg.Request, tx sipmsg.ServerTransactio
 		// first copy's outcome answers it.
 		return
 	case errors.Is(err, actors.ErrLoadNotCommitted):
-		s.log.Warn("sip: call-load entry not committed", "route", rt.Name, "set", d.Set, "err", err)
+		// Counted and logged (rate-limited) by the dispatcher.
+		s.log.Debug("sip: call-load entry not committed", "route", rt.Name, "set", d.Set, "err", err)
 		s.unavailable(req, tx)
 		return
 	case err != nil:
