@@ -20,6 +20,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
 )
@@ -36,7 +37,7 @@ type fileConfig struct {
 	Dispatcher dispatcherConfig  `yaml:"dispatcher"`
 	Routes     []sip.RouteConfig `yaml:"routes"`
 	Cluster    clusterConfig     `yaml:"cluster"`
-	Events     eventsConfig      `yaml:"events"`
+	Events     webhook.Config    `yaml:"events"`
 
 	// path is the file the values came from; "" for built-in defaults.
 	path string
@@ -193,7 +194,7 @@ func defaultConfig() fileConfig {
 			LoadReplication: "sync",
 			DeadNodeReap:    24 * time.Hour,
 		},
-		Events: eventsConfig{Timeout: 2 * time.Second, Retries: 3},
+		Events: webhook.DefaultConfig(),
 	}
 }
 
@@ -436,7 +437,7 @@ func (c *fileConfig) Validate() error {
 	}
 	errs = append(errs, c.checkRouteNeeds()...)
 	c.validateCluster(bad)
-	c.Events.validate(bad)
+	keyed(c.Events.Validate())
 	return errors.Join(errs...)
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
 )
@@ -55,10 +56,10 @@ func runServe(args []string, _, stderr io.Writer) error {
 	sets := dispatch.BuildSets(dests)
 	m := newMetrics(log)
 	onEvent := m.OnEvent
-	var hook *webhook
+	var hook *webhook.Sender
 	if c.Events.WebhookURL != "" {
-		if hook, err = newWebhook(c.Events, webhookQueueSize, log); err != nil {
-			return err
+		if hook, err = webhook.New(c.Events, webhook.QueueSize, "sipdispatch/"+version, log); err != nil {
+			return fmt.Errorf("failed to create the webhook: %w", err)
 		}
 		onEvent = fanOut(m.OnEvent, hook.OnEvent)
 		m.reg.MustRegister(hook)
@@ -75,7 +76,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	var leaderWork []func(context.Context)
 	if hook != nil {
 		// Every node applies the same events; only the leader sends them.
-		leaderWork = append(leaderWork, hook.whileLeader)
+		leaderWork = append(leaderWork, hook.WhileLeader)
 	}
 	startCtx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
 	src.reg, node, err = startCluster(startCtx, &c, opts, src, m, log, leaderWork...)
@@ -142,7 +143,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 		go relay.run(ctx)
 	}
 	if hook != nil {
-		go hook.run(ctx)
+		go hook.Run(ctx)
 	}
 	apiDone := make(chan error, 1)
 	// SPEC §8: a cluster member is ready once a leader exists (writes can
@@ -256,4 +257,14 @@ func newLogger(lc logConfig, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// fanOut calls each hook in turn with every event; the actors' single
+// OnEvent feeds both metrics and the webhook this way.
+func fanOut(hooks ...func(dispatch.Event)) func(dispatch.Event) {
+	return func(ev dispatch.Event) {
+		for _, h := range hooks {
+			h(ev)
+		}
+	}
 }
