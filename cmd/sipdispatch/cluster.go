@@ -21,6 +21,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -204,7 +205,7 @@ const standaloneSyncTimeout = time.Minute
 // snapshot, or the leader's source (syncSets). Load-expiry sweeps run on the
 // leader only, and so does leaderWork. A standalone node returns once its
 // sets are committed; ctx bounds the first gossip join of a cluster member.
-func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *sources, m *metrics, log *slog.Logger, leaderWork ...func(context.Context)) (*actors.Registry, *cluster.Node, error) {
+func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *sources, m *metrics.Metrics, log *slog.Logger, leaderWork ...func(context.Context)) (*actors.Registry, *cluster.Node, error) {
 	standalone := !c.Cluster.Enabled
 	var (
 		ncfg cluster.Config
@@ -225,7 +226,7 @@ func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *
 	}
 	p := proposer{node: node}
 	if m != nil {
-		p.commit = m.commit
+		p.commit = m.CommitObserver()
 	}
 	opts.Proposer = p
 	reg, err := actors.NewRegistry(&c.Dispatcher.Config, nil, opts)

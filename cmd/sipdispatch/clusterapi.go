@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/sipdispatch/sipdispatch/cluster"
 )
 
@@ -24,13 +22,8 @@ type clusterInfo interface {
 // errNoCluster answers the cluster methods on a node that runs alone.
 var errNoCluster = &rpcError{Code: 500, Message: "Cluster Not Enabled"}
 
-// setCluster gives the API (and its metrics) the node's cluster view.
-func (s *apiServer) setCluster(c clusterInfo, m *metrics) {
-	s.cluster = c
-	if m != nil {
-		m.reg.MustRegister(&clusterCollector{c: c})
-	}
-}
+// setCluster gives the API the node's cluster view.
+func (s *apiServer) setCluster(c clusterInfo) { s.cluster = c }
 
 // members serves cluster.members: every gossip member this node knows.
 func (s *apiServer) members(context.Context, params) (any, *rpcError) {
@@ -144,57 +137,4 @@ func (s *apiServer) leave(ctx context.Context, _ params) (any, *rpcError) {
 		return nil, failed("Leave Failed", err)
 	}
 	return "Ok. Left the cluster; the node is shutting down.", nil
-}
-
-// clusterCollector turns the cluster view into series at scrape time.
-type clusterCollector struct{ c clusterInfo }
-
-var (
-	descRaftLeader = prometheus.NewDesc("sipdispatch_raft_leader",
-		"1 when this node is the raft leader.", nil, nil)
-	descRaftTerm  = prometheus.NewDesc("sipdispatch_raft_term", "Current raft term.", nil, nil)
-	descRaftIndex = prometheus.NewDesc("sipdispatch_raft_index",
-		"Raft log indexes of this node.", []string{"kind"}, nil)
-	descRaftPeers = prometheus.NewDesc("sipdispatch_raft_peers",
-		"Raft servers in the configuration, by suffrage.", []string{"suffrage"}, nil)
-	descGossipMembers = prometheus.NewDesc("sipdispatch_gossip_members",
-		"Gossip members this node knows, by state.", []string{"state"}, nil)
-)
-
-// Describe implements prometheus.Collector.
-func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRaftLeader, descRaftTerm, descRaftIndex, descRaftPeers, descGossipMembers} {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
-	states := map[string]float64{}
-	for _, m := range c.c.Members() {
-		states[string(m.State)]++
-	}
-	for s, n := range states {
-		ch <- prometheus.MustNewConstMetric(descGossipMembers, prometheus.GaugeValue, n, s)
-	}
-	st, err := c.c.Raft()
-	if err != nil {
-		return
-	}
-	leader := 0.0
-	if st.State == "Leader" {
-		leader = 1
-	}
-	ch <- prometheus.MustNewConstMetric(descRaftLeader, prometheus.GaugeValue, leader)
-	ch <- prometheus.MustNewConstMetric(descRaftTerm, prometheus.GaugeValue, float64(st.Term))
-	for kind, v := range map[string]uint64{"last": st.LastIndex, "commit": st.CommitIndex, "applied": st.AppliedIndex} {
-		ch <- prometheus.MustNewConstMetric(descRaftIndex, prometheus.GaugeValue, float64(v), kind)
-	}
-	peers := map[string]float64{}
-	for _, p := range st.Peers {
-		peers[p.Suffrage]++
-	}
-	for s, n := range peers {
-		ch <- prometheus.MustNewConstMetric(descRaftPeers, prometheus.GaugeValue, n, s)
-	}
 }

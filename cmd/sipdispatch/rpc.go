@@ -185,13 +185,13 @@ type apiServer struct {
 }
 
 // newAPIServer returns the management API handler: POST /RPC (JSON-RPC 2.0
-// with Kamailio's dispatcher methods), GET /metrics when m is not nil (its
-// destination series then come from b), GET /healthz and GET /readyz. With a
+// with Kamailio's dispatcher methods), GET /metrics served by metrics when
+// it is not nil, GET /healthz and GET /readyz. With a
 // token every /RPC and /metrics call needs "Authorization: Bearer TOKEN";
 // without one only loopback clients may call them. The health endpoints are
 // open: orchestrator probes carry no credentials and the endpoints disclose
 // no state.
-func newAPIServer(b backend, token string, log *slog.Logger, m *metrics) *apiServer {
+func newAPIServer(b backend, token string, log *slog.Logger, metrics http.Handler) *apiServer {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -218,9 +218,8 @@ func newAPIServer(b backend, token string, log *slog.Logger, m *metrics) *apiSer
 		"ds_reload":    s.reload,
 	}
 	s.mux.Handle("POST /RPC", s.auth(http.HandlerFunc(s.serveRPC)))
-	if m != nil {
-		m.dests.b.Store(&b)
-		s.mux.Handle("GET /metrics", s.auth(m.handler(log)))
+	if metrics != nil {
+		s.mux.Handle("GET /metrics", s.auth(metrics))
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -896,4 +897,29 @@ func TestRPCLoadEntries(t *testing.T) {
 	if code, body := post(t, srv.URL, "", rpcBody("dispatcher.load", 2, set, "calls")); code != 500 {
 		t.Fatalf("unknown mode: %d %s, want 500 Invalid Parameters", code, body)
 	}
+}
+
+func TestMetricsAuth(t *testing.T) {
+	f := newFake(dispatch.DefaultConfig(), fakeSets()...)
+	m := metrics.New(discardLog)
+	m.WatchDestinations(f)
+	srv := httptest.NewServer(newAPIServer(f, "tok", discardLog, m.Handler(discardLog)))
+	t.Cleanup(srv.Close)
+	scrape(t, srv.URL, "", 401)
+	if body := scrape(t, srv.URL, "tok", 200); !strings.Contains(body, "sipdispatch_destination_up") {
+		t.Errorf("scrape with token:\n%s", body)
+	}
+	// Without a metrics registry there is no /metrics.
+	noMetrics := httptest.NewServer(newAPIServer(f, "", discardLog, nil))
+	t.Cleanup(noMetrics.Close)
+	scrape(t, noMetrics.URL, "", 404)
+}
+
+func scrape(t *testing.T, url, token string, wantStatus int) string {
+	t.Helper()
+	status, b := apiRequest(t, http.MethodGet, url+"/metrics", token, nil)
+	if status != wantStatus {
+		t.Errorf("GET /metrics: HTTP %d, want %d\n%s", status, wantStatus, b)
+	}
+	return string(b)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
@@ -54,7 +55,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("failed to load destinations: %w", err)
 	}
 	sets := dispatch.BuildSets(dests)
-	m := newMetrics(log)
+	m := metrics.New(log)
 	onEvent := m.OnEvent
 	var hook *webhook.Sender
 	if c.Events.WebhookURL != "" {
@@ -62,7 +63,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 			return fmt.Errorf("failed to create the webhook: %w", err)
 		}
 		onEvent = fanOut(m.OnEvent, hook.OnEvent)
-		m.reg.MustRegister(hook)
+		m.Registry().MustRegister(hook)
 	}
 	src := &sources{c: &c, log: log, dests: dests}
 	// A standalone node runs the same one-node raft registry, so
@@ -91,7 +92,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 		relay = &loadRelay{node: node, reg: reg, log: log}
 		node.OnMessage(relay.receive)
 	}
-	m.registerLoadQueue(reg, func() uint64 {
+	m.RegisterLoadQueue(reg, func() uint64 {
 		if relay == nil {
 			return 0
 		}
@@ -115,7 +116,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	if c.Cluster.Enabled {
 		// SPEC §7: probe only this node's share, leader proposes. Registered
 		// after Start: a result gossiped before is repeated next round.
-		gate.relay = newProbeRelay(c.Node.Name, node, reg, m.reg, log)
+		gate.relay = newProbeRelay(c.Node.Name, node, reg, m.Registry(), log)
 		node.OnMessage(gate.relay.receive)
 	}
 	srv, err := sip.NewServer(sipCfg, gate, router, log)
@@ -158,8 +159,11 @@ func runServe(args []string, _, stderr io.Writer) error {
 		}
 		return nil
 	}
-	api := newAPIServer(rb, token, log, m)
-	api.setCluster(node, m)
+	m.WatchDestinations(rb)
+	m.RegisterCluster(node)
+	m.RegisterSIPDropped(srv.Dropped)
+	api := newAPIServer(rb, token, log, m.Handler(log))
+	api.setCluster(node)
 	if c.Cluster.Enabled {
 		api.leaver = newLeaver(node, quit)
 	}
