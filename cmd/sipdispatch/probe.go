@@ -77,7 +77,7 @@ func newProbeRelay(self string, node probeCluster, sink probeSink, reg prometheu
 // ReportProbe implements sip.Dispatcher: in a cluster the result goes to the
 // relay (proposed by the leader, gossiped by the others); on a single node
 // the registry takes it as before.
-func (g pingGate) ReportProbe(setID int, uri string, res dispatch.ProbeResult) {
+func (g *pingGate) ReportProbe(setID int, uri string, res dispatch.ProbeResult) {
 	if g.relay != nil {
 		g.relay.report(setID, uri, res)
 		return

@@ -315,7 +315,7 @@ func TestPingGateProbeShare(t *testing.T) {
 	t.Cleanup(reg.Stop)
 	ctx := context.Background()
 
-	single := pingGate{Registry: reg, rb: &registryBackend{Registry: reg, Cfg: &cfg}}
+	single := &pingGate{Registry: reg}
 	all, err := single.ProbeTargets(ctx)
 	if err != nil || len(all) != len(uris) {
 		t.Fatalf("single node: %d targets, %v; want %d", len(all), err, len(uris))
@@ -326,8 +326,7 @@ func TestPingGateProbeShare(t *testing.T) {
 	})
 
 	fc := &probeClusterFake{members: []cluster.Member{alive("n1"), alive("n2"), alive("n3")}}
-	clustered := single
-	clustered.relay = newTestRelay(fc, &probeSinkFake{})
+	clustered := &pingGate{Registry: reg, relay: newTestRelay(fc, &probeSinkFake{})}
 	mine, err := clustered.ProbeTargets(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +338,7 @@ func TestPingGateProbeShare(t *testing.T) {
 	if got := testutil.ToFloat64(clustered.relay.ownedGauge); got != float64(len(mine)) {
 		t.Errorf("owned gauge %v, want %d", got, len(mine))
 	}
-	clustered.rb.SetPingActive(0)
+	clustered.SetPingActive(0)
 	if off, _ := clustered.ProbeTargets(ctx); len(off) != 0 {
 		t.Errorf("ping_active 0: %d targets", len(off))
 	}

@@ -12,11 +12,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
@@ -72,7 +74,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	opts := actors.Options{Logger: log, OnEvent: onEvent, OnLoadCommitFailure: m.LoadCommitFailure,
 		LoadReplication: c.Cluster.LoadReplication, PendingFile: filepath.Join(c.Node.DataDir, pendingLoadFile)}
 	// Without cluster.enabled the node is a standalone one-node raft on
-	// node.data_dir (SPEC §7): the same registry, proposer and applier.
+	// node.data_dir (docs/cluster.md): the same registry, proposer and applier.
 	var node *cluster.Node
 	var leaderWork []func(context.Context)
 	if hook != nil {
@@ -108,13 +110,12 @@ func runServe(args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("failed to compile routes: %w", err)
 	}
-	rb := &registryBackend{Registry: reg, Cfg: &c.Dispatcher.Config,
-		ReloadFunc: src.reload, AddFunc: src.add, RemoveFunc: src.remove}
 	sipCfg := c.sipConfig()
 	sipCfg.Observer = m
-	gate := pingGate{Registry: reg, rb: rb}
+	gate := &pingGate{Registry: reg}
 	if c.Cluster.Enabled {
-		// SPEC §7: probe only this node's share, leader proposes. Registered
+		// Probe only this node's share, the leader proposes (docs/cluster-design.md,
+		// "Probing"). Registered
 		// after Start: a result gossiped before is repeated next round.
 		gate.relay = newProbeRelay(c.Node.Name, node, reg, m.Registry(), log)
 		node.OnMessage(gate.relay.receive)
@@ -125,7 +126,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	}
 	token := ""
 	if c.API.TokenFile != "" {
-		if token, err = readTokenFile(c.API.TokenFile); err != nil {
+		if token, err = api.ReadTokenFile(c.API.TokenFile); err != nil {
 			return fmt.Errorf("failed to read api.token_file: %w", err)
 		}
 	}
@@ -147,27 +148,19 @@ func runServe(args []string, _, stderr io.Writer) error {
 		go hook.Run(ctx)
 	}
 	apiDone := make(chan error, 1)
-	// SPEC §8: a cluster member is ready once a leader exists (writes can
-	// commit) and the replicated sets have arrived. A standalone node gets
-	// here only after its sets committed, and may have none (empty source).
-	rb.ReadyFunc = func() error {
-		if id, _ := node.Leader(); id == "" {
-			return errors.New("cluster has no leader")
-		}
-		if c.Cluster.Enabled && len(reg.IDs()) == 0 {
-			return errors.New("no destination sets replicated yet")
-		}
-		return nil
-	}
-	m.WatchDestinations(rb)
+	b := &nodeBackend{Registry: reg, cfg: &c.Dispatcher.Config, src: src, gate: gate,
+		node: node, clustered: c.Cluster.Enabled}
+	m.WatchDestinations(b)
 	m.RegisterCluster(node)
 	m.RegisterSIPDropped(srv.Dropped)
-	api := newAPIServer(rb, token, log, m.Handler(log))
-	api.setCluster(node)
+	apiSrv := api.New(b, token, log, m.Handler(log))
+	apiSrv.SetCluster(node)
+	var leaver *api.Leaver
 	if c.Cluster.Enabled {
-		api.leaver = newLeaver(node, quit)
+		leaver = api.NewLeaver(node, quit)
+		apiSrv.SetLeaver(leaver)
 	}
-	go func() { apiDone <- serveAPI(ctx, apiLn, api, log) }()
+	go func() { apiDone <- api.Serve(ctx, apiLn, apiSrv, log) }()
 
 	log.Info("sipdispatch serving", "version", version, "listen", strings.Join(c.Listen, ","),
 		"mode", c.Proxy.Mode, "sets", len(sets), "source", c.sourceName(), "cluster", c.Cluster.Enabled)
@@ -177,7 +170,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("SIP server shutdown", "err", err)
 	}
-	leaveErr := api.leaver.finish(c.Cluster.LeaveOnTerminate, log)
+	leaveErr := leaver.Finish(c.Cluster.LeaveOnTerminate, log)
 	stop()
 	if err := <-apiDone; err != nil {
 		log.Warn("API server", "err", err)
@@ -210,18 +203,28 @@ func reloadOnHUP(ctx context.Context, src *sources, log *slog.Logger) {
 }
 
 // pingGate is the proxy's view of the registry with Kamailio's ping_active
-// switch applied: while keepalives are off, no destination is due. In a
-// cluster, relay limits the targets to this node's share and routes the
-// results to the leader; nil on a single node.
+// switch applied: while keepalives are off, no destination is due. It owns
+// that switch (dispatcher.ping_active reads and sets it through the API's
+// backend). In a cluster, relay limits the targets to this node's share and
+// routes the results to the leader; nil on a single node.
 type pingGate struct {
 	*actors.Registry
-	rb    *registryBackend
 	relay *probeRelay
+
+	// pingOff is the negation of ping_active so that the zero value means
+	// "keepalives on", as Kamailio starts.
+	pingOff atomic.Int64
 }
 
+// PingActive reports Kamailio's ping_active state (1: keepalives on).
+func (g *pingGate) PingActive() int { return int(1 - g.pingOff.Load()) }
+
+// SetPingActive changes ping_active and returns the previous value.
+func (g *pingGate) SetPingActive(v int) int { return int(1 - g.pingOff.Swap(int64(1-v))) }
+
 // ProbeTargets implements sip.Dispatcher.
-func (g pingGate) ProbeTargets(ctx context.Context) ([]actors.ProbeTarget, error) {
-	if g.rb.PingActive() == 0 {
+func (g *pingGate) ProbeTargets(ctx context.Context) ([]actors.ProbeTarget, error) {
+	if g.PingActive() == 0 {
 		return nil, nil
 	}
 	targets, err := g.Registry.ProbeTargets(ctx)
