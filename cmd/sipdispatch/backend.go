@@ -6,6 +6,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -22,7 +23,7 @@ type leaderView interface {
 type nodeBackend struct {
 	*actors.Registry
 	cfg       *dispatch.Config // the configuration the registry runs under
-	src       *sources
+	src       *source.Sources
 	gate      *pingGate
 	node      leaderView
 	clustered bool // cluster.enabled
@@ -34,16 +35,16 @@ var _ api.Backend = (*nodeBackend)(nil)
 func (b *nodeBackend) Config() *dispatch.Config { return b.cfg }
 
 // Reload implements api.Backend: the source is read again and committed.
-func (b *nodeBackend) Reload(ctx context.Context) error { return b.src.reload(ctx) }
+func (b *nodeBackend) Reload(ctx context.Context) error { return b.src.Reload(ctx) }
 
 // Add implements api.Backend.
 func (b *nodeBackend) Add(ctx context.Context, set int, uri string, flags dispatch.Flags, priority int, attrs string) error {
-	return b.src.add(ctx, set, uri, flags, priority, attrs)
+	return b.src.Add(ctx, set, uri, flags, priority, attrs)
 }
 
 // Remove implements api.Backend.
 func (b *nodeBackend) Remove(ctx context.Context, set int, uri string) error {
-	return b.src.remove(ctx, set, uri)
+	return b.src.Remove(ctx, set, uri)
 }
 
 // PingActive implements api.Backend; the keepalive gate owns the switch.

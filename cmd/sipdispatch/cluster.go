@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -202,10 +201,10 @@ const standaloneSyncTimeout = time.Minute
 // the node: a cluster member with cluster.enabled, else a standalone node
 // (one-node raft on local disk), so both run the same registry, proposer and
 // applier. The registry starts empty: its sets come from the raft log, a
-// snapshot, or the leader's source (syncSets). Load-expiry sweeps run on the
+// snapshot, or the leader's source (source.Sources.Sync). Load-expiry sweeps run on the
 // leader only, and so does leaderWork. A standalone node returns once its
 // sets are committed; ctx bounds the first gossip join of a cluster member.
-func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *sources, m *metrics.Metrics, log *slog.Logger, leaderWork ...func(context.Context)) (*actors.Registry, *cluster.Node, error) {
+func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *source.Sources, m *metrics.Metrics, log *slog.Logger, leaderWork ...func(context.Context)) (*actors.Registry, *cluster.Node, error) {
 	standalone := !c.Cluster.Enabled
 	var (
 		ncfg cluster.Config
@@ -233,12 +232,13 @@ func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *
 	if err != nil {
 		return nil, nil, fmt.Errorf("failed to start set actors: %w", err)
 	}
-	app.reg, src.reg = reg, reg
+	app.reg = reg
+	src.SetRegistry(reg)
 	synced := make(chan struct{})
 	var once sync.Once
 	node.OnLeadership(func(ctx context.Context) {
 		log.Info("cluster: this node is the leader", "standalone", standalone)
-		if src.syncSets(ctx, standalone) {
+		if src.Sync(ctx, standalone) {
 			once.Do(func() { close(synced) })
 		}
 	})
@@ -256,7 +256,7 @@ func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *
 	if !standalone {
 		log.Info("cluster node started", "name", ncfg.NodeName, "gossip", node.GossipAddr(),
 			"raft", node.RaftAddr(), "join", ncfg.Join, "bootstrap_expect", ncfg.BootstrapExpect)
-		go src.warnSourceDrift(node)
+		go src.WarnDrift(node)
 		return reg, node, nil
 	}
 	t := time.NewTimer(standaloneSyncTimeout)
@@ -272,138 +272,4 @@ func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *
 	}
 	log.Info("standalone node started", "name", ncfg.NodeName, "raft_dir", ncfg.DataDir)
 	return reg, node, nil
-}
-
-// syncSets runs on a new leader, after everything committed before has been
-// applied. If the replicated state holds no set (a brand-new cluster or data
-// dir), it commits this node's source. Otherwise, with replace (a standalone
-// node, whose source is the operator's truth at start), it commits the
-// source as a reload when it differs from the committed sets, so that state
-// and call load carry over by duid, else set+URI. It retries until done
-// (true) or the leadership ends (false).
-func (s *sources) syncSets(ctx context.Context, replace bool) bool {
-	const retry = time.Second
-	for {
-		err := s.syncOnce(ctx, replace)
-		if err == nil {
-			return true
-		}
-		s.log.Warn("cluster: committing the source's sets failed; retrying", "err", err)
-		t := time.NewTimer(retry)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return false
-		case <-t.C:
-		}
-	}
-}
-
-func (s *sources) syncOnce(ctx context.Context, replace bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.reg.IDs()) == 0 {
-		if err := s.reg.Replace(ctx, dispatch.BuildSets(s.dests)); err != nil {
-			return err
-		}
-		s.log.Info("cluster: committed the initial sets", "destinations", len(s.dests), "source", s.c.sourceName())
-		return nil
-	}
-	if !replace {
-		return nil
-	}
-	diff, err := s.sourceDiff(ctx)
-	if err != nil {
-		return err
-	}
-	if diff == 0 {
-		s.log.Info("standalone: the committed sets match the source", "source", s.c.sourceName())
-		return nil
-	}
-	if err := s.reg.Replace(ctx, dispatch.BuildSets(s.dests)); err != nil {
-		return err
-	}
-	s.log.Info("standalone: the source changed since the sets were committed; committed it as a reload",
-		"differences", diff, "destinations", len(s.dests), "source", s.c.sourceName())
-	return nil
-}
-
-// warnSourceDrift runs on a cluster member: once the node has caught up
-// with the leader, it compares its own source with the replicated sets and
-// warns if they differ. It never replaces them: one node's file must not
-// silently overwrite the cluster's state; the operator runs reload.
-func (s *sources) warnSourceDrift(node *cluster.Node) {
-	const poll, limit = 200 * time.Millisecond, 10 * time.Minute
-	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(poll) {
-		st, err := node.Raft()
-		if err != nil || st.State == "Shutdown" {
-			return
-		}
-		if st.LeaderID == "" || st.CommitIndex == 0 || st.AppliedIndex < st.CommitIndex || len(s.reg.IDs()) == 0 {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
-		s.mu.Lock()
-		diff, err := s.sourceDiff(ctx)
-		s.mu.Unlock()
-		cancel()
-		switch {
-		case err != nil:
-			s.log.Warn("cluster: comparing the source with the replicated sets failed", "err", err)
-		case diff > 0:
-			s.log.Warn("cluster: this node's destination source differs from the replicated sets; the cluster's sets are kept. "+
-				"Run `sipdispatch reload` on this node to commit its source", "differences", diff, "source", s.c.sourceName())
-		}
-		return
-	}
-}
-
-// sourceDiff counts how many destinations differ between the committed sets
-// and the source (s.mu held).
-func (s *sources) sourceDiff(ctx context.Context) (int, error) {
-	st, err := s.reg.Status(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("read the committed sets: %w", err)
-	}
-	return destDiff(st, dispatch.BuildSets(s.dests)), nil
-}
-
-// destDiff counts the destinations (set, URI, flags, priority and attributes
-// as written) that are on one side only; a destination whose attributes
-// changed counts twice (removed and added). Equal destinations in another
-// order within a set count as one difference, as the order drives selection.
-func destDiff(committed []actors.SetStatus, source []dispatch.Set) int {
-	type key struct {
-		set      int
-		uri      string
-		flags    dispatch.Flags
-		priority int
-		attrs    string
-	}
-	balance := map[key]int{}
-	var a, b []key
-	for _, set := range committed {
-		for _, d := range set.Dests {
-			k := key{set.ID, d.URI, d.Flags, d.Priority, d.Attrs.Raw}
-			a = append(a, k)
-			balance[k]++
-		}
-	}
-	source = slices.Clone(source)
-	slices.SortStableFunc(source, func(x, y dispatch.Set) int { return cmp.Compare(x.ID, y.ID) })
-	for _, set := range source {
-		for _, d := range set.Dests {
-			k := key{set.ID, d.URI, d.Flags, d.Priority, d.Attrs.Raw}
-			b = append(b, k)
-			balance[k]--
-		}
-	}
-	diff := 0
-	for _, v := range balance {
-		diff += max(v, -v)
-	}
-	if diff == 0 && !slices.Equal(a, b) {
-		diff = 1
-	}
-	return diff
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -141,7 +142,7 @@ func TestStartClusterOneNode(t *testing.T) {
 	c.Cluster.Gossip = gossipConfig{Bind: "127.0.0.1:0"}
 	c.Cluster.Raft = raftConfig{Bind: "127.0.0.1:0", BootstrapExpect: 1}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	src := &sources{c: &c, log: log, dests: testDests(t, "sip:a.example.com", "sip:b.example.com")}
+	src := source.New(&c.Dispatcher.Config, testDests(t, "sip:a.example.com", "sip:b.example.com"), log)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	reg, node, err := startCluster(ctx, &c, actors.Options{Logger: log}, src, nil, log)

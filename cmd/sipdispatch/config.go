@@ -20,6 +20,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
@@ -421,7 +422,7 @@ func (c *fileConfig) Validate() error {
 	reported["load_replication"] = true
 	sc := c.sipConfig()
 	keyed(sc.Validate())
-	for _, e := range validateDB(&c.Dispatcher.Config) {
+	for _, e := range source.Validate(&c.Dispatcher.Config) {
 		path, _, _ := strings.Cut(e.Error(), ":")
 		errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
 	}
@@ -715,3 +716,6 @@ func configFromFlags(fs *flag.FlagSet, f *serveFlags) (fileConfig, error) {
 	applyServeFlags(fs, f, &c)
 	return c, c.Preflight()
 }
+
+// sourceName names the destination source in messages.
+func (c *fileConfig) sourceName() string { return source.Name(&c.Dispatcher.Config) }

@@ -20,6 +20,7 @@ import (
 	"github.com/sipdispatch/sipdispatch/cluster"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
@@ -52,7 +53,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	if err := os.MkdirAll(c.Node.DataDir, 0o755); err != nil {
 		return fmt.Errorf("failed to create data dir: %w", err)
 	}
-	dests, err := loadDests(&c, log)
+	dests, err := source.Load(&c.Dispatcher.Config, log)
 	if err != nil {
 		return fmt.Errorf("failed to load destinations: %w", err)
 	}
@@ -67,7 +68,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 		onEvent = fanOut(m.OnEvent, hook.OnEvent)
 		m.Registry().MustRegister(hook)
 	}
-	src := &sources{c: &c, log: log, dests: dests}
+	src := source.New(&c.Dispatcher.Config, dests, log)
 	// A standalone node runs the same one-node raft registry, so
 	// load_replication applies with or without cluster.enabled. Load
 	// commands that have not committed survive a restart in the data dir.
@@ -82,12 +83,11 @@ func runServe(args []string, _, stderr io.Writer) error {
 		leaderWork = append(leaderWork, hook.WhileLeader)
 	}
 	startCtx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
-	src.reg, node, err = startCluster(startCtx, &c, opts, src, m, log, leaderWork...)
+	reg, node, err := startCluster(startCtx, &c, opts, src, m, log, leaderWork...)
 	cancel()
 	if err != nil {
 		return err
 	}
-	reg := src.reg
 	defer reg.Stop()
 	var relay *loadRelay
 	if c.Cluster.Enabled {
@@ -186,7 +186,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 }
 
 // reloadOnHUP re-reads the source on SIGHUP; a failed reload keeps the sets.
-func reloadOnHUP(ctx context.Context, src *sources, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, src *source.Sources, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -195,7 +195,7 @@ func reloadOnHUP(ctx context.Context, src *sources, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if err := src.reload(ctx); err != nil {
+			if err := src.Reload(ctx); err != nil {
 				log.Error("reload failed; running sets kept", "err", err)
 			}
 		}
