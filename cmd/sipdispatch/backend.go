@@ -6,6 +6,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/replica"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
@@ -24,7 +25,7 @@ type nodeBackend struct {
 	*actors.Registry
 	cfg       *dispatch.Config // the configuration the registry runs under
 	src       *source.Sources
-	gate      *pingGate
+	gate      *replica.ProbeGate
 	node      leaderView
 	clustered bool // cluster.enabled
 }

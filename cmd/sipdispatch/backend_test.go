@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/replica"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -24,7 +25,7 @@ func TestNodeBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(reg.Stop)
-	gate := &pingGate{Registry: reg}
+	gate := &replica.ProbeGate{Registry: reg}
 	leader := &fakeLeader{}
 	b := &nodeBackend{Registry: reg, cfg: &cfg, gate: gate, node: leader, clustered: true}
 	if got := b.PingActive(); got != 1 {

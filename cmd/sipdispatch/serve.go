@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/sipdispatch/sipdispatch/cluster"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/replica"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
@@ -89,16 +89,16 @@ func runServe(args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer reg.Stop()
-	var relay *loadRelay
+	var relay *replica.LoadRelay
 	if c.Cluster.Enabled {
-		relay = &loadRelay{node: node, reg: reg, log: log}
-		node.OnMessage(relay.receive)
+		relay = replica.NewLoadRelay(node, reg, log)
+		node.OnMessage(relay.Receive)
 	}
 	m.RegisterLoadQueue(reg, func() uint64 {
 		if relay == nil {
 			return 0
 		}
-		return relay.sent.Load()
+		return relay.Sent()
 	})
 	// Runs before reg.Stop: no command is applied to stopped actors.
 	defer func() {
@@ -112,13 +112,13 @@ func runServe(args []string, _, stderr io.Writer) error {
 	}
 	sipCfg := c.sipConfig()
 	sipCfg.Observer = m
-	gate := &pingGate{Registry: reg}
+	gate := &replica.ProbeGate{Registry: reg}
 	if c.Cluster.Enabled {
 		// Probe only this node's share, the leader proposes (docs/cluster-design.md,
 		// "Probing"). Registered
 		// after Start: a result gossiped before is repeated next round.
-		gate.relay = newProbeRelay(c.Node.Name, node, reg, m.Registry(), log)
-		node.OnMessage(gate.relay.receive)
+		gate.Relay = replica.NewProbeRelay(c.Node.Name, node, reg, m.Registry(), log)
+		node.OnMessage(gate.Relay.Receive)
 	}
 	srv, err := sip.NewServer(sipCfg, gate, router, log)
 	if err != nil {
@@ -142,7 +142,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	defer quit()
 	go reloadOnHUP(ctx, src, log)
 	if relay != nil {
-		go relay.run(ctx)
+		go relay.Run(ctx)
 	}
 	if hook != nil {
 		go hook.Run(ctx)
@@ -200,38 +200,6 @@ func reloadOnHUP(ctx context.Context, src *source.Sources, log *slog.Logger) {
 			}
 		}
 	}
-}
-
-// pingGate is the proxy's view of the registry with Kamailio's ping_active
-// switch applied: while keepalives are off, no destination is due. It owns
-// that switch (dispatcher.ping_active reads and sets it through the API's
-// backend). In a cluster, relay limits the targets to this node's share and
-// routes the results to the leader; nil on a single node.
-type pingGate struct {
-	*actors.Registry
-	relay *probeRelay
-
-	// pingOff is the negation of ping_active so that the zero value means
-	// "keepalives on", as Kamailio starts.
-	pingOff atomic.Int64
-}
-
-// PingActive reports Kamailio's ping_active state (1: keepalives on).
-func (g *pingGate) PingActive() int { return int(1 - g.pingOff.Load()) }
-
-// SetPingActive changes ping_active and returns the previous value.
-func (g *pingGate) SetPingActive(v int) int { return int(1 - g.pingOff.Swap(int64(1-v))) }
-
-// ProbeTargets implements sip.Dispatcher.
-func (g *pingGate) ProbeTargets(ctx context.Context) ([]actors.ProbeTarget, error) {
-	if g.PingActive() == 0 {
-		return nil, nil
-	}
-	targets, err := g.Registry.ProbeTargets(ctx)
-	if g.relay != nil {
-		targets = g.relay.owned(targets)
-	}
-	return targets, err
 }
 
 // sipConfig maps the file's listen/proxy/dispatcher keys to the proxy's config.
