@@ -19,7 +19,7 @@ import (
 )
 
 // Admin commands talk to a running node's management API through
-// api.Client (docs/operations.md, "CLI").
+// api.Client (docs/operations.md, "Admin CLI").
 const (
 	defaultAPI   = "http://127.0.0.1:9060"
 	envAPI       = "SIPDISPATCH_API"

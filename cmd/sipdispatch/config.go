@@ -26,7 +26,7 @@ import (
 	"github.com/sipdispatch/sipdispatch/sip"
 )
 
-// fileConfig is the whole configuration file of SPEC §3. Every field has a
+// fileConfig is the whole configuration file (docs/configuration.md). Every field has a
 // default (defaultConfig); docs/configuration.md describes each key.
 type fileConfig struct {
 	Node       nodeConfig        `yaml:"node"`
@@ -172,7 +172,7 @@ type tlsConfig struct {
 	CA   string `yaml:"ca"`
 }
 
-// defaultConfig returns SPEC §3's defaults: `serve` without a file runs one
+// defaultConfig returns the defaults of docs/configuration.md: `serve` without a file runs one
 // node on UDP+TCP 127.0.0.1:5060 with ./dispatcher.list and ./data.
 func defaultConfig() fileConfig {
 	return fileConfig{
@@ -617,7 +617,7 @@ func checkHostPort(s string, needPort bool) error {
 }
 
 // router compiles the routes for the loaded sets; with no routes, the default
-// route sends everything to the lowest set id (SPEC §3).
+// route sends everything to the lowest set id (docs/configuration.md, "routes").
 func (c *fileConfig) router(sets []dispatch.Set) (*sip.Router, error) {
 	def := 0
 	for i, s := range sets {

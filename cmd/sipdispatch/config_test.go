@@ -483,7 +483,7 @@ func TestServeFlagsWithoutFile(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	if c.Dispatcher.ListFile != "dispatcher.list" || c.Node.DataDir != "./data" {
-		t.Errorf("no file: list %q data %q, want the SPEC §2 defaults in the working dir", c.Dispatcher.ListFile, c.Node.DataDir)
+		t.Errorf("no file: list %q data %q, want the documented defaults in the working dir", c.Dispatcher.ListFile, c.Node.DataDir)
 	}
 }
 

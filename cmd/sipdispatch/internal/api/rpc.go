@@ -110,7 +110,7 @@ type Backend interface {
 // (dispatcher.add with attributes, or a small batch) is far below it.
 const maxRPCBody = 1 << 20
 
-// Server is the management API's HTTP handler (docs/operations.md, "API").
+// Server is the management API's HTTP handler (docs/operations.md, "HTTP endpoints").
 type Server struct {
 	b       Backend
 	token   []byte
@@ -174,8 +174,8 @@ func New(b Backend, token string, log *slog.Logger, metrics http.Handler) *Serve
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// auth enforces docs/operations.md, "Authentication": a bearer token when one is configured (compared in
-// constant time), else a loopback client.
+// auth enforces docs/operations.md, "Authentication": a bearer token when
+// one is configured (compared in constant time), else a loopback client.
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.token != nil {

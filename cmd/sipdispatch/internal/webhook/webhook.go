@@ -1,5 +1,5 @@
 // Package webhook POSTs dst-up/dst-down events to an HTTP receiver (the
-// events key of the configuration, docs/operations.md). It is a sink of the
+// events key, docs/configuration.md). It is a sink of the
 // set actors' OnEvent hook: it queues without blocking and sends from one
 // goroutine, retrying with backoff, while this node leads.
 package webhook
