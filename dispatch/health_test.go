@@ -187,7 +187,7 @@ func TestMarkKeepsConfigBits(t *testing.T) {
 // fixtures on the fixture list and compares with Kamailio's list afterwards.
 func TestMarkMatchesKamailioRPC(t *testing.T) {
 	// The one copy of the recorded answers lives with the API tests.
-	const dir = "../cmd/sipdispatch/testdata/kamailio-rpc/"
+	const dir = "../cmd/sipdispatch/internal/api/testdata/kamailio-rpc/"
 	f, err := os.Open(dir + "dispatcher.list")
 	if err != nil {
 		t.Fatal(err)

@@ -47,7 +47,7 @@ type rpcList struct {
 // and compares sets, order, flags and attributes with its real RPC answer.
 func TestParseListMatchesKamailio(t *testing.T) {
 	// The one copy of the recorded answers lives with the API tests.
-	const dir = "../cmd/sipdispatch/testdata/kamailio-rpc/"
+	const dir = "../cmd/sipdispatch/internal/api/testdata/kamailio-rpc/"
 	f, err := os.Open(dir + "dispatcher.list")
 	if err != nil {
 		t.Fatal(err)

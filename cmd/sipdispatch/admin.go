@@ -9,80 +9,23 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api"
 )
 
-// Admin commands talk to a running node's management API (SPEC §2).
+// Admin commands talk to a running node's management API through
+// api.Client (docs/operations.md, "Admin CLI").
 const (
 	defaultAPI   = "http://127.0.0.1:9060"
 	envAPI       = "SIPDISPATCH_API"
 	envToken     = "SIPDISPATCH_TOKEN"
 	adminTimeout = 30 * time.Second // a reload commits through raft; allow for it
 )
-
-// apiClient calls one node's JSON-RPC endpoint.
-type apiClient struct {
-	url   string // …/RPC
-	token string
-	hc    *http.Client
-	id    int
-}
-
-// call invokes method and returns its raw result; a JSON-RPC error comes
-// back as *rpcError.
-func (c *apiClient) call(ctx context.Context, method string, params ...any) (json.RawMessage, error) {
-	c.id++
-	req := map[string]any{"jsonrpc": "2.0", "method": method, "id": c.id}
-	if len(params) > 0 {
-		req["params"] = params
-	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", method, err)
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", method, err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	if c.token != "" {
-		hreq.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(hreq)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", method, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("%s: read reply: %w", method, err)
-	}
-	var r struct {
-		Result json.RawMessage `json:"result"`
-		Error  *struct {
-			Code    int    `json:"code"`
-			Message string `json:"message"`
-			Data    string `json:"data"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		// Not JSON-RPC: an auth refusal or something else on that port.
-		return nil, fmt.Errorf("%s: %s: HTTP %d: %s", method, c.url, resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	if r.Error != nil {
-		return nil, &rpcError{Code: r.Error.Code, Message: r.Error.Message, Data: r.Error.Data}
-	}
-	if r.Result == nil {
-		return nil, fmt.Errorf("%s: reply has neither result nor error", method)
-	}
-	return r.Result, nil
-}
 
 // adminFlags are the flags every admin command takes.
 type adminFlags struct {
@@ -122,24 +65,17 @@ func (a *adminFlags) parse(args []string, min, max int) error {
 
 // client builds the API client: -api, else $SIPDISPATCH_API, else the
 // default; the token from -token-file, else $SIPDISPATCH_TOKEN.
-func (a *adminFlags) client() (*apiClient, error) {
+func (a *adminFlags) client() (*api.Client, error) {
 	base := cmp.Or(a.api, os.Getenv(envAPI), defaultAPI)
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
 	token := os.Getenv(envToken)
 	if a.tokenFile != "" {
-		t, err := readTokenFile(a.tokenFile)
+		t, err := api.ReadTokenFile(a.tokenFile)
 		if err != nil {
 			return nil, err
 		}
 		token = t
 	}
-	return &apiClient{
-		url:   strings.TrimSuffix(base, "/") + "/RPC",
-		token: token,
-		hc:    &http.Client{Timeout: adminTimeout},
-	}, nil
+	return api.NewClient(base, token, adminTimeout), nil
 }
 
 // callAndPrint runs one call; --json prints the result as the node sent it
@@ -151,7 +87,7 @@ func (a *adminFlags) callAndPrint(stdout io.Writer, human func(json.RawMessage) 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()
-	res, err := c.call(ctx, method, params...)
+	res, err := c.Call(ctx, method, params...)
 	if err != nil {
 		return err
 	}

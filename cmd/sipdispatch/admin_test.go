@@ -3,12 +3,15 @@ package main
 import (
 	"encoding/json"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api/apitest"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -16,7 +19,7 @@ func TestAdminList(t *testing.T) {
 	cfg := dispatch.DefaultConfig()
 	cfg.HashSize = 4
 	cfg.PingLatencyStats = 1
-	f := newFake(cfg, fakeSets()...)
+	f := apitest.NewBackend(cfg, apitest.SmallNode()...)
 	srv := newFakeServer(t, f, "")
 
 	code, out, errs := runCLI("list", "-api", srv.URL)
@@ -39,12 +42,12 @@ func TestAdminList(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("list --json: exit %d, stderr %q", code, errs)
 	}
-	_, raw := post(t, srv.URL, "", rpcBody("dispatcher.list", 1))
+	_, raw := apitest.Post(t, srv.URL, "", apitest.RPCBody("dispatcher.list", 1))
 	var env struct{ Result json.RawMessage }
 	if err := json.Unmarshal(raw, &env); err != nil {
 		t.Fatal(err)
 	}
-	if d := diffJSON("$", mustDecode(t, env.Result), mustDecode(t, []byte(out))); len(d) > 0 {
+	if d := apitest.DiffJSON("$", apitest.MustDecode(t, env.Result), apitest.MustDecode(t, []byte(out))); len(d) > 0 {
 		t.Errorf("list --json differs from the API result: %v\n%s", d, out)
 	}
 	if !strings.HasPrefix(out, "{\n  \"NRSETS\": 2,\n  \"RECORDS\": [") {
@@ -53,7 +56,7 @@ func TestAdminList(t *testing.T) {
 }
 
 func TestAdminCommands(t *testing.T) {
-	f := newFake(dispatch.DefaultConfig(), fakeSets()...)
+	f := apitest.NewBackend(dispatch.DefaultConfig(), apitest.SmallNode()...)
 	srv := newFakeServer(t, f, "")
 	for _, tc := range []struct {
 		args       []string
@@ -89,11 +92,11 @@ func TestAdminCommands(t *testing.T) {
 				tc.args, code, out, errs, tc.code, tc.out, tc.errIn)
 		}
 	}
-	if want := []string{"2 sip:10.0.0.7 8 9 duid=x", "2 sip:10.0.0.8 0 0 "}; !slices.Equal(f.added, want) {
-		t.Errorf("backend Add calls %q, want %q", f.added, want)
+	if want := []string{"2 sip:10.0.0.7 8 9 duid=x", "2 sip:10.0.0.8 0 0 "}; !slices.Equal(f.Added, want) {
+		t.Errorf("backend Add calls %q, want %q", f.Added, want)
 	}
-	if f.reloads != 2 {
-		t.Errorf("backend Reload calls %d, want 2", f.reloads)
+	if f.Reloads != 2 {
+		t.Errorf("backend Reload calls %d, want 2", f.Reloads)
 	}
 
 	// "load" without --set lists every set.
@@ -106,12 +109,12 @@ func TestAdminCommands(t *testing.T) {
 // TestAdminSetState needs dispatch.ParseMarkState from the dispatch helper's
 // branch: it passes once that lands.
 func TestAdminSetState(t *testing.T) {
-	f := newFake(dispatch.DefaultConfig(), fakeSets()...)
+	f := apitest.NewBackend(dispatch.DefaultConfig(), apitest.SmallNode()...)
 	srv := newFakeServer(t, f, "")
 	flags := func(set, i int) string {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		for _, s := range f.sets {
+		f.Mu.Lock()
+		defer f.Mu.Unlock()
+		for _, s := range f.Sets {
 			if s.ID == set {
 				return s.Dests[i].State.Flags.Letters()
 			}
@@ -144,7 +147,7 @@ func TestAdminSetState(t *testing.T) {
 }
 
 func TestAdminAuthAndEndpoint(t *testing.T) {
-	f := newFake(dispatch.DefaultConfig(), fakeSets()...)
+	f := apitest.NewBackend(dispatch.DefaultConfig(), apitest.SmallNode()...)
 	srv := newFakeServer(t, f, "tok-123")
 	t.Setenv(envAPI, "")
 	t.Setenv(envToken, "")
@@ -175,8 +178,8 @@ func TestAdminAuthAndEndpoint(t *testing.T) {
 	if code, _, _ := runCLI("reload"); code != 1 {
 		t.Errorf("wrong token from environment: exit %d", code)
 	}
-	if f.reloads != 2 {
-		t.Errorf("backend Reload calls %d, want 2", f.reloads)
+	if f.Reloads != 2 {
+		t.Errorf("backend Reload calls %d, want 2", f.Reloads)
 	}
 
 	// Nothing listening.
@@ -190,4 +193,12 @@ func TestAdminAuthAndEndpoint(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "sipdispatch list: dispatcher.list: ") {
 		t.Errorf("no node: exit %d %q", code, errs)
 	}
+}
+
+// newFakeServer serves f's API until the test ends.
+func newFakeServer(t *testing.T, f *apitest.Backend, token string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(api.New(f, token, discardLog, nil))
+	t.Cleanup(srv.Close)
+	return srv
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
 )
@@ -79,7 +80,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		if len(errs) == 0 {
 			// The database notes absent columns of older table versions.
 			var dests []dispatch.Destination
-			dests, lerr = loadDB(context.Background(), &c.Dispatcher.Config, slog.New(slog.NewTextHandler(stderr, nil)))
+			dests, lerr = source.LoadDB(context.Background(), &c.Dispatcher.Config, slog.New(slog.NewTextHandler(stderr, nil)))
 			sets = dispatch.BuildSets(dests)
 		}
 	} else {

@@ -1,27 +1,22 @@
 package main
 
 import (
-	"bytes"
-	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
-	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
-	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/replica"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 )
 
 // defaultGossipPort is memberlist's port, used for a join address without one.
@@ -37,90 +32,6 @@ const pendingLoadFile = "load-pending"
 
 // snapshotTimeout bounds how long a raft snapshot waits for the set actors.
 const snapshotTimeout = 10 * time.Second
-
-// proposer adapts a cluster node to actors.Proposer: commands travel the raft
-// log encoded, and the result is the error of this node's own Apply.
-type proposer struct {
-	node *cluster.Node
-	// commit observes each proposal's time to commit and local apply,
-	// seconds; nil = not measured.
-	commit prometheus.Observer
-}
-
-// Propose implements actors.Proposer.
-func (p proposer) Propose(ctx context.Context, c dispatch.Command) error {
-	b, err := dispatch.EncodeCommand(c)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", c.Kind, err)
-	}
-	start := time.Now()
-	res, err := p.node.Propose(ctx, b)
-	if p.commit != nil && err == nil {
-		p.commit.Observe(time.Since(start).Seconds())
-	}
-	if errors.Is(err, cluster.ErrNoResult) {
-		// Committed for sure; this node caught up by snapshot, which holds
-		// the command's effect, so there is nothing more to wait for.
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if e, ok := res.(error); ok {
-		return e
-	}
-	return nil
-}
-
-// applier adapts the registry to cluster.Applier: it is the raft state
-// machine of a node. reg is set before the node starts.
-type applier struct{ reg *actors.Registry }
-
-// Apply implements cluster.Applier. The result is the command's error (nil
-// when it applied), which Propose hands back to the proposing caller.
-func (a *applier) Apply(_ uint64, b []byte) any {
-	c, err := dispatch.DecodeCommand(b)
-	if err != nil {
-		return fmt.Errorf("decode command: %w", err)
-	}
-	if _, err := a.reg.Apply(c); err != nil {
-		return err
-	}
-	return nil
-}
-
-// Snapshot implements cluster.Applier. The registry encodes its state at
-// once (the actors answer between two Apply calls), so the writer only
-// copies bytes.
-func (a *applier) Snapshot() (cluster.SnapshotWriter, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
-	defer cancel()
-	b, err := a.reg.Snapshot(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	return snapshotBytes(b), nil
-}
-
-// Restore implements cluster.Applier.
-func (a *applier) Restore(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return fmt.Errorf("read snapshot: %w", err)
-	}
-	return a.reg.Restore(b)
-}
-
-// snapshotBytes is an encoded registry snapshot as a cluster.SnapshotWriter.
-type snapshotBytes []byte
-
-// WriteTo implements io.WriterTo.
-func (s snapshotBytes) WriteTo(w io.Writer) (int64, error) {
-	return bytes.NewReader(s).WriteTo(w)
-}
-
-// Release implements cluster.SnapshotWriter; there is nothing to free.
-func (snapshotBytes) Release() {}
 
 // clusterNodeConfig maps the file's cluster keys to the node's config, with
 // production timings. The raft state lives in node.data_dir/raft. The raft
@@ -193,216 +104,26 @@ func (c *fileConfig) standaloneNodeConfig() (cluster.Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// standaloneSyncTimeout bounds how long a standalone node waits at start
-// for its raft log to replay and its source's sets to commit.
-const standaloneSyncTimeout = time.Minute
-
-// startCluster builds the replicated registry and its raft node and starts
-// the node: a cluster member with cluster.enabled, else a standalone node
-// (one-node raft on local disk), so both run the same registry, proposer and
-// applier. The registry starts empty: its sets come from the raft log, a
-// snapshot, or the leader's source (syncSets). Load-expiry sweeps run on the
-// leader only, and so does leaderWork. A standalone node returns once its
-// sets are committed; ctx bounds the first gossip join of a cluster member.
-func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *sources, m *metrics, log *slog.Logger, leaderWork ...func(context.Context)) (*actors.Registry, *cluster.Node, error) {
-	standalone := !c.Cluster.Enabled
+// startCluster maps the file's node and cluster keys onto replica.Start: a
+// cluster member with cluster.enabled, else a standalone node (one-node
+// raft on local disk), so both run the same registry, proposer and
+// applier. m may be nil (tests).
+func startCluster(ctx context.Context, c *fileConfig, opts actors.Options, src *source.Sources, m *metrics.Metrics, log *slog.Logger, leaderWork ...func(context.Context)) (*actors.Registry, *cluster.Node, error) {
 	var (
 		ncfg cluster.Config
 		err  error
 	)
-	if standalone {
-		ncfg, err = c.standaloneNodeConfig()
-	} else {
+	if c.Cluster.Enabled {
 		ncfg, err = c.clusterNodeConfig()
+	} else {
+		ncfg, err = c.standaloneNodeConfig()
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	app := &applier{}
-	node, err := cluster.New(ncfg, app, log.With("component", "cluster"))
-	if err != nil {
-		return nil, nil, err
-	}
-	p := proposer{node: node}
+	rc := replica.Config{Node: ncfg, Dispatcher: &c.Dispatcher.Config, Actors: opts, LeaderWork: leaderWork}
 	if m != nil {
-		p.commit = m.commit
+		rc.Commit = m.CommitObserver()
 	}
-	opts.Proposer = p
-	reg, err := actors.NewRegistry(&c.Dispatcher.Config, nil, opts)
-	if err != nil {
-		return nil, nil, fmt.Errorf("failed to start set actors: %w", err)
-	}
-	app.reg, src.reg = reg, reg
-	synced := make(chan struct{})
-	var once sync.Once
-	node.OnLeadership(func(ctx context.Context) {
-		log.Info("cluster: this node is the leader", "standalone", standalone)
-		if src.syncSets(ctx, standalone) {
-			once.Do(func() { close(synced) })
-		}
-	})
-	if c.Dispatcher.HashSize > 0 {
-		interval := time.Duration(c.Dispatcher.HashCheckInterval) * time.Second
-		node.OnLeadership(func(ctx context.Context) { reg.RunExpiry(ctx, interval) })
-	}
-	for _, fn := range leaderWork {
-		node.OnLeadership(fn)
-	}
-	if err := node.Start(ctx); err != nil {
-		reg.Stop()
-		return nil, nil, fmt.Errorf("failed to start the cluster node: %w", err)
-	}
-	if !standalone {
-		log.Info("cluster node started", "name", ncfg.NodeName, "gossip", node.GossipAddr(),
-			"raft", node.RaftAddr(), "join", ncfg.Join, "bootstrap_expect", ncfg.BootstrapExpect)
-		go src.warnSourceDrift(node)
-		return reg, node, nil
-	}
-	t := time.NewTimer(standaloneSyncTimeout)
-	defer t.Stop()
-	select {
-	case <-synced:
-	case <-t.C:
-		if err := node.Close(); err != nil {
-			log.Warn("standalone node close", "err", err)
-		}
-		reg.Stop()
-		return nil, nil, fmt.Errorf("standalone node: the destination sets did not commit within %v", standaloneSyncTimeout)
-	}
-	log.Info("standalone node started", "name", ncfg.NodeName, "raft_dir", ncfg.DataDir)
-	return reg, node, nil
-}
-
-// syncSets runs on a new leader, after everything committed before has been
-// applied. If the replicated state holds no set (a brand-new cluster or data
-// dir), it commits this node's source. Otherwise, with replace (a standalone
-// node, whose source is the operator's truth at start), it commits the
-// source as a reload when it differs from the committed sets, so that state
-// and call load carry over by duid, else set+URI. It retries until done
-// (true) or the leadership ends (false).
-func (s *sources) syncSets(ctx context.Context, replace bool) bool {
-	const retry = time.Second
-	for {
-		err := s.syncOnce(ctx, replace)
-		if err == nil {
-			return true
-		}
-		s.log.Warn("cluster: committing the source's sets failed; retrying", "err", err)
-		t := time.NewTimer(retry)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return false
-		case <-t.C:
-		}
-	}
-}
-
-func (s *sources) syncOnce(ctx context.Context, replace bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.reg.IDs()) == 0 {
-		if err := s.reg.Replace(ctx, dispatch.BuildSets(s.dests)); err != nil {
-			return err
-		}
-		s.log.Info("cluster: committed the initial sets", "destinations", len(s.dests), "source", s.c.sourceName())
-		return nil
-	}
-	if !replace {
-		return nil
-	}
-	diff, err := s.sourceDiff(ctx)
-	if err != nil {
-		return err
-	}
-	if diff == 0 {
-		s.log.Info("standalone: the committed sets match the source", "source", s.c.sourceName())
-		return nil
-	}
-	if err := s.reg.Replace(ctx, dispatch.BuildSets(s.dests)); err != nil {
-		return err
-	}
-	s.log.Info("standalone: the source changed since the sets were committed; committed it as a reload",
-		"differences", diff, "destinations", len(s.dests), "source", s.c.sourceName())
-	return nil
-}
-
-// warnSourceDrift runs on a cluster member: once the node has caught up
-// with the leader, it compares its own source with the replicated sets and
-// warns if they differ. It never replaces them: one node's file must not
-// silently overwrite the cluster's state; the operator runs reload.
-func (s *sources) warnSourceDrift(node *cluster.Node) {
-	const poll, limit = 200 * time.Millisecond, 10 * time.Minute
-	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(poll) {
-		st, err := node.Raft()
-		if err != nil || st.State == "Shutdown" {
-			return
-		}
-		if st.LeaderID == "" || st.CommitIndex == 0 || st.AppliedIndex < st.CommitIndex || len(s.reg.IDs()) == 0 {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
-		s.mu.Lock()
-		diff, err := s.sourceDiff(ctx)
-		s.mu.Unlock()
-		cancel()
-		switch {
-		case err != nil:
-			s.log.Warn("cluster: comparing the source with the replicated sets failed", "err", err)
-		case diff > 0:
-			s.log.Warn("cluster: this node's destination source differs from the replicated sets; the cluster's sets are kept. "+
-				"Run `sipdispatch reload` on this node to commit its source", "differences", diff, "source", s.c.sourceName())
-		}
-		return
-	}
-}
-
-// sourceDiff counts how many destinations differ between the committed sets
-// and the source (s.mu held).
-func (s *sources) sourceDiff(ctx context.Context) (int, error) {
-	st, err := s.reg.Status(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("read the committed sets: %w", err)
-	}
-	return destDiff(st, dispatch.BuildSets(s.dests)), nil
-}
-
-// destDiff counts the destinations (set, URI, flags, priority and attributes
-// as written) that are on one side only; a destination whose attributes
-// changed counts twice (removed and added). Equal destinations in another
-// order within a set count as one difference, as the order drives selection.
-func destDiff(committed []actors.SetStatus, source []dispatch.Set) int {
-	type key struct {
-		set      int
-		uri      string
-		flags    dispatch.Flags
-		priority int
-		attrs    string
-	}
-	balance := map[key]int{}
-	var a, b []key
-	for _, set := range committed {
-		for _, d := range set.Dests {
-			k := key{set.ID, d.URI, d.Flags, d.Priority, d.Attrs.Raw}
-			a = append(a, k)
-			balance[k]++
-		}
-	}
-	source = slices.Clone(source)
-	slices.SortStableFunc(source, func(x, y dispatch.Set) int { return cmp.Compare(x.ID, y.ID) })
-	for _, set := range source {
-		for _, d := range set.Dests {
-			k := key{set.ID, d.URI, d.Flags, d.Priority, d.Attrs.Raw}
-			b = append(b, k)
-			balance[k]--
-		}
-	}
-	diff := 0
-	for _, v := range balance {
-		diff += max(v, -v)
-	}
-	if diff == 0 && !slices.Equal(a, b) {
-		diff = 1
-	}
-	return diff
+	return replica.Start(ctx, rc, src, log)
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/replica"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -88,50 +90,6 @@ func flagsOf(t *testing.T, reg *actors.Registry) map[string]string {
 	return out
 }
 
-// The applier's snapshot restores into another registry with the same state.
-func TestApplierSnapshotRestore(t *testing.T) {
-	cfg := dispatch.DefaultConfig()
-	quiet := actors.Options{Logger: slog.New(slog.DiscardHandler)}
-	src, err := actors.NewRegistry(&cfg, dispatch.BuildSets(testDests(t, "sip:a.example.com", "sip:b.example.com")), quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Stop()
-	op, _ := dispatch.ParseMarkState("ip")
-	if err := src.Mark(context.Background(), 1, "sip:b.example.com", op); err != nil {
-		t.Fatal(err)
-	}
-	w, err := (&applier{reg: src}).Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := w.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	w.Release()
-
-	dst, err := actors.NewRegistry(&cfg, nil, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Stop()
-	app := &applier{reg: dst}
-	if err := app.Restore(&buf); err != nil {
-		t.Fatal(err)
-	}
-	want, got := flagsOf(t, src), flagsOf(t, dst)
-	if len(got) != 2 || got["sip:b.example.com"] != want["sip:b.example.com"] || !strings.HasPrefix(got["sip:b.example.com"], "I") {
-		t.Errorf("restored %v, want %v", got, want)
-	}
-	if err := app.Restore(strings.NewReader("garbage")); err == nil {
-		t.Error("malformed snapshot restored")
-	}
-	if res := app.Apply(1, []byte("garbage")); res == nil {
-		t.Error("malformed command applied without error")
-	}
-}
-
 // A one-node cluster: the leader commits the source's sets, a mark goes
 // through raft, and an Apply error comes back from Propose as the error.
 func TestStartClusterOneNode(t *testing.T) {
@@ -141,7 +99,7 @@ func TestStartClusterOneNode(t *testing.T) {
 	c.Cluster.Gossip = gossipConfig{Bind: "127.0.0.1:0"}
 	c.Cluster.Raft = raftConfig{Bind: "127.0.0.1:0", BootstrapExpect: 1}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	src := &sources{c: &c, log: log, dests: testDests(t, "sip:a.example.com", "sip:b.example.com")}
+	src := source.New(&c.Dispatcher.Config, testDests(t, "sip:a.example.com", "sip:b.example.com"), log)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	reg, node, err := startCluster(ctx, &c, actors.Options{Logger: log}, src, nil, log)
@@ -169,7 +127,7 @@ func TestStartClusterOneNode(t *testing.T) {
 	if f := flagsOf(t, reg)["sip:a.example.com"]; !strings.HasPrefix(f, "I") {
 		t.Errorf("after a committed mark: %s, want inactive", f)
 	}
-	err = proposer{node: node}.Propose(ctx, dispatch.Command{Kind: dispatch.CmdMark, Set: 42, URI: "sip:a.example.com", Op: op})
+	err = replica.Proposer{Node: node}.Propose(ctx, dispatch.Command{Kind: dispatch.CmdMark, Set: 42, URI: "sip:a.example.com", Op: op})
 	if !errors.Is(err, dispatch.ErrUnknownSet) {
 		t.Errorf("mark of an unknown set: %v, want ErrUnknownSet from Apply", err)
 	}

@@ -20,11 +20,13 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
 )
 
-// fileConfig is the whole configuration file of SPEC §3. Every field has a
+// fileConfig is the whole configuration file (docs/configuration.md). Every field has a
 // default (defaultConfig); docs/configuration.md describes each key.
 type fileConfig struct {
 	Node       nodeConfig        `yaml:"node"`
@@ -36,7 +38,7 @@ type fileConfig struct {
 	Dispatcher dispatcherConfig  `yaml:"dispatcher"`
 	Routes     []sip.RouteConfig `yaml:"routes"`
 	Cluster    clusterConfig     `yaml:"cluster"`
-	Events     eventsConfig      `yaml:"events"`
+	Events     webhook.Config    `yaml:"events"`
 
 	// path is the file the values came from; "" for built-in defaults.
 	path string
@@ -170,7 +172,7 @@ type tlsConfig struct {
 	CA   string `yaml:"ca"`
 }
 
-// defaultConfig returns SPEC §3's defaults: `serve` without a file runs one
+// defaultConfig returns the defaults of docs/configuration.md: `serve` without a file runs one
 // node on UDP+TCP 127.0.0.1:5060 with ./dispatcher.list and ./data.
 func defaultConfig() fileConfig {
 	return fileConfig{
@@ -193,7 +195,7 @@ func defaultConfig() fileConfig {
 			LoadReplication: "sync",
 			DeadNodeReap:    24 * time.Hour,
 		},
-		Events: eventsConfig{Timeout: 2 * time.Second, Retries: 3},
+		Events: webhook.DefaultConfig(),
 	}
 }
 
@@ -420,7 +422,7 @@ func (c *fileConfig) Validate() error {
 	reported["load_replication"] = true
 	sc := c.sipConfig()
 	keyed(sc.Validate())
-	for _, e := range validateDB(&c.Dispatcher.Config) {
+	for _, e := range source.Validate(&c.Dispatcher.Config) {
 		path, _, _ := strings.Cut(e.Error(), ":")
 		errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
 	}
@@ -436,7 +438,7 @@ func (c *fileConfig) Validate() error {
 	}
 	errs = append(errs, c.checkRouteNeeds()...)
 	c.validateCluster(bad)
-	c.Events.validate(bad)
+	keyed(c.Events.Validate())
 	return errors.Join(errs...)
 }
 
@@ -615,7 +617,7 @@ func checkHostPort(s string, needPort bool) error {
 }
 
 // router compiles the routes for the loaded sets; with no routes, the default
-// route sends everything to the lowest set id (SPEC §3).
+// route sends everything to the lowest set id (docs/configuration.md, "routes").
 func (c *fileConfig) router(sets []dispatch.Set) (*sip.Router, error) {
 	def := 0
 	for i, s := range sets {
@@ -714,3 +716,6 @@ func configFromFlags(fs *flag.FlagSet, f *serveFlags) (fileConfig, error) {
 	applyServeFlags(fs, f, &c)
 	return c, c.Preflight()
 }
+
+// sourceName names the destination source in messages.
+func (c *fileConfig) sourceName() string { return source.Name(&c.Dispatcher.Config) }

@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
 )
@@ -140,7 +141,7 @@ func TestLoadFullFile(t *testing.T) {
 				SnapshotThreshold: 4096, SnapshotInterval: 30 * time.Second, TrailingLogs: 2048, CommitTimeout: 7 * time.Millisecond},
 			LoadReplication: "async", DeadNodeReap: time.Hour, LeaveOnTerminate: true,
 		}},
-		{"events", c.Events, eventsConfig{WebhookURL: "https://hooks.example.com/sip?k=1", Timeout: 500 * time.Millisecond, Retries: 5}},
+		{"events", c.Events, webhook.Config{WebhookURL: "https://hooks.example.com/sip?k=1", Timeout: 500 * time.Millisecond, Retries: 5}},
 	}
 	for _, ch := range checks {
 		// Struct literals above are compared by value through their fields.
@@ -482,7 +483,7 @@ func TestServeFlagsWithoutFile(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	if c.Dispatcher.ListFile != "dispatcher.list" || c.Node.DataDir != "./data" {
-		t.Errorf("no file: list %q data %q, want the SPEC §2 defaults in the working dir", c.Dispatcher.ListFile, c.Node.DataDir)
+		t.Errorf("no file: list %q data %q, want the documented defaults in the working dir", c.Dispatcher.ListFile, c.Node.DataDir)
 	}
 }
 
@@ -602,5 +603,38 @@ func TestForceDstWarns(t *testing.T) {
 	}
 	if len(c.Warnings()) != 0 {
 		t.Errorf("force_dst: 0 warned: %v", c.Warnings())
+	}
+}
+
+func TestEventsConfig(t *testing.T) {
+	c := defaultConfig()
+	if c.Events != (webhook.Config{Timeout: 2 * time.Second, Retries: 3}) {
+		t.Errorf("defaults %+v", c.Events)
+	}
+	p := writeConfig(t, "events:\n  webhook_url: ftp://u:hookSecret1@h/x\n  timeout: 0s\n  retries: 11\n")
+	if c, err := loadConfig(p); err != nil {
+		t.Fatal(err)
+	} else if err = c.Validate(); err == nil {
+		t.Fatal("bad events validated")
+	} else {
+		msg := err.Error()
+		for _, want := range []string{
+			p + `:2: events.webhook_url: "ftp://u:xxxxx@h/x": want an http:// or https:// URL`,
+			p + ":3: events.timeout: 0s: must be > 0",
+			p + ":4: events.retries: 11: must be 0..10",
+		} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("error lacks %q:\n%s", want, msg)
+			}
+		}
+		if strings.Contains(msg, "hookSecret1") {
+			t.Errorf("password in %q", msg)
+		}
+	}
+	p = writeConfig(t, "events: {webhook_url: \"http://u:hookSecret1@h:x/\"}\n")
+	if c, err := loadConfig(p); err != nil {
+		t.Fatal(err)
+	} else if err = c.Validate(); err == nil || strings.Contains(err.Error(), "hookSecret1") || !strings.Contains(err.Error(), `events.webhook_url: "..."`) {
+		t.Errorf("unparsable URL: %v", err)
 	}
 }

@@ -1,5 +1,5 @@
 // Command sipdispatch is the SIP dispatcher: `serve` runs a node, the other
-// subcommands validate configuration or talk to a running node (SPEC §2).
+// subcommands validate configuration or talk to a running node (docs/operations.md, "Admin CLI").
 package main
 
 import (
@@ -17,7 +17,7 @@ var (
 	commit  = "unknown"
 )
 
-// Exit codes (SPEC §2).
+// Exit codes (docs/operations.md, "Admin CLI").
 const (
 	exitOK    = 0
 	exitError = 1

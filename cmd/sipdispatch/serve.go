@@ -17,6 +17,11 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/replica"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
 )
@@ -48,53 +53,52 @@ func runServe(args []string, _, stderr io.Writer) error {
 	if err := os.MkdirAll(c.Node.DataDir, 0o755); err != nil {
 		return fmt.Errorf("failed to create data dir: %w", err)
 	}
-	dests, err := loadDests(&c, log)
+	dests, err := source.Load(&c.Dispatcher.Config, log)
 	if err != nil {
 		return fmt.Errorf("failed to load destinations: %w", err)
 	}
 	sets := dispatch.BuildSets(dests)
-	m := newMetrics(log)
+	m := metrics.New(log)
 	onEvent := m.OnEvent
-	var hook *webhook
+	var hook *webhook.Sender
 	if c.Events.WebhookURL != "" {
-		if hook, err = newWebhook(c.Events, webhookQueueSize, log); err != nil {
-			return err
+		if hook, err = webhook.New(c.Events, webhook.QueueSize, "sipdispatch/"+version, log); err != nil {
+			return fmt.Errorf("failed to create the webhook: %w", err)
 		}
 		onEvent = fanOut(m.OnEvent, hook.OnEvent)
-		m.reg.MustRegister(hook)
+		m.Registry().MustRegister(hook)
 	}
-	src := &sources{c: &c, log: log, dests: dests}
+	src := source.New(&c.Dispatcher.Config, dests, log)
 	// A standalone node runs the same one-node raft registry, so
 	// load_replication applies with or without cluster.enabled. Load
 	// commands that have not committed survive a restart in the data dir.
 	opts := actors.Options{Logger: log, OnEvent: onEvent, OnLoadCommitFailure: m.LoadCommitFailure,
 		LoadReplication: c.Cluster.LoadReplication, PendingFile: filepath.Join(c.Node.DataDir, pendingLoadFile)}
 	// Without cluster.enabled the node is a standalone one-node raft on
-	// node.data_dir (SPEC §7): the same registry, proposer and applier.
+	// node.data_dir (docs/cluster.md): the same registry, proposer and applier.
 	var node *cluster.Node
 	var leaderWork []func(context.Context)
 	if hook != nil {
 		// Every node applies the same events; only the leader sends them.
-		leaderWork = append(leaderWork, hook.whileLeader)
+		leaderWork = append(leaderWork, hook.WhileLeader)
 	}
 	startCtx, cancel := context.WithTimeout(context.Background(), clusterJoinTimeout)
-	src.reg, node, err = startCluster(startCtx, &c, opts, src, m, log, leaderWork...)
+	reg, node, err := startCluster(startCtx, &c, opts, src, m, log, leaderWork...)
 	cancel()
 	if err != nil {
 		return err
 	}
-	reg := src.reg
 	defer reg.Stop()
-	var relay *loadRelay
+	var relay *replica.LoadRelay
 	if c.Cluster.Enabled {
-		relay = &loadRelay{node: node, reg: reg, log: log}
-		node.OnMessage(relay.receive)
+		relay = replica.NewLoadRelay(node, reg, log)
+		node.OnMessage(relay.Receive)
 	}
-	m.registerLoadQueue(reg, func() uint64 {
+	m.RegisterLoadQueue(reg, func() uint64 {
 		if relay == nil {
 			return 0
 		}
-		return relay.sent.Load()
+		return relay.Sent()
 	})
 	// Runs before reg.Stop: no command is applied to stopped actors.
 	defer func() {
@@ -106,16 +110,15 @@ func runServe(args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("failed to compile routes: %w", err)
 	}
-	rb := &registryBackend{Registry: reg, Cfg: &c.Dispatcher.Config,
-		ReloadFunc: src.reload, AddFunc: src.add, RemoveFunc: src.remove}
 	sipCfg := c.sipConfig()
 	sipCfg.Observer = m
-	gate := pingGate{Registry: reg, rb: rb}
+	gate := &replica.ProbeGate{Registry: reg}
 	if c.Cluster.Enabled {
-		// SPEC §7: probe only this node's share, leader proposes. Registered
+		// Probe only this node's share, the leader proposes (docs/cluster-design.md,
+		// "Probing"). Registered
 		// after Start: a result gossiped before is repeated next round.
-		gate.relay = newProbeRelay(c.Node.Name, node, reg, m.reg, log)
-		node.OnMessage(gate.relay.receive)
+		gate.Relay = replica.NewProbeRelay(c.Node.Name, node, reg, m.Registry(), log)
+		node.OnMessage(gate.Relay.Receive)
 	}
 	srv, err := sip.NewServer(sipCfg, gate, router, log)
 	if err != nil {
@@ -123,7 +126,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	}
 	token := ""
 	if c.API.TokenFile != "" {
-		if token, err = readTokenFile(c.API.TokenFile); err != nil {
+		if token, err = api.ReadTokenFile(c.API.TokenFile); err != nil {
 			return fmt.Errorf("failed to read api.token_file: %w", err)
 		}
 	}
@@ -139,30 +142,25 @@ func runServe(args []string, _, stderr io.Writer) error {
 	defer quit()
 	go reloadOnHUP(ctx, src, log)
 	if relay != nil {
-		go relay.run(ctx)
+		go relay.Run(ctx)
 	}
 	if hook != nil {
-		go hook.run(ctx)
+		go hook.Run(ctx)
 	}
 	apiDone := make(chan error, 1)
-	// SPEC §8: a cluster member is ready once a leader exists (writes can
-	// commit) and the replicated sets have arrived. A standalone node gets
-	// here only after its sets committed, and may have none (empty source).
-	rb.ReadyFunc = func() error {
-		if id, _ := node.Leader(); id == "" {
-			return errors.New("cluster has no leader")
-		}
-		if c.Cluster.Enabled && len(reg.IDs()) == 0 {
-			return errors.New("no destination sets replicated yet")
-		}
-		return nil
-	}
-	api := newAPIServer(rb, token, log, m)
-	api.setCluster(node, m)
+	b := &nodeBackend{Registry: reg, cfg: &c.Dispatcher.Config, src: src, gate: gate,
+		node: node, clustered: c.Cluster.Enabled}
+	m.WatchDestinations(b)
+	m.RegisterCluster(node)
+	m.RegisterSIPDropped(srv.Dropped)
+	apiSrv := api.New(b, token, log, m.Handler(log))
+	apiSrv.SetCluster(node)
+	var leaver *api.Leaver
 	if c.Cluster.Enabled {
-		api.leaver = newLeaver(node, quit)
+		leaver = api.NewLeaver(node, quit)
+		apiSrv.SetLeaver(leaver)
 	}
-	go func() { apiDone <- serveAPI(ctx, apiLn, api, log) }()
+	go func() { apiDone <- api.Serve(ctx, apiLn, apiSrv, log) }()
 
 	log.Info("sipdispatch serving", "version", version, "listen", strings.Join(c.Listen, ","),
 		"mode", c.Proxy.Mode, "sets", len(sets), "source", c.sourceName(), "cluster", c.Cluster.Enabled)
@@ -172,7 +170,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("SIP server shutdown", "err", err)
 	}
-	leaveErr := api.leaver.finish(c.Cluster.LeaveOnTerminate, log)
+	leaveErr := leaver.Finish(c.Cluster.LeaveOnTerminate, log)
 	stop()
 	if err := <-apiDone; err != nil {
 		log.Warn("API server", "err", err)
@@ -188,7 +186,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 }
 
 // reloadOnHUP re-reads the source on SIGHUP; a failed reload keeps the sets.
-func reloadOnHUP(ctx context.Context, src *sources, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, src *source.Sources, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -197,33 +195,11 @@ func reloadOnHUP(ctx context.Context, src *sources, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if err := src.reload(ctx); err != nil {
+			if err := src.Reload(ctx); err != nil {
 				log.Error("reload failed; running sets kept", "err", err)
 			}
 		}
 	}
-}
-
-// pingGate is the proxy's view of the registry with Kamailio's ping_active
-// switch applied: while keepalives are off, no destination is due. In a
-// cluster, relay limits the targets to this node's share and routes the
-// results to the leader; nil on a single node.
-type pingGate struct {
-	*actors.Registry
-	rb    *registryBackend
-	relay *probeRelay
-}
-
-// ProbeTargets implements sip.Dispatcher.
-func (g pingGate) ProbeTargets(ctx context.Context) ([]actors.ProbeTarget, error) {
-	if g.rb.PingActive() == 0 {
-		return nil, nil
-	}
-	targets, err := g.Registry.ProbeTargets(ctx)
-	if g.relay != nil {
-		targets = g.relay.owned(targets)
-	}
-	return targets, err
 }
 
 // sipConfig maps the file's listen/proxy/dispatcher keys to the proxy's config.
@@ -256,4 +232,14 @@ func newLogger(lc logConfig, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// fanOut calls each hook in turn with every event; the actors' single
+// OnEvent feeds both metrics and the webhook this way.
+func fanOut(hooks ...func(dispatch.Event)) func(dispatch.Event) {
+	return func(ev dispatch.Event) {
+		for _, h := range hooks {
+			h(ev)
+		}
+	}
 }

@@ -1,10 +1,11 @@
-package main
+package source
 
 import (
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -29,6 +30,8 @@ const (
 	postgresURL   = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 	testPassword  = "s3cret-Pw9"
 )
+
+var discardLog = slog.New(slog.DiscardHandler)
 
 // dbBackend is one database the tests create tables in.
 type dbBackend struct {
@@ -141,7 +144,7 @@ func TestDBLoad(t *testing.T) {
 			(20, 1, '10.0.0.2', 0, 5, '', ''),
 			(40, 2, 'sips:[2001:db8::1]:5061;transport=tls', 32, -1, 'socket=udp:127.0.0.1:5060;my=x', '')`, tbl)
 		cfg := b.config(tbl)
-		dests, err := loadDB(context.Background(), &cfg, discardLog)
+		dests, err := LoadDB(context.Background(), &cfg, discardLog)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +181,7 @@ func TestDBLoad(t *testing.T) {
 
 		// The same table named with its schema (database on MySQL).
 		cfg.TableName = map[string]string{"mysql": "test", "postgres": "public", "sqlite": "main"}[b.name] + "." + tbl
-		again, err := loadDB(context.Background(), &cfg, discardLog)
+		again, err := LoadDB(context.Background(), &cfg, discardLog)
 		if err != nil || !slices.Equal(uris(again), want) || again[0].Source != cfg.TableName+":10" {
 			t.Errorf("schema.table: %q, %v", uris(again), err)
 		}
@@ -217,7 +220,7 @@ func TestDBOlderTableVersions(t *testing.T) {
 				if tc.cfg != nil {
 					tc.cfg(&cfg)
 				}
-				dests, err := loadDB(context.Background(), &cfg, discardLog)
+				dests, err := LoadDB(context.Background(), &cfg, discardLog)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -237,12 +240,12 @@ func TestDBMissingColumnOrTable(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *dbBackend) {
 		tbl := b.createTable(t, "setid INTEGER NOT NULL, uri VARCHAR(192) NOT NULL")
 		cfg := b.config(tbl)
-		_, err := loadDB(context.Background(), &cfg, discardLog)
+		_, err := LoadDB(context.Background(), &cfg, discardLog)
 		if err == nil || !strings.Contains(err.Error(), `has no column "destination" (dispatcher.destination_col)`) {
 			t.Errorf("missing destination column: %v", err)
 		}
 		cfg.TableName = tbl + "_gone"
-		if _, err := loadDB(context.Background(), &cfg, discardLog); err == nil || !strings.Contains(err.Error(), "table "+tbl+"_gone") {
+		if _, err := LoadDB(context.Background(), &cfg, discardLog); err == nil || !strings.Contains(err.Error(), "table "+tbl+"_gone") {
 			t.Errorf("missing table: %v", err)
 		}
 	})
@@ -262,7 +265,7 @@ func TestDBBadRows(t *testing.T) {
 			(7, 1, 'sip:10.2.0.7', -2, 0, ''),
 			(8, 2, 'sip:10.2.0.8', NULL, NULL, NULL)`, tbl)
 		cfg := b.config(tbl)
-		dests, err := loadDB(context.Background(), &cfg, discardLog)
+		dests, err := LoadDB(context.Background(), &cfg, discardLog)
 		var le *dispatch.ListError
 		if !errors.As(err, &le) {
 			t.Fatalf("want a *dispatch.ListError, got %v", err)
@@ -289,13 +292,11 @@ func TestDBBadRows(t *testing.T) {
 		}
 
 		// loadDests: ds_load_mode 1 refuses the table, 0 skips the bad rows.
-		fc := defaultConfig()
-		fc.Dispatcher.Config = cfg
-		if _, err := loadDests(&fc, discardLog); !errors.As(err, &le) || len(le.Lines) != 6 {
+		if _, err := Load(&cfg, discardLog); !errors.As(err, &le) || len(le.Lines) != 6 {
 			t.Errorf("ds_load_mode 1: %v", err)
 		}
-		fc.Dispatcher.LoadMode = 0
-		got, err := loadDests(&fc, discardLog)
+		cfg.LoadMode = 0
+		got, err := Load(&cfg, discardLog)
 		if err != nil || !slices.Equal(uris(got), []string{"sip:10.2.0.1", "sip:10.2.0.8"}) {
 			t.Errorf("ds_load_mode 0: %q, %v", uris(got), err)
 		}
@@ -309,7 +310,7 @@ func TestDBWithoutIDColumn(t *testing.T) {
 	b.exec(t, "CREATE TABLE gws (setid INTEGER, destination VARCHAR(192))")
 	b.exec(t, "INSERT INTO gws VALUES (1, 'sip:10.3.0.1'), (1, 'tel:1')")
 	cfg := b.config("gws")
-	dests, err := loadDB(context.Background(), &cfg, discardLog)
+	dests, err := LoadDB(context.Background(), &cfg, discardLog)
 	if err == nil || !strings.HasPrefix(err.Error(), "gws:2: bad URI") {
 		t.Errorf("err %v", err)
 	}
@@ -347,7 +348,7 @@ func TestDBUnreachable(t *testing.T) {
 			cfg := dispatch.DefaultConfig()
 			cfg.DBURL = url
 			start := time.Now()
-			dests, err := loadDB(context.Background(), &cfg, discardLog)
+			dests, err := LoadDB(context.Background(), &cfg, discardLog)
 			if err == nil || dests != nil {
 				t.Fatalf("loaded %d destinations from a missing server", len(dests))
 			}
@@ -405,7 +406,7 @@ func TestDBSilentServer(t *testing.T) {
 		cfg.DBURL = url
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		start := time.Now()
-		_, err := loadDB(ctx, &cfg, discardLog)
+		_, err := LoadDB(ctx, &cfg, discardLog)
 		cancel()
 		if err == nil {
 			t.Errorf("%s: loaded from a silent server", url)
@@ -427,21 +428,21 @@ func TestDBReload(t *testing.T) {
 		b.exec(t, `INSERT INTO %s (id, setid, destination, flags, priority, attrs) VALUES
 			(1, 1, 'sip:10.4.0.1:5060', 0, 0, 'duid=a'),
 			(2, 1, 'sip:10.4.0.2:5060', 0, 0, 'duid=b')`, tbl)
-		fc := defaultConfig()
-		fc.Dispatcher.Config = b.config(tbl)
-		if err := fc.Validate(); err != nil {
+		cfg := b.config(tbl)
+		if err := errors.Join(append(Validate(&cfg), cfg.Validate())...); err != nil {
 			t.Fatal(err)
 		}
-		dests, err := loadDests(&fc, discardLog)
+		dests, err := Load(&cfg, discardLog)
 		if err != nil {
 			t.Fatal(err)
 		}
-		reg, err := actors.NewRegistry(&fc.Dispatcher.Config, dispatch.BuildSets(dests), actors.Options{Seed: 1, Logger: discardLog})
+		reg, err := actors.NewRegistry(&cfg, dispatch.BuildSets(dests), actors.Options{Seed: 1, Logger: discardLog})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(reg.Stop)
-		src := &sources{c: &fc, reg: reg, log: discardLog, dests: dests}
+		src := New(&cfg, dests, discardLog)
+		src.SetRegistry(reg)
 
 		// Runtime state that a reload must carry over.
 		op, err := dispatch.ParseMarkState("i")
@@ -455,7 +456,7 @@ func TestDBReload(t *testing.T) {
 
 		b.exec(t, "UPDATE %s SET priority = 10 WHERE id = 2", tbl)
 		b.exec(t, "INSERT INTO %s (id, setid, destination, flags, priority, attrs) VALUES (3, 2, 'sip:10.4.0.3:5060', 0, 0, '')", tbl)
-		if err := src.reload(ctx); err != nil {
+		if err := src.Reload(ctx); err != nil {
 			t.Fatal(err)
 		}
 		st, err := reg.Status(ctx)
@@ -479,15 +480,15 @@ func TestDBReload(t *testing.T) {
 		// A bad row fails the reload, named table:id; nothing changes.
 		b.exec(t, "INSERT INTO %s (id, setid, destination) VALUES (4, 1, 'sip:10.4.0.4:0')", tbl)
 		b.exec(t, "DELETE FROM %s WHERE id = 3", tbl)
-		err = src.reload(ctx)
+		err = src.Reload(ctx)
 		if err == nil || !strings.Contains(err.Error(), tbl+":4: ") {
 			t.Fatalf("reload with a bad row: %v", err)
 		}
 		assertStatus(t, reg, st)
 
 		// The server gone: the reload fails without the password; nothing changes.
-		fc.Dispatcher.DBURL = down[b.name]
-		err = src.reload(ctx)
+		cfg.DBURL = down[b.name]
+		err = src.Reload(ctx)
 		if err == nil || strings.Contains(err.Error(), testPassword) {
 			t.Fatalf("reload from a dead server: %v", err)
 		}
@@ -541,96 +542,5 @@ func TestParseDBURL(t *testing.T) {
 		case err != nil && strings.Contains(err.Error(), pw):
 			t.Errorf("%s: password in %q", tc.url, err)
 		}
-	}
-}
-
-func TestConfigDBKeys(t *testing.T) {
-	p := writeConfig(t, "dispatcher:\n  db_url: mysql://root:topSecret77@h:x/db\n  table_name: \"\"\n")
-	c, err := loadConfig(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = c.Validate()
-	if err == nil {
-		t.Fatal("bad db_url and empty table_name validated")
-	}
-	msg := err.Error()
-	for _, want := range []string{p + `:2: dispatcher.db_url: mysql://...: invalid port ":x"`, p + `:3: dispatcher.table_name: ""`} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("error lacks %q:\n%s", want, msg)
-		}
-	}
-	if strings.Contains(msg, "topSecret77") {
-		t.Errorf("password in %q", msg)
-	}
-
-	// A relative SQLite path is relative to the config file, like list_file.
-	p = writeConfig(t, "dispatcher: {db_url: \"sqlite://data/ds.db\"}\n")
-	if c, err = loadConfig(p); err != nil {
-		t.Fatal(err)
-	}
-	if want := "sqlite://" + filepath.Join(filepath.Dir(p), "data", "ds.db"); c.Dispatcher.DBURL != want {
-		t.Errorf("db_url %q, want %q", c.Dispatcher.DBURL, want)
-	}
-}
-
-// TestCheckConfigDatabase: check -config reads the table and prints the
-// sets; a bad row fails it, named table:id.
-func TestCheckConfigDatabase(t *testing.T) {
-	dir := t.TempDir()
-	db, err := sql.Open("sqlite", filepath.Join(dir, "ds.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for _, q := range []string{
-		"CREATE TABLE dispatcher (id INTEGER PRIMARY KEY NOT NULL, " + v4Columns + ")",
-		"INSERT INTO dispatcher (id, setid, destination, priority) VALUES (1, 1, 'sip:10.5.0.1', 0), (2, 1, 'sip:10.5.0.2', 0)",
-	} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := filepath.Join(dir, "sipdispatch.yaml")
-	if err := os.WriteFile(cfg, []byte("dispatcher: {db_url: \"sqlite://ds.db\"}\nroutes:\n  - {name: all, dispatch: {set: 1, alg: 4}}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	code, stdout, stderr := runCLI("check", "-config", cfg)
-	if code != exitOK {
-		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
-	}
-	for _, want := range []string{"set 1 (2 destinations)", "sip:10.5.0.2", "(dispatcher:2)", "route 0 all: all dispatch set 1 alg 4 (round-robin) mode dst"} {
-		if !strings.Contains(stdout, want) {
-			t.Errorf("stdout lacks %q:\n%s", want, stdout)
-		}
-	}
-	if strings.Index(stdout, "sip:10.5.0.2") > strings.Index(stdout, "sip:10.5.0.1") {
-		t.Errorf("the later row must come first:\n%s", stdout)
-	}
-
-	if _, err := db.Exec("INSERT INTO dispatcher (id, setid, destination) VALUES (3, 1, 'sip:10.5.0.3:0')"); err != nil {
-		t.Fatal(err)
-	}
-	code, _, stderr = runCLI("check", "-config", cfg)
-	if code != exitError || !strings.Contains(stderr, "dispatcher:3: ") {
-		t.Errorf("bad row: exit %d, stderr:\n%s", code, stderr)
-	}
-}
-
-// TestServeRefusesUnreachableDB: serve stops before listening when the
-// database cannot be reached, naming the URL without its password.
-func TestServeRefusesUnreachableDB(t *testing.T) {
-	for name, url := range downURLs(t) {
-		t.Run(name, func(t *testing.T) {
-			p := writeConfig(t, fmt.Sprintf("listen: [udp:127.0.0.1:%d]\napi: {listen: \"127.0.0.1:%d\"}\ndispatcher: {db_url: %q}\n",
-				closedPort(t), closedPort(t), url))
-			code, _, stderr := runCLI("serve", "-config", p)
-			if code != exitError || !strings.Contains(stderr, "failed to load destinations: database ") {
-				t.Fatalf("exit %d, stderr:\n%s", code, stderr)
-			}
-			if strings.Contains(stderr, testPassword) {
-				t.Errorf("password in:\n%s", stderr)
-			}
-		})
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package source
 
 import (
 	"context"
@@ -205,14 +205,14 @@ func (s *dbSource) quote(name string) string {
 	return strings.Join(parts, ".")
 }
 
-// loadDB reads the destinations of Kamailio's dispatcher table in id order,
+// LoadDB reads the destinations of Kamailio's dispatcher table in id order,
 // the database's counterpart of a list file's line order. Columns are found
 // by name (the configured ones, case-insensitive): a table of an older
 // Kamailio version without flags, priority or attrs loads with 0, 0 and "".
 // Bad rows come back as a *dispatch.ListError naming each as table:id, with
 // the good rows, as ReadList does for lines; any other failure returns no
 // destinations and names the URL without its password.
-func loadDB(ctx context.Context, cfg *dispatch.Config, log *slog.Logger) ([]dispatch.Destination, error) {
+func LoadDB(ctx context.Context, cfg *dispatch.Config, log *slog.Logger) ([]dispatch.Destination, error) {
 	s, err := parseDBURL(cfg.DBURL)
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher.db_url: %w", err)
@@ -440,9 +440,9 @@ func textValue(v any) (s string, ok bool, err error) {
 	return "", false, fmt.Errorf("%T is not text", v)
 }
 
-// validateDB checks the database keys when db_url is set; errors name the
+// Validate checks the database keys when db_url is set; errors name the
 // key and never the password.
-func validateDB(c *dispatch.Config) []error {
+func Validate(c *dispatch.Config) []error {
 	if c.DBURL == "" {
 		return nil
 	}

@@ -1,9 +1,10 @@
-package main
+package webhook
 
 import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,12 +18,14 @@ import (
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
+var discardLog = slog.New(slog.DiscardHandler)
+
 // startWebhook runs a webhook to url until the test ends, sending as a
 // leader does.
-func startWebhook(t *testing.T, url string, c eventsConfig, queue int) *webhook {
+func startWebhook(t *testing.T, url string, c Config, queue int) *Sender {
 	t.Helper()
 	c.WebhookURL = url
-	w, err := newWebhook(c, queue, discardLog)
+	w, err := New(c, queue, "sipdispatch/test", discardLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +33,7 @@ func startWebhook(t *testing.T, url string, c eventsConfig, queue int) *webhook 
 	w.active.Store(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { w.run(ctx); close(done) }()
+	go func() { w.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return w
 }
@@ -62,7 +65,7 @@ func TestWebhookDelivers(t *testing.T) {
 		bodies <- b
 	}))
 	defer srv.Close()
-	w := startWebhook(t, srv.URL+"/hook", eventsConfig{Timeout: 2 * time.Second, Retries: 3}, 8)
+	w := startWebhook(t, srv.URL+"/hook", Config{Timeout: 2 * time.Second, Retries: 3}, 8)
 	w.OnEvent(testEvent(7))
 	var r *http.Request
 	select {
@@ -102,7 +105,7 @@ func TestWebhookRetriesThenDrops(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	w := startWebhook(t, srv.URL, eventsConfig{Timeout: 2 * time.Second, Retries: 3}, 8)
+	w := startWebhook(t, srv.URL, Config{Timeout: 2 * time.Second, Retries: 3}, 8)
 	w.OnEvent(testEvent(1))
 	waitFor(t, "the drop", func() bool { return w.dropped.Load() == 1 })
 	if n := attempts.Load(); n != 4 {
@@ -138,7 +141,7 @@ func TestWebhookTimeout(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	w := startWebhook(t, srv.URL, eventsConfig{Timeout: 50 * time.Millisecond, Retries: 1}, 8)
+	w := startWebhook(t, srv.URL, Config{Timeout: 50 * time.Millisecond, Retries: 1}, 8)
 	w.OnEvent(testEvent(1))
 	waitFor(t, "the drop", func() bool { return w.dropped.Load() == 1 })
 	if n := attempts.Load(); n != 2 {
@@ -156,7 +159,7 @@ func TestWebhookNeverBlocks(t *testing.T) {
 	}))
 	defer srv.Close()
 	const queue, events = 4, 200
-	w := startWebhook(t, srv.URL, eventsConfig{Timeout: time.Minute, Retries: 0}, queue)
+	w := startWebhook(t, srv.URL, Config{Timeout: time.Minute, Retries: 0}, queue)
 	done := make(chan struct{})
 	go func() {
 		for i := range events {
@@ -179,19 +182,19 @@ func TestWebhookNeverBlocks(t *testing.T) {
 	}
 }
 
-// TestWebhookFromActors: the set actors' events reach the webhook and the
-// metrics through fanOut, as serve wires them.
+// TestWebhookFromActors: the set actors' events reach the webhook and
+// another hook, as serve wires them.
 func TestWebhookFromActors(t *testing.T) {
-	bodies := make(chan webhookEvent, 4)
+	bodies := make(chan event, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var e webhookEvent
+		var e event
 		if err := json.NewDecoder(r.Body).Decode(&e); err != nil {
 			t.Error(err)
 		}
 		bodies <- e
 	}))
 	defer srv.Close()
-	w := startWebhook(t, srv.URL, eventsConfig{Timeout: 2 * time.Second, Retries: 0}, 8)
+	w := startWebhook(t, srv.URL, Config{Timeout: 2 * time.Second, Retries: 0}, 8)
 	var counted atomic.Int32
 	cfg := dispatch.DefaultConfig()
 	d, err := dispatch.NewDestination(3, "sip:10.9.0.2:5060", 0, 0, "duid=gwx")
@@ -200,7 +203,7 @@ func TestWebhookFromActors(t *testing.T) {
 	}
 	reg, err := actors.NewRegistry(&cfg, dispatch.BuildSets([]dispatch.Destination{d}), actors.Options{
 		Seed: 1, Logger: discardLog,
-		OnEvent: fanOut(func(dispatch.Event) { counted.Add(1) }, w.OnEvent),
+		OnEvent: func(ev dispatch.Event) { counted.Add(1); w.OnEvent(ev) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -230,39 +233,6 @@ func TestWebhookFromActors(t *testing.T) {
 	}
 }
 
-func TestEventsConfig(t *testing.T) {
-	c := defaultConfig()
-	if c.Events != (eventsConfig{Timeout: 2 * time.Second, Retries: 3}) {
-		t.Errorf("defaults %+v", c.Events)
-	}
-	p := writeConfig(t, "events:\n  webhook_url: ftp://u:hookSecret1@h/x\n  timeout: 0s\n  retries: 11\n")
-	if c, err := loadConfig(p); err != nil {
-		t.Fatal(err)
-	} else if err = c.Validate(); err == nil {
-		t.Fatal("bad events validated")
-	} else {
-		msg := err.Error()
-		for _, want := range []string{
-			p + `:2: events.webhook_url: "ftp://u:xxxxx@h/x": want an http:// or https:// URL`,
-			p + ":3: events.timeout: 0s: must be > 0",
-			p + ":4: events.retries: 11: must be 0..10",
-		} {
-			if !strings.Contains(msg, want) {
-				t.Errorf("error lacks %q:\n%s", want, msg)
-			}
-		}
-		if strings.Contains(msg, "hookSecret1") {
-			t.Errorf("password in %q", msg)
-		}
-	}
-	p = writeConfig(t, "events: {webhook_url: \"http://u:hookSecret1@h:x/\"}\n")
-	if c, err := loadConfig(p); err != nil {
-		t.Fatal(err)
-	} else if err = c.Validate(); err == nil || strings.Contains(err.Error(), "hookSecret1") || !strings.Contains(err.Error(), `events.webhook_url: "..."`) {
-		t.Errorf("unparsable URL: %v", err)
-	}
-}
-
 // In a cluster only the leader sends, and only while it leads: a follower's
 // (or a replayed) event is not queued.
 func TestWebhookLeaderOnly(t *testing.T) {
@@ -272,13 +242,13 @@ func TestWebhookLeaderOnly(t *testing.T) {
 		posts.Add(1)
 	}))
 	defer srv.Close()
-	w := startWebhook(t, srv.URL, eventsConfig{Timeout: 2 * time.Second}, 8)
+	w := startWebhook(t, srv.URL, Config{Timeout: 2 * time.Second}, 8)
 	w.active.Store(false)
 	w.OnEvent(testEvent(1)) // not the leader: not sent
 
 	ctx, cancel := context.WithCancel(context.Background())
 	lead := make(chan struct{})
-	go func() { w.whileLeader(ctx); close(lead) }()
+	go func() { w.WhileLeader(ctx); close(lead) }()
 	waitFor(t, "leadership to enable the webhook", w.active.Load)
 	w.OnEvent(testEvent(2))
 	waitFor(t, "the leader's event", func() bool { return w.delivered.Load() == 1 })

@@ -1,4 +1,4 @@
-package main
+package replica
 
 import (
 	"context"
@@ -148,11 +148,11 @@ func TestOwnedTargetsPartition(t *testing.T) {
 	}
 }
 
-func newTestRelay(fc *probeClusterFake, sink *probeSinkFake) *probeRelay {
-	return newProbeRelay("n1", fc, sink, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+func newTestRelay(fc *probeClusterFake, sink *probeSinkFake) *ProbeRelay {
+	return NewProbeRelay("n1", fc, sink, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 }
 
-func probeCount(r *probeRelay, event string) float64 {
+func probeCount(r *ProbeRelay, event string) float64 {
 	return testutil.ToFloat64(r.count.WithLabelValues(event))
 }
 
@@ -210,10 +210,10 @@ func TestProbeRelayReceive(t *testing.T) {
 
 	fc, sink := &probeClusterFake{leader: true}, &probeSinkFake{}
 	r := newTestRelay(fc, sink)
-	r.receive("n2", b)
-	r.receive("n2", []byte{probeReportV1, 0xc1}) // malformed
-	r.receive("n2", []byte("x-other-kind"))      // another gossip user's payload
-	r.receive("n2", nil)
+	r.Receive("n2", b)
+	r.Receive("n2", []byte{probeReportV1, 0xc1}) // malformed
+	r.Receive("n2", []byte("x-other-kind"))      // another gossip user's payload
+	r.Receive("n2", nil)
 	if len(sink.got) != 1 || sink.got[0] != (probeReport{3, "sip:gw.example.com", res}) {
 		t.Fatalf("leader received %v", sink.got)
 	}
@@ -223,7 +223,7 @@ func TestProbeRelayReceive(t *testing.T) {
 
 	// A follower proposes nothing it hears.
 	fc.leader = false
-	r.receive("n2", b)
+	r.Receive("n2", b)
 	if len(sink.got) != 1 || probeCount(r, probeIgnored) != 1 {
 		t.Errorf("follower passed a result on: sink %v, ignored %v", sink.got, probeCount(r, probeIgnored))
 	}
@@ -298,7 +298,7 @@ func FuzzDecodeProbeReport(f *testing.F) {
 	})
 }
 
-// pingGate: a single node probes every due destination and reports into
+// ProbeGate: a single node probes every due destination and reports into
 // its registry; with a relay it probes its share only.
 func TestPingGateProbeShare(t *testing.T) {
 	cfg := dispatch.DefaultConfig()
@@ -315,7 +315,7 @@ func TestPingGateProbeShare(t *testing.T) {
 	t.Cleanup(reg.Stop)
 	ctx := context.Background()
 
-	single := pingGate{Registry: reg, rb: &registryBackend{Registry: reg, Cfg: &cfg}}
+	single := &ProbeGate{Registry: reg}
 	all, err := single.ProbeTargets(ctx)
 	if err != nil || len(all) != len(uris) {
 		t.Fatalf("single node: %d targets, %v; want %d", len(all), err, len(uris))
@@ -326,8 +326,7 @@ func TestPingGateProbeShare(t *testing.T) {
 	})
 
 	fc := &probeClusterFake{members: []cluster.Member{alive("n1"), alive("n2"), alive("n3")}}
-	clustered := single
-	clustered.relay = newTestRelay(fc, &probeSinkFake{})
+	clustered := &ProbeGate{Registry: reg, Relay: newTestRelay(fc, &probeSinkFake{})}
 	mine, err := clustered.ProbeTargets(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -336,10 +335,10 @@ func TestPingGateProbeShare(t *testing.T) {
 	if len(mine) == 0 || len(mine) >= len(all) || len(mine) != len(want) {
 		t.Fatalf("n1 of three: %d of %d targets, want its share %d", len(mine), len(all), len(want))
 	}
-	if got := testutil.ToFloat64(clustered.relay.ownedGauge); got != float64(len(mine)) {
+	if got := testutil.ToFloat64(clustered.Relay.ownedGauge); got != float64(len(mine)) {
 		t.Errorf("owned gauge %v, want %d", got, len(mine))
 	}
-	clustered.rb.SetPingActive(0)
+	clustered.SetPingActive(0)
 	if off, _ := clustered.ProbeTargets(ctx); len(off) != 0 {
 		t.Errorf("ping_active 0: %d targets", len(off))
 	}

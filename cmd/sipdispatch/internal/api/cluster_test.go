@@ -1,17 +1,16 @@
-package main
+package api
 
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api/apitest"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -25,12 +24,12 @@ func (f *fakeCluster) Members() []cluster.Member         { return f.members }
 func (f *fakeCluster) Raft() (cluster.RaftStatus, error) { return f.raft, f.err }
 
 func TestClusterMethods(t *testing.T) {
-	f := newFake(dispatch.DefaultConfig())
+	f := apitest.NewBackend(dispatch.DefaultConfig())
 	// Without a cluster both methods say so.
-	alone := httptest.NewServer(newAPIServer(f, "", discardLog, nil))
+	alone := httptest.NewServer(New(f, "", discardLog, nil))
 	defer alone.Close()
 	for _, m := range []string{"cluster.members", "cluster.raft", "cluster.leave"} {
-		if _, b := post(t, alone.URL, "", rpcBody(m, 1)); !strings.Contains(string(b), `"Cluster Not Enabled"`) {
+		if _, b := apitest.Post(t, alone.URL, "", apitest.RPCBody(m, 1)); !strings.Contains(string(b), `"Cluster Not Enabled"`) {
 			t.Errorf("%s on a lone node: %s", m, b)
 		}
 	}
@@ -44,46 +43,26 @@ func TestClusterMethods(t *testing.T) {
 			LastIndex: 42, CommitIndex: 41, AppliedIndex: 40,
 			Peers: []cluster.Peer{{ID: "n1", Addr: "127.0.0.11:7947", Suffrage: "Voter"}, {ID: "n2", Addr: "127.0.0.12:7947", Suffrage: "Voter"}}},
 	}
-	m := newMetrics(discardLog)
-	api := newAPIServer(f, "", discardLog, m)
-	api.setCluster(fc, m)
+	api := New(f, "", discardLog, nil)
+	api.SetCluster(fc)
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 
-	_, b := post(t, srv.URL, "", rpcBody("cluster.members", 1))
+	_, b := apitest.Post(t, srv.URL, "", apitest.RPCBody("cluster.members", 1))
 	want := `{"jsonrpc":"2.0","result":{"MEMBERS":[{"NAME":"n1","ADDR":"127.0.0.11:7946","STATE":"alive","RAFT_ID":"n1","RAFT_ADDR":"127.0.0.11:7947","SINCE":"2023-11-14T22:13:20Z"},{"NAME":"n2","ADDR":"127.0.0.12:7946","STATE":"dead","RAFT_ID":"n2","RAFT_ADDR":"127.0.0.12:7947","SINCE":"0001-01-01T00:00:00Z"}]},"id":1}`
 	if got := strings.Join(strings.Fields(string(b)), ""); got != want {
 		t.Errorf("cluster.members\n got %s\nwant %s", got, want)
 	}
-	_, b = post(t, srv.URL, "", rpcBody("cluster.raft", 2))
+	_, b = apitest.Post(t, srv.URL, "", apitest.RPCBody("cluster.raft", 2))
 	want = `{"jsonrpc":"2.0","result":{"STATE":"Leader","LEADER_ID":"n1","LEADER_ADDR":"127.0.0.11:7947","TERM":3,"LAST_INDEX":42,"COMMIT_INDEX":41,"APPLIED_INDEX":40,"PEERS":[{"ID":"n1","ADDR":"127.0.0.11:7947","SUFFRAGE":"Voter"},{"ID":"n2","ADDR":"127.0.0.12:7947","SUFFRAGE":"Voter"}]},"id":2}`
 	if got := strings.Join(strings.Fields(string(b)), ""); got != want {
 		t.Errorf("cluster.raft\n got %s\nwant %s", got, want)
 	}
 
-	resp, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, line := range []string{
-		"sipdispatch_raft_leader 1", "sipdispatch_raft_term 3", `sipdispatch_raft_index{kind="commit"} 41`,
-		`sipdispatch_raft_peers{suffrage="Voter"} 2`, `sipdispatch_gossip_members{state="alive"} 1`,
-		`sipdispatch_gossip_members{state="dead"} 1`,
-	} {
-		if !strings.Contains(string(body), "\n"+line+"\n") {
-			t.Errorf("/metrics lacks %q", line)
-		}
-	}
-
-	// A raft error still answers the method with an error and keeps /metrics up.
+	// A raft error still answers the method, with an error.
 	fc.err = errors.New("raft not started")
-	if _, b := post(t, srv.URL, "", rpcBody("cluster.raft", 3)); !strings.Contains(string(b), `"error"`) {
+	if _, b := apitest.Post(t, srv.URL, "", apitest.RPCBody("cluster.raft", 3)); !strings.Contains(string(b), `"error"`) {
 		t.Errorf("cluster.raft with a failing raft: %s", b)
-	}
-	if resp, err := http.Get(srv.URL + "/metrics"); err != nil || resp.StatusCode != 200 {
-		t.Errorf("/metrics with a failing raft: %v %v", resp, err)
 	}
 }
 
@@ -92,9 +71,9 @@ func TestClusterMethods(t *testing.T) {
 // without a cluster has nothing to leave.
 func TestLeaverShutdownWithoutLeave(t *testing.T) {
 	quit := 0
-	l := newLeaver(nil, func() { quit++ })
+	l := NewLeaver(nil, func() { quit++ })
 	log := slog.New(slog.DiscardHandler)
-	if err := l.finish(false, log); err != nil {
+	if err := l.Finish(false, log); err != nil {
 		t.Fatalf("finish without a leave: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -105,8 +84,8 @@ func TestLeaverShutdownWithoutLeave(t *testing.T) {
 	if quit != 1 {
 		t.Errorf("quit called %d times, want 1", quit)
 	}
-	var none *leaver
-	if err := none.finish(true, log); err != nil {
+	var none *Leaver
+	if err := none.Finish(true, log); err != nil {
 		t.Errorf("finish without a cluster: %v", err)
 	}
 }

@@ -1,4 +1,10 @@
-package main
+// Package api is the management API of a node: JSON-RPC 2.0 on POST /RPC
+// with Kamailio's dispatcher method names and reply shapes, the cluster
+// methods, bearer-token or loopback-only auth, GET /healthz and /readyz, and
+// the /metrics handler it is given (docs/operations.md). It serves a Backend
+// and knows nothing of how the node is wired. Client is the other side,
+// used by the admin commands.
+package api
 
 import (
 	"bytes"
@@ -16,119 +22,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
-// backend is what the management API needs from a running node. The API
-// handlers call it from HTTP goroutines, concurrently; every method may block
-// for as long as ctx allows (a set actor's reply, a raft commit).
-type backend interface {
-	// Config is the dispatcher configuration; dispatcher.list reads
-	// ds_hash_size and ds_ping_latency_stats from it to shape its reply.
-	Config() *dispatch.Config
-	// Status returns every set's destinations and runtime state.
-	Status(ctx context.Context) ([]actors.SetStatus, error)
-	// LoadEntries is Status with every set's call-load entries.
-	LoadEntries(ctx context.Context) ([]actors.SetStatus, error)
-	// LoadQueueStats counts this node's call-load commands not committed yet.
-	LoadQueueStats() actors.LoadQueueStats
-	// SetOrder returns the set ids in the order dispatcher.list prints
-	// them, Kamailio's: the order dispatch.BuildSets gave them.
-	SetOrder() []int
-	// Mark applies op to destination uri of set ("all" for every one).
-	Mark(ctx context.Context, set int, uri string, op dispatch.MarkOp) error
-	// MarkDUID applies op to the destination with duid in set.
-	MarkDUID(ctx context.Context, set int, duid string, op dispatch.MarkOp) error
-	// Reload reads the destination source again and installs it.
-	Reload(ctx context.Context) error
-	// Add adds a destination at runtime (attrs in list-file syntax).
-	Add(ctx context.Context, set int, uri string, flags dispatch.Flags, priority int, attrs string) error
-	// Remove removes a destination at runtime.
-	Remove(ctx context.Context, set int, uri string) error
-	// PingActive reports Kamailio's ping_active state (1: keepalives on).
-	PingActive() int
-	// SetPingActive changes it and returns the previous value.
-	SetPingActive(v int) (old int)
-	// Ready returns nil when the node can serve traffic, else the reason.
-	Ready() error
-}
-
-// registryBackend serves the API from an actors.Registry. What the registry
-// cannot do alone (reload, add, remove: they involve the destination source
-// and the cluster) is delegated to funcs the caller wires; a nil func makes
-// that method fail with errNotWired.
-type registryBackend struct {
-	*actors.Registry
-	// Cfg is the configuration the registry runs under.
-	Cfg *dispatch.Config
-	// ReloadFunc, AddFunc and RemoveFunc implement the corresponding methods.
-	ReloadFunc func(ctx context.Context) error
-	AddFunc    func(ctx context.Context, set int, uri string, flags dispatch.Flags, priority int, attrs string) error
-	RemoveFunc func(ctx context.Context, set int, uri string) error
-	// ReadyFunc decides readiness; nil means ready once at least one set is loaded.
-	ReadyFunc func() error
-
-	// pingOff is the negation of ping_active so that the zero value means
-	// "keepalives on", as Kamailio starts.
-	pingOff atomic.Int64
-}
-
-var _ backend = (*registryBackend)(nil)
-
-// errNotWired is returned by registryBackend methods whose func is nil.
-var errNotWired = errors.New("not available on this node")
-
-// Config implements backend.
-func (r *registryBackend) Config() *dispatch.Config { return r.Cfg }
-
-// Reload implements backend.
-func (r *registryBackend) Reload(ctx context.Context) error {
-	if r.ReloadFunc == nil {
-		return fmt.Errorf("reload: %w", errNotWired)
-	}
-	return r.ReloadFunc(ctx)
-}
-
-// Add implements backend.
-func (r *registryBackend) Add(ctx context.Context, set int, uri string, flags dispatch.Flags, priority int, attrs string) error {
-	if r.AddFunc == nil {
-		return fmt.Errorf("add: %w", errNotWired)
-	}
-	return r.AddFunc(ctx, set, uri, flags, priority, attrs)
-}
-
-// Remove implements backend.
-func (r *registryBackend) Remove(ctx context.Context, set int, uri string) error {
-	if r.RemoveFunc == nil {
-		return fmt.Errorf("remove: %w", errNotWired)
-	}
-	return r.RemoveFunc(ctx, set, uri)
-}
-
-// PingActive implements backend; the prober should skip keepalives while it is 0.
-func (r *registryBackend) PingActive() int { return int(1 - r.pingOff.Load()) }
-
-// SetPingActive implements backend.
-func (r *registryBackend) SetPingActive(v int) int { return int(1 - r.pingOff.Swap(int64(1-v))) }
-
-// Ready implements backend.
-func (r *registryBackend) Ready() error {
-	if r.ReadyFunc != nil {
-		return r.ReadyFunc()
-	}
-	if len(r.IDs()) == 0 {
-		return errors.New("no destination sets loaded")
-	}
-	return nil
-}
-
-// serveAPI serves h on ln until ctx ends, then shuts down gracefully,
-// giving calls in flight up to apiShutdownGrace to finish.
-func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+// Serve serves h on ln until ctx ends, then shuts down gracefully, giving
+// calls in flight up to apiShutdownGrace to finish.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -152,12 +54,12 @@ func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Lo
 	return nil
 }
 
-// apiShutdownGrace bounds how long serveAPI waits for calls in flight.
+// apiShutdownGrace bounds how long Serve waits for calls in flight.
 const apiShutdownGrace = 5 * time.Second
 
-// readTokenFile reads an API token file: the token is the file's content
+// ReadTokenFile reads an API token file: the token is the file's content
 // without surrounding white space, and must not be empty.
-func readTokenFile(path string) (string, error) {
+func ReadTokenFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("token file: %w", err)
@@ -169,33 +71,68 @@ func readTokenFile(path string) (string, error) {
 	return tok, nil
 }
 
+// Backend is what the management API needs from a running node. The API
+// handlers call it from HTTP goroutines, concurrently; every method may block
+// for as long as ctx allows (a set actor's reply, a raft commit).
+type Backend interface {
+	// Config is the dispatcher configuration; dispatcher.list reads
+	// ds_hash_size and ds_ping_latency_stats from it to shape its reply.
+	Config() *dispatch.Config
+	// Status returns every set's destinations and runtime state.
+	Status(ctx context.Context) ([]actors.SetStatus, error)
+	// LoadEntries is Status with every set's call-load entries.
+	LoadEntries(ctx context.Context) ([]actors.SetStatus, error)
+	// LoadQueueStats counts this node's call-load commands not committed yet.
+	LoadQueueStats() actors.LoadQueueStats
+	// SetOrder returns the set ids in the order dispatcher.list prints
+	// them, Kamailio's: the order dispatch.BuildSets gave them.
+	SetOrder() []int
+	// Mark applies op to destination uri of set ("all" for every one).
+	Mark(ctx context.Context, set int, uri string, op dispatch.MarkOp) error
+	// MarkDUID applies op to the destination with duid in set.
+	MarkDUID(ctx context.Context, set int, duid string, op dispatch.MarkOp) error
+	// Reload reads the destination source again and installs it.
+	Reload(ctx context.Context) error
+	// Add adds a destination at runtime (attrs in list-file syntax).
+	Add(ctx context.Context, set int, uri string, flags dispatch.Flags, priority int, attrs string) error
+	// Remove removes a destination at runtime.
+	Remove(ctx context.Context, set int, uri string) error
+	// PingActive reports Kamailio's ping_active state (1: keepalives on);
+	// the keepalive sender owns it.
+	PingActive() int
+	// SetPingActive changes it and returns the previous value.
+	SetPingActive(v int) (old int)
+	// Ready returns nil when the node can serve traffic, else the reason.
+	Ready() error
+}
+
 // maxRPCBody bounds a JSON-RPC request body; the largest legitimate request
 // (dispatcher.add with attributes, or a small batch) is far below it.
 const maxRPCBody = 1 << 20
 
-// apiServer is the management API's HTTP handler (SPEC §8).
-type apiServer struct {
-	b       backend
+// Server is the management API's HTTP handler (docs/operations.md, "HTTP endpoints").
+type Server struct {
+	b       Backend
 	token   []byte
 	log     *slog.Logger
 	mux     *http.ServeMux
 	methods map[string]rpcMethod
-	cluster clusterInfo // nil without cluster.enabled
-	leaver  *leaver     // nil without cluster.enabled
+	cluster ClusterInfo // nil without cluster.enabled
+	leaver  *Leaver     // nil without cluster.enabled
 }
 
-// newAPIServer returns the management API handler: POST /RPC (JSON-RPC 2.0
-// with Kamailio's dispatcher methods), GET /metrics when m is not nil (its
-// destination series then come from b), GET /healthz and GET /readyz. With a
+// New returns the management API handler: POST /RPC (JSON-RPC 2.0
+// with Kamailio's dispatcher methods), GET /metrics served by metrics when
+// it is not nil, GET /healthz and GET /readyz. With a
 // token every /RPC and /metrics call needs "Authorization: Bearer TOKEN";
 // without one only loopback clients may call them. The health endpoints are
 // open: orchestrator probes carry no credentials and the endpoints disclose
 // no state.
-func newAPIServer(b backend, token string, log *slog.Logger, m *metrics) *apiServer {
+func New(b Backend, token string, log *slog.Logger, metrics http.Handler) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &apiServer{b: b, log: log, mux: http.NewServeMux()}
+	s := &Server{b: b, log: log, mux: http.NewServeMux()}
 	if token != "" {
 		s.token = []byte(token)
 	}
@@ -218,9 +155,8 @@ func newAPIServer(b backend, token string, log *slog.Logger, m *metrics) *apiSer
 		"ds_reload":    s.reload,
 	}
 	s.mux.Handle("POST /RPC", s.auth(http.HandlerFunc(s.serveRPC)))
-	if m != nil {
-		m.dests.b.Store(&b)
-		s.mux.Handle("GET /metrics", s.auth(m.handler(log)))
+	if metrics != nil {
+		s.mux.Handle("GET /metrics", s.auth(metrics))
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -236,11 +172,11 @@ func newAPIServer(b backend, token string, log *slog.Logger, m *metrics) *apiSer
 }
 
 // ServeHTTP implements http.Handler.
-func (s *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// auth enforces SPEC §8: a bearer token when one is configured (compared in
-// constant time), else a loopback client.
-func (s *apiServer) auth(next http.Handler) http.Handler {
+// auth enforces docs/operations.md, "Authentication": a bearer token when
+// one is configured (compared in constant time), else a loopback client.
+func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.token != nil {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -303,23 +239,24 @@ func (o obj) MarshalJSON() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// rpcError is a JSON-RPC error object. Code and Message follow Kamailio's
+// Error is a JSON-RPC error object, as the server sends it and Client
+// returns it. Code and Message follow Kamailio's
 // jsonrpcs (500 and a short fixed text for method failures); Data, when set,
 // carries the underlying cause where Kamailio only logs it.
-type rpcError struct {
+type Error struct {
 	Code    int
 	Message string
 	Data    string
 }
 
-func (e *rpcError) Error() string {
+func (e *Error) Error() string {
 	if e.Data != "" {
 		return e.Message + ": " + e.Data
 	}
 	return e.Message
 }
 
-func (e *rpcError) object() obj {
+func (e *Error) object() obj {
 	o := obj{{"code", e.Code}, {"message", e.Message}}
 	if e.Data != "" {
 		o = append(o, field{"data", e.Data})
@@ -330,18 +267,18 @@ func (e *rpcError) object() obj {
 // Standard JSON-RPC 2.0 errors for requests that never reach a method;
 // method-level errors use Kamailio's 500 codes.
 var (
-	errParse          = &rpcError{Code: -32700, Message: "Parse Error"}
-	errInvalidRequest = &rpcError{Code: -32600, Message: "Invalid Request"}
-	errMethodNotFound = &rpcError{Code: 500, Message: "Method Not Found"}
-	errInvalidParams  = &rpcError{Code: 500, Message: "Invalid Parameters"}
+	errParse          = &Error{Code: -32700, Message: "Parse Error"}
+	errInvalidRequest = &Error{Code: -32600, Message: "Invalid Request"}
+	errMethodNotFound = &Error{Code: 500, Message: "Method Not Found"}
+	errInvalidParams  = &Error{Code: 500, Message: "Invalid Parameters"}
 )
 
-func failed(msg string, err error) *rpcError {
-	return &rpcError{Code: 500, Message: msg, Data: err.Error()}
+func failed(msg string, err error) *Error {
+	return &Error{Code: 500, Message: msg, Data: err.Error()}
 }
 
 // rpcMethod serves one method; params are the request's positional params.
-type rpcMethod func(ctx context.Context, p params) (any, *rpcError)
+type rpcMethod func(ctx context.Context, p params) (any, *Error)
 
 type rpcRequest struct {
 	JSONRPC *string         `json:"jsonrpc"`
@@ -351,10 +288,10 @@ type rpcRequest struct {
 }
 
 // serveRPC handles one JSON-RPC request or a batch (a JSON array).
-func (s *apiServer) serveRPC(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRPCBody))
 	if err != nil {
-		s.reply(w, http.StatusRequestEntityTooLarge, envelope(nil, nil, &rpcError{Code: -32600, Message: "Invalid Request", Data: err.Error()}))
+		s.reply(w, http.StatusRequestEntityTooLarge, envelope(nil, nil, &Error{Code: -32600, Message: "Invalid Request", Data: err.Error()}))
 		return
 	}
 	body = bytes.TrimSpace(body)
@@ -381,7 +318,7 @@ func (s *apiServer) serveRPC(w http.ResponseWriter, r *http.Request) {
 
 // call runs one request and returns its response and the HTTP status
 // Kamailio would use for it: 200, or the error code when it is an HTTP code.
-func (s *apiServer) call(ctx context.Context, raw []byte) (obj, int) {
+func (s *Server) call(ctx context.Context, raw []byte) (obj, int) {
 	var req rpcRequest
 	if err := json.Unmarshal(raw, &req); err != nil {
 		var syn *json.SyntaxError
@@ -415,7 +352,7 @@ func (s *apiServer) call(ctx context.Context, raw []byte) (obj, int) {
 
 // envelope builds a JSON-RPC response in Kamailio's key order; like Kamailio
 // it answers a request without id (a notification) too, just without "id".
-func envelope(id json.RawMessage, result any, e *rpcError) obj {
+func envelope(id json.RawMessage, result any, e *Error) obj {
 	o := obj{{"jsonrpc", "2.0"}}
 	if e != nil {
 		o = append(o, field{"error", e.object()})
@@ -428,14 +365,14 @@ func envelope(id json.RawMessage, result any, e *rpcError) obj {
 	return o
 }
 
-func httpStatus(e *rpcError) int {
+func httpStatus(e *Error) int {
 	if e.Code >= 400 && e.Code <= 599 {
 		return e.Code
 	}
 	return http.StatusInternalServerError
 }
 
-func (s *apiServer) reply(w http.ResponseWriter, status int, v any) {
+func (s *Server) reply(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		s.log.Error("api: encode reply", "err", err)
@@ -453,7 +390,7 @@ type params []json.RawMessage
 
 func (p params) has(i int) bool { return i < len(p) }
 
-func (p params) int(i int) (int, *rpcError) {
+func (p params) int(i int) (int, *Error) {
 	if i >= len(p) {
 		return 0, errInvalidParams
 	}
@@ -472,7 +409,7 @@ func (p params) int(i int) (int, *rpcError) {
 	return v, nil
 }
 
-func (p params) str(i int) (string, *rpcError) {
+func (p params) str(i int) (string, *Error) {
 	if i >= len(p) {
 		return "", errInvalidParams
 	}
@@ -497,7 +434,7 @@ func strOrNull(s string) any {
 
 // list serves dispatcher.list ["short"]: Kamailio's shape, key order and
 // flag letters; "short" leaves out ATTRS.
-func (s *apiServer) list(ctx context.Context, p params) (any, *rpcError) {
+func (s *Server) list(ctx context.Context, p params) (any, *Error) {
 	short := false
 	if p.has(0) {
 		mode, rerr := p.str(0)
@@ -511,7 +448,7 @@ func (s *apiServer) list(ctx context.Context, p params) (any, *rpcError) {
 		return nil, failed("Internal error sets structure", err)
 	}
 	if len(sets) == 0 {
-		return nil, &rpcError{Code: 500, Message: "No Destination Sets"}
+		return nil, &Error{Code: 500, Message: "No Destination Sets"}
 	}
 	cfg := s.b.Config()
 	byID := make(map[int]*actors.SetStatus, len(sets))
@@ -572,16 +509,16 @@ func destObject(d *actors.DestStatus, cfg *dispatch.Config, short bool) obj {
 }
 
 // setState serves dispatcher.set_state [STATE, SET, URI|"all"].
-func (s *apiServer) setState(ctx context.Context, p params) (any, *rpcError) {
+func (s *Server) setState(ctx context.Context, p params) (any, *Error) {
 	return s.mark(ctx, p, false)
 }
 
 // setDUIDState serves dispatcher.set_duid_state [STATE, SET, DUID].
-func (s *apiServer) setDUIDState(ctx context.Context, p params) (any, *rpcError) {
+func (s *Server) setDUIDState(ctx context.Context, p params) (any, *Error) {
 	return s.mark(ctx, p, true)
 }
 
-func (s *apiServer) mark(ctx context.Context, p params, byDUID bool) (any, *rpcError) {
+func (s *Server) mark(ctx context.Context, p params, byDUID bool) (any, *Error) {
 	state, e1 := p.str(0)
 	set, e2 := p.int(1)
 	target, e3 := p.str(2)
@@ -589,11 +526,11 @@ func (s *apiServer) mark(ctx context.Context, p params, byDUID bool) (any, *rpcE
 		return nil, errInvalidParams
 	}
 	if state == "" {
-		return nil, &rpcError{Code: 500, Message: "Invalid State Parameter"}
+		return nil, &Error{Code: 500, Message: "Invalid State Parameter"}
 	}
 	op, err := rpcMarkOp(state)
 	if err != nil {
-		return nil, &rpcError{Code: 500, Message: "Unknown State Value"}
+		return nil, &Error{Code: 500, Message: "Unknown State Value"}
 	}
 	if byDUID && target != "all" {
 		err = s.b.MarkDUID(ctx, set, target, op)
@@ -603,7 +540,7 @@ func (s *apiServer) mark(ctx context.Context, p params, byDUID bool) (any, *rpcE
 	if err != nil {
 		// Kamailio's reply has no detail; the cause goes to the log only.
 		s.log.Warn("api: set_state", "set", set, "target", target, "state", state, "err", err)
-		return nil, &rpcError{Code: 500, Message: "State Update Failed"}
+		return nil, &Error{Code: 500, Message: "State Update Failed"}
 	}
 	return "Ok. Dispatcher state updated.", nil
 }
@@ -618,8 +555,8 @@ func rpcMarkOp(state string) (dispatch.MarkOp, error) {
 }
 
 // reload serves dispatcher.reload. Unlike Kamailio, destination state and
-// call load carry over (SPEC §7).
-func (s *apiServer) reload(ctx context.Context, _ params) (any, *rpcError) {
+// call load carry over (docs/kamailio-compat.md, reload).
+func (s *Server) reload(ctx context.Context, _ params) (any, *Error) {
 	if err := s.b.Reload(ctx); err != nil {
 		return nil, failed("Reload Failed", err)
 	}
@@ -627,7 +564,7 @@ func (s *apiServer) reload(ctx context.Context, _ params) (any, *rpcError) {
 }
 
 // add serves dispatcher.add [SET, URI, FLAGS?, PRIORITY?, ATTRS?].
-func (s *apiServer) add(ctx context.Context, p params) (any, *rpcError) {
+func (s *Server) add(ctx context.Context, p params) (any, *Error) {
 	set, e1 := p.int(0)
 	uri, e2 := p.str(1)
 	if e1 != nil || e2 != nil || uri == "" {
@@ -635,7 +572,7 @@ func (s *apiServer) add(ctx context.Context, p params) (any, *rpcError) {
 	}
 	var flags, prio int
 	var attrs string
-	var rerr *rpcError
+	var rerr *Error
 	if p.has(2) {
 		if flags, rerr = p.int(2); rerr != nil || flags < 0 {
 			return nil, errInvalidParams
@@ -658,7 +595,7 @@ func (s *apiServer) add(ctx context.Context, p params) (any, *rpcError) {
 }
 
 // remove serves dispatcher.remove [SET, URI].
-func (s *apiServer) remove(ctx context.Context, p params) (any, *rpcError) {
+func (s *Server) remove(ctx context.Context, p params) (any, *Error) {
 	set, e1 := p.int(0)
 	uri, e2 := p.str(1)
 	if e1 != nil || e2 != nil || uri == "" {
@@ -672,7 +609,7 @@ func (s *apiServer) remove(ctx context.Context, p params) (any, *rpcError) {
 
 // pingActive serves dispatcher.ping_active [STATE?]: without a parameter it
 // reads the state, with one it sets it.
-func (s *apiServer) pingActive(_ context.Context, p params) (any, *rpcError) {
+func (s *Server) pingActive(_ context.Context, p params) (any, *Error) {
 	if !p.has(0) {
 		return obj{{"OldPingState", s.b.PingActive()}}, nil
 	}
@@ -681,14 +618,14 @@ func (s *apiServer) pingActive(_ context.Context, p params) (any, *rpcError) {
 		return nil, rerr
 	}
 	if v != 0 && v != 1 {
-		return nil, &rpcError{Code: 500, Message: "Ping State Update Failed", Data: "state must be 0 or 1"}
+		return nil, &Error{Code: 500, Message: "Ping State Update Failed", Data: "state must be 0 or 1"}
 	}
 	old := s.b.SetPingActive(v)
 	return obj{{"NewPingState", v}, {"OldPingState", old}}, nil
 }
 
 // hash serves dispatcher.hash [NSLOTS, V1, V2?] with Kamailio's hash.
-func (s *apiServer) hash(_ context.Context, p params) (any, *rpcError) {
+func (s *Server) hash(_ context.Context, p params) (any, *Error) {
 	n, e1 := p.int(0)
 	v1, e2 := p.str(1)
 	if e1 != nil || e2 != nil {
@@ -696,7 +633,7 @@ func (s *apiServer) hash(_ context.Context, p params) (any, *rpcError) {
 	}
 	var v2 string
 	if p.has(2) {
-		var rerr *rpcError
+		var rerr *Error
 		if v2, rerr = p.str(2); rerr != nil {
 			return nil, rerr
 		}
@@ -714,7 +651,7 @@ func (s *apiServer) hash(_ context.Context, p params) (any, *rpcError) {
 // ascending id order; with "entries", each set's entries too (Call-ID,
 // destination, age, confirmed), for debugging a load that does not match
 // the calls. PENDING is this node's load commands not committed yet.
-func (s *apiServer) load(ctx context.Context, p params) (any, *rpcError) {
+func (s *Server) load(ctx context.Context, p params) (any, *Error) {
 	only, all, entries := 0, true, false
 	for i := range p {
 		if v, rerr := p.str(i); rerr == nil && v == "entries" {
@@ -770,7 +707,7 @@ func (s *apiServer) load(ctx context.Context, p params) (any, *rpcError) {
 		out = append(out, o)
 	}
 	if !all && len(out) == 0 {
-		return nil, &rpcError{Code: 404, Message: "Destination Group Not Found"}
+		return nil, &Error{Code: 404, Message: "Destination Group Not Found"}
 	}
 	return obj{{"SETS", out}, {"PENDING", s.b.LoadQueueStats().Pending}}, nil
 }

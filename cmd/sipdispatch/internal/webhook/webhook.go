@@ -1,4 +1,8 @@
-package main
+// Package webhook POSTs dst-up/dst-down events to an HTTP receiver (the
+// events key, docs/configuration.md). It is a sink of the
+// set actors' OnEvent hook: it queues without blocking and sends from one
+// goroutine, retrying with backoff, while this node leads.
+package webhook
 
 import (
 	"bytes"
@@ -19,27 +23,35 @@ import (
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
-// eventsConfig is the events key: where dst-up/dst-down events are sent.
-type eventsConfig struct {
+// Config is the events key: where dst-up/dst-down events are sent.
+type Config struct {
 	WebhookURL string        `yaml:"webhook_url"` // http(s) URL each event is POSTed to; "" = none
 	Timeout    time.Duration `yaml:"timeout"`     // per attempt
 	Retries    int           `yaml:"retries"`     // further attempts after a failed one
 }
 
 const (
-	// webhookQueueSize bounds the events waiting for the sender; beyond it
+	// QueueSize bounds the events waiting for the sender; beyond it
 	// events are dropped rather than slowing the set actors.
-	webhookQueueSize = 1024
+	QueueSize = 1024
 	// webhookBackoff is the pause before the first retry; it doubles for
 	// each further one, up to webhookMaxBackoff.
 	webhookBackoff    = 250 * time.Millisecond
 	webhookMaxBackoff = 10 * time.Second
-	// maxWebhookRetries keeps one dead receiver from holding the queue for long.
-	maxWebhookRetries = 10
+	// MaxRetries keeps one dead receiver from holding the queue for long.
+	MaxRetries = 10
 )
 
-// validate checks the events key; a password in the URL is never shown.
-func (e *eventsConfig) validate(bad func(path string, v any, why string)) {
+// DefaultConfig is the events key's default: no receiver, 2 s per attempt,
+// 3 retries.
+func DefaultConfig() Config { return Config{Timeout: 2 * time.Second, Retries: 3} }
+
+// Validate reports every bad field of the events key, each error starting
+// with its key path ("events.timeout: ..."); a password in the URL is never
+// shown.
+func (e *Config) Validate() error {
+	var errs []error
+	bad := func(path string, v any, why string) { errs = append(errs, fmt.Errorf("%s: %v: %s", path, v, why)) }
 	if e.WebhookURL != "" {
 		if u, err := parseWebhookURL(e.WebhookURL); err != nil {
 			shown := `"..."` // an unparsable URL may hold a password
@@ -52,9 +64,10 @@ func (e *eventsConfig) validate(bad func(path string, v any, why string)) {
 	if e.Timeout <= 0 {
 		bad("events.timeout", e.Timeout, "must be > 0")
 	}
-	if e.Retries < 0 || e.Retries > maxWebhookRetries {
-		bad("events.retries", e.Retries, "must be 0.."+strconv.Itoa(maxWebhookRetries))
+	if e.Retries < 0 || e.Retries > MaxRetries {
+		bad("events.retries", e.Retries, "must be 0.."+strconv.Itoa(MaxRetries))
 	}
+	return errors.Join(errs...)
 }
 
 // parseWebhookURL accepts an absolute http or https URL. On an error the URL
@@ -76,8 +89,8 @@ func parseWebhookURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// webhookEvent is the JSON body of one POST.
-type webhookEvent struct {
+// event is the JSON body of one POST.
+type event struct {
 	Event    string `json:"event"` // dst-up or dst-down
 	Set      int    `json:"set"`
 	URI      string `json:"uri"`
@@ -87,25 +100,26 @@ type webhookEvent struct {
 	Time     string `json:"time"` // RFC 3339, UTC
 }
 
-// webhook POSTs destination events to events.webhook_url. OnEvent only
+// Sender POSTs destination events to events.webhook_url. OnEvent only
 // queues (the set actors call it and must never wait); one sender goroutine
 // (run) delivers in order, retrying with backoff, and drops an event when
 // the queue is full or its retries are spent.
-type webhook struct {
-	url      string
-	redacted string // for logs
-	client   *http.Client
-	retries  int
-	backoff  time.Duration // first retry pause
-	queue    chan webhookEvent
-	log      *slog.Logger
+type Sender struct {
+	url       string
+	redacted  string // for logs
+	userAgent string
+	client    *http.Client
+	retries   int
+	backoff   time.Duration // first retry pause
+	queue     chan event
+	log       *slog.Logger
 
 	// delivered and dropped count events, for logs and tests.
 	delivered, dropped atomic.Uint64
 
 	// active: events are sent only while this node leads. Every node
 	// applies the same commands and sees the same events, and the receiver
-	// wants each once; whileLeader sets it after raft's barrier, so neither a
+	// wants each once; WhileLeader sets it after raft's barrier, so neither a
 	// log replayed at start nor a follower's copy is sent.
 	active atomic.Bool
 }
@@ -116,47 +130,50 @@ var descWebhookEvents = prometheus.NewDesc("sipdispatch_webhook_events_total",
 	[]string{"result"}, nil)
 
 // Describe implements prometheus.Collector.
-func (w *webhook) Describe(ch chan<- *prometheus.Desc) { ch <- descWebhookEvents }
+func (w *Sender) Describe(ch chan<- *prometheus.Desc) { ch <- descWebhookEvents }
 
 // Collect implements prometheus.Collector.
-func (w *webhook) Collect(ch chan<- prometheus.Metric) {
+func (w *Sender) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWebhookEvents, prometheus.CounterValue, float64(w.delivered.Load()), "delivered")
 	ch <- prometheus.MustNewConstMetric(descWebhookEvents, prometheus.CounterValue, float64(w.dropped.Load()), "dropped")
 }
 
-// whileLeader is the webhook's leader work (cluster.Node.OnLeadership): it
+// WhileLeader is the webhook's leader work (cluster.Node.OnLeadership): it
 // enables sending until the leadership ends. An event applied between two
 // leaderships (an election in progress) is sent by no node.
-func (w *webhook) whileLeader(ctx context.Context) {
+func (w *Sender) WhileLeader(ctx context.Context) {
 	w.active.Store(true)
 	<-ctx.Done()
 	w.active.Store(false)
 }
 
-// newWebhook builds the sender of a validated events config; queue bounds
-// the events waiting for delivery.
-func newWebhook(c eventsConfig, queue int, log *slog.Logger) (*webhook, error) {
+// New builds the sender of a validated events config; queue bounds the
+// events waiting for delivery (QueueSize in production), userAgent is the
+// User-Agent header of each POST. Run delivers; OnEvent queues only while
+// WhileLeader runs.
+func New(c Config, queue int, userAgent string, log *slog.Logger) (*Sender, error) {
 	u, err := parseWebhookURL(c.WebhookURL)
 	if err != nil {
 		return nil, fmt.Errorf("events.webhook_url: %w", err)
 	}
-	return &webhook{
-		url:      c.WebhookURL,
-		redacted: u.Redacted(),
-		client:   &http.Client{Timeout: c.Timeout},
-		retries:  c.Retries,
-		backoff:  webhookBackoff,
-		queue:    make(chan webhookEvent, queue),
-		log:      log,
+	return &Sender{
+		url:       c.WebhookURL,
+		redacted:  u.Redacted(),
+		userAgent: userAgent,
+		client:    &http.Client{Timeout: c.Timeout},
+		retries:   c.Retries,
+		backoff:   webhookBackoff,
+		queue:     make(chan event, queue),
+		log:       log,
 	}, nil
 }
 
 // OnEvent queues ev for delivery without blocking; a full queue drops it.
-func (w *webhook) OnEvent(ev dispatch.Event) {
+func (w *Sender) OnEvent(ev dispatch.Event) {
 	if !w.active.Load() {
 		return
 	}
-	e := webhookEvent{
+	e := event{
 		Event: eventKind(ev), Set: ev.SetID, URI: ev.URI, DUID: ev.DUID,
 		OldFlags: ev.Old.Letters(), NewFlags: ev.New.Letters(),
 		Time: ev.At.UTC().Format(time.RFC3339Nano),
@@ -169,9 +186,9 @@ func (w *webhook) OnEvent(ev dispatch.Event) {
 	}
 }
 
-// run delivers queued events until ctx ends; what is still queued then is
+// Run delivers queued events until ctx ends; what is still queued then is
 // not sent.
-func (w *webhook) run(ctx context.Context) {
+func (w *Sender) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -183,7 +200,7 @@ func (w *webhook) run(ctx context.Context) {
 }
 
 // deliver POSTs one event, retrying up to w.retries times with doubling pauses.
-func (w *webhook) deliver(ctx context.Context, e webhookEvent) {
+func (w *Sender) deliver(ctx context.Context, e event) {
 	body, err := json.Marshal(e)
 	if err != nil {
 		w.log.Error("webhook: event not encodable", "err", err)
@@ -211,13 +228,13 @@ func (w *webhook) deliver(ctx context.Context, e webhookEvent) {
 		"attempts", w.retries+1, "err", err, "dropped_total", n)
 }
 
-func (w *webhook) post(ctx context.Context, body []byte) error {
+func (w *Sender) post(ctx context.Context, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "sipdispatch/"+version)
+	req.Header.Set("User-Agent", w.userAgent)
 	resp, err := w.client.Do(req)
 	if err != nil {
 		// url.Error names the URL; show it without a password.
@@ -242,14 +259,4 @@ func eventKind(ev dispatch.Event) string {
 		return "dst-up"
 	}
 	return "dst-down"
-}
-
-// fanOut calls each hook in turn with every event; the actors' single
-// OnEvent feeds both metrics and the webhook this way.
-func fanOut(hooks ...func(dispatch.Event)) func(dispatch.Event) {
-	return func(ev dispatch.Event) {
-		for _, h := range hooks {
-			h(ev)
-		}
-	}
 }

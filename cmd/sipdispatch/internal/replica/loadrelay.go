@@ -1,4 +1,4 @@
-package main
+package replica
 
 import (
 	"context"
@@ -30,17 +30,26 @@ const (
 	maxHandOverBytes = 768
 )
 
-// loadRelay hands this node's stuck load commands to the other nodes and
+// LoadRelay hands this node's stuck load commands to the other nodes and
 // adopts theirs.
-type loadRelay struct {
+type LoadRelay struct {
 	node *cluster.Node
 	reg  *actors.Registry
 	log  *slog.Logger
 	sent atomic.Uint64
 }
 
-// run gossips the stuck commands every handOverEvery until ctx ends.
-func (r *loadRelay) run(ctx context.Context) {
+// NewLoadRelay returns the relay of node over reg; register Receive with
+// node.OnMessage and run Run.
+func NewLoadRelay(node *cluster.Node, reg *actors.Registry, log *slog.Logger) *LoadRelay {
+	return &LoadRelay{node: node, reg: reg, log: log}
+}
+
+// Sent counts the commands this node handed over.
+func (r *LoadRelay) Sent() uint64 { return r.sent.Load() }
+
+// Run gossips the stuck commands every handOverEvery until ctx ends.
+func (r *LoadRelay) Run(ctx context.Context) {
 	t := time.NewTicker(handOverEvery)
 	defer t.Stop()
 	for {
@@ -67,8 +76,8 @@ func (r *loadRelay) run(ctx context.Context) {
 	}
 }
 
-// receive adopts a load command another node handed over.
-func (r *loadRelay) receive(from string, payload []byte) {
+// Receive adopts a load command another node handed over.
+func (r *LoadRelay) Receive(from string, payload []byte) {
 	if len(payload) == 0 || payload[0] != loadHandOverV1 {
 		return
 	}

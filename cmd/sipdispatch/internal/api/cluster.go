@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"context"
@@ -9,31 +9,29 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/sipdispatch/sipdispatch/cluster"
 )
 
-// clusterInfo is what cluster.members, cluster.raft and the cluster metrics
-// read; *cluster.Node satisfies it. nil on a node without cluster.enabled.
-type clusterInfo interface {
+// ClusterInfo is what cluster.members and cluster.raft read; *cluster.Node
+// satisfies it. Both methods are cheap and never block.
+type ClusterInfo interface {
 	Members() []cluster.Member
 	Raft() (cluster.RaftStatus, error)
 }
 
 // errNoCluster answers the cluster methods on a node that runs alone.
-var errNoCluster = &rpcError{Code: 500, Message: "Cluster Not Enabled"}
+var errNoCluster = &Error{Code: 500, Message: "Cluster Not Enabled"}
 
-// setCluster gives the API (and its metrics) the node's cluster view.
-func (s *apiServer) setCluster(c clusterInfo, m *metrics) {
-	s.cluster = c
-	if m != nil {
-		m.reg.MustRegister(&clusterCollector{c: c})
-	}
-}
+// SetCluster gives the API the node's cluster view; without it the cluster
+// methods answer "Cluster Not Enabled". Call it before serving.
+func (s *Server) SetCluster(c ClusterInfo) { s.cluster = c }
+
+// SetLeaver makes cluster.leave available: it asks l to leave and waits.
+// Call it before serving.
+func (s *Server) SetLeaver(l *Leaver) { s.leaver = l }
 
 // members serves cluster.members: every gossip member this node knows.
-func (s *apiServer) members(context.Context, params) (any, *rpcError) {
+func (s *Server) members(context.Context, params) (any, *Error) {
 	if s.cluster == nil {
 		return nil, errNoCluster
 	}
@@ -46,7 +44,7 @@ func (s *apiServer) members(context.Context, params) (any, *rpcError) {
 }
 
 // raftStatus serves cluster.raft: this node's raft view and its peers.
-func (s *apiServer) raftStatus(context.Context, params) (any, *rpcError) {
+func (s *Server) raftStatus(context.Context, params) (any, *Error) {
 	if s.cluster == nil {
 		return nil, errNoCluster
 	}
@@ -73,25 +71,32 @@ const leaveTimeout = 20 * time.Second
 // already shutting down without leaving.
 var errNotLeaving = errors.New("the node is shutting down without leaving the cluster")
 
-// leaver makes the process leave the cluster for good and exit: cluster.leave
-// asks for it and waits; serve stops taking SIP traffic, then leaves (finish)
+// Leaver makes the process leave the cluster for good and exit: cluster.leave
+// asks for it and waits; serve stops taking SIP traffic, then leaves (Finish)
 // and hands the outcome to every waiting caller. With
 // cluster.leave_on_terminate serve leaves on SIGTERM/SIGINT as well.
-type leaver struct {
-	node  *cluster.Node
+type Leaver struct {
+	node  LeaveNode
 	quit  context.CancelFunc // ends serve's SIP server
 	asked atomic.Bool
 	once  sync.Once
-	done  chan struct{} // closed by finish once err is set
+	done  chan struct{} // closed by Finish once err is set
 	err   error
 }
 
-func newLeaver(node *cluster.Node, quit context.CancelFunc) *leaver {
-	return &leaver{node: node, quit: quit, done: make(chan struct{})}
+// LeaveNode is the node a Leaver takes out of the cluster; *cluster.Node
+// implements it. Leave blocks until the leave committed or ctx ends.
+type LeaveNode interface {
+	Leave(ctx context.Context) error
+}
+
+// NewLeaver returns the Leaver of node; quit ends serve's SIP server.
+func NewLeaver(node LeaveNode, quit context.CancelFunc) *Leaver {
+	return &Leaver{node: node, quit: quit, done: make(chan struct{})}
 }
 
 // request asks serve to leave and shut down, and waits for the leave's outcome.
-func (l *leaver) request(ctx context.Context) error {
+func (l *Leaver) request(ctx context.Context) error {
 	l.asked.Store(true)
 	l.quit()
 	select {
@@ -102,10 +107,10 @@ func (l *leaver) request(ctx context.Context) error {
 	}
 }
 
-// finish runs on serve's way out, after the SIP server stopped: it leaves
+// Finish runs on serve's way out, after the SIP server stopped: it leaves
 // the cluster when asked to or when onTerminate is set, and releases the
 // waiting callers. nil without a cluster.
-func (l *leaver) finish(onTerminate bool, log *slog.Logger) error {
+func (l *Leaver) Finish(onTerminate bool, log *slog.Logger) error {
 	if l == nil {
 		return nil
 	}
@@ -136,7 +141,7 @@ func (l *leaver) finish(onTerminate bool, log *slog.Logger) error {
 // then the process exits. It answers once the leave has committed. Like
 // Consul it does not refuse a leave that leaves the remaining voters without
 // a quorum (docs/operations.md).
-func (s *apiServer) leave(ctx context.Context, _ params) (any, *rpcError) {
+func (s *Server) leave(ctx context.Context, _ params) (any, *Error) {
 	if s.cluster == nil || s.leaver == nil {
 		return nil, errNoCluster
 	}
@@ -144,57 +149,4 @@ func (s *apiServer) leave(ctx context.Context, _ params) (any, *rpcError) {
 		return nil, failed("Leave Failed", err)
 	}
 	return "Ok. Left the cluster; the node is shutting down.", nil
-}
-
-// clusterCollector turns the cluster view into series at scrape time.
-type clusterCollector struct{ c clusterInfo }
-
-var (
-	descRaftLeader = prometheus.NewDesc("sipdispatch_raft_leader",
-		"1 when this node is the raft leader.", nil, nil)
-	descRaftTerm  = prometheus.NewDesc("sipdispatch_raft_term", "Current raft term.", nil, nil)
-	descRaftIndex = prometheus.NewDesc("sipdispatch_raft_index",
-		"Raft log indexes of this node.", []string{"kind"}, nil)
-	descRaftPeers = prometheus.NewDesc("sipdispatch_raft_peers",
-		"Raft servers in the configuration, by suffrage.", []string{"suffrage"}, nil)
-	descGossipMembers = prometheus.NewDesc("sipdispatch_gossip_members",
-		"Gossip members this node knows, by state.", []string{"state"}, nil)
-)
-
-// Describe implements prometheus.Collector.
-func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRaftLeader, descRaftTerm, descRaftIndex, descRaftPeers, descGossipMembers} {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
-	states := map[string]float64{}
-	for _, m := range c.c.Members() {
-		states[string(m.State)]++
-	}
-	for s, n := range states {
-		ch <- prometheus.MustNewConstMetric(descGossipMembers, prometheus.GaugeValue, n, s)
-	}
-	st, err := c.c.Raft()
-	if err != nil {
-		return
-	}
-	leader := 0.0
-	if st.State == "Leader" {
-		leader = 1
-	}
-	ch <- prometheus.MustNewConstMetric(descRaftLeader, prometheus.GaugeValue, leader)
-	ch <- prometheus.MustNewConstMetric(descRaftTerm, prometheus.GaugeValue, float64(st.Term))
-	for kind, v := range map[string]uint64{"last": st.LastIndex, "commit": st.CommitIndex, "applied": st.AppliedIndex} {
-		ch <- prometheus.MustNewConstMetric(descRaftIndex, prometheus.GaugeValue, float64(v), kind)
-	}
-	peers := map[string]float64{}
-	for _, p := range st.Peers {
-		peers[p.Suffrage]++
-	}
-	for s, n := range peers {
-		ch <- prometheus.MustNewConstMetric(descRaftPeers, prometheus.GaugeValue, n, s)
-	}
 }

@@ -1,4 +1,10 @@
-package main
+// Package metrics is the node's Prometheus registry: the sip.Observer
+// counters, the destination series read from the set actors at scrape time,
+// the call-load write path, the cluster's raft and gossip view and its
+// counters, and the SIP server's dropped messages. docs/operations.md lists
+// every series. Other parts of the node register their own collectors on
+// Registry.
+package metrics
 
 import (
 	"context"
@@ -13,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/cluster"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
 )
@@ -22,10 +29,10 @@ import (
 // of holding it.
 const metricsScrapeTimeout = 5 * time.Second
 
-// metrics is the node's Prometheus registry (SPEC §8), served on GET
-// /metrics by the management API. Other parts of the node register their
-// own collectors on reg.
-type metrics struct {
+// Metrics is the node's Prometheus registry (docs/operations.md, "Metrics"),
+// served on GET /metrics by the management API (Handler). Other parts of the
+// node register their own collectors on Registry.
+type Metrics struct {
 	reg        *prometheus.Registry
 	events     *prometheus.CounterVec
 	dests      *destCollector
@@ -36,14 +43,14 @@ type metrics struct {
 	loadFails  *prometheus.CounterVec
 }
 
-var _ sip.Observer = (*metrics)(nil)
+var _ sip.Observer = (*Metrics)(nil)
 
-// newMetrics builds the registry with the Go runtime and process collectors,
-// the destination event counter and the destination collector (fed once
-// newAPIServer hands it a backend). Create it before the actors registry so
-// that OnEvent can be its actors.Options.OnEvent.
-func newMetrics(log *slog.Logger) *metrics {
-	m := &metrics{
+// New builds the registry with the Go runtime and process collectors, the
+// destination event counter and the destination collector (fed once
+// WatchDestinations hands it a source). Create it before the actors
+// registry so that OnEvent can be its actors.Options.OnEvent.
+func New(log *slog.Logger) *Metrics {
+	m := &Metrics{
 		dests: &destCollector{log: log},
 		reg:   prometheus.NewRegistry(),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -98,7 +105,7 @@ var knownMethods = map[string]bool{
 }
 
 // Request implements sip.Observer.
-func (m *metrics) Request(method, route string) {
+func (m *Metrics) Request(method, route string) {
 	if !knownMethods[method] {
 		method = "other"
 	}
@@ -106,12 +113,12 @@ func (m *metrics) Request(method, route string) {
 }
 
 // Selected implements sip.Observer.
-func (m *metrics) Selected(setID int, uri string) {
+func (m *Metrics) Selected(setID int, uri string) {
 	m.selections.WithLabelValues(strconv.Itoa(setID), uri).Inc()
 }
 
 // Reply implements sip.Observer.
-func (m *metrics) Reply(code int) {
+func (m *Metrics) Reply(code int) {
 	class := "other"
 	if code >= 100 && code < 700 {
 		class = strconv.Itoa(code/100) + "xx"
@@ -121,13 +128,13 @@ func (m *metrics) Reply(code int) {
 
 // LoadCommitFailure counts a call-load entry that failed to commit; it is
 // the registry's actors.Options.OnLoadCommitFailure.
-func (m *metrics) LoadCommitFailure(mode string) {
+func (m *Metrics) LoadCommitFailure(mode string) {
 	m.loadFails.WithLabelValues(mode).Inc()
 }
 
 // OnEvent counts a dst-up/dst-down event. It never blocks, as the actors
 // require of their OnEvent hook.
-func (m *metrics) OnEvent(ev dispatch.Event) {
+func (m *Metrics) OnEvent(ev dispatch.Event) {
 	name := "dst-down"
 	if ev.Up {
 		name = "dst-up"
@@ -135,18 +142,42 @@ func (m *metrics) OnEvent(ev dispatch.Event) {
 	m.events.WithLabelValues(strconv.Itoa(ev.SetID), ev.URI, name).Inc()
 }
 
-func (m *metrics) handler(log *slog.Logger) http.Handler {
+// Registry is where other parts of the node register their collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// CommitObserver observes the time from proposing a state change to its
+// commit and local apply, in seconds (sipdispatch_raft_commit_seconds).
+func (m *Metrics) CommitObserver() prometheus.Observer { return m.commit }
+
+// WatchDestinations makes the destination series come from src, read at
+// each scrape; until it is called there are none.
+func (m *Metrics) WatchDestinations(src Destinations) { m.dests.b.Store(&src) }
+
+// Handler serves the registry in the Prometheus text format; errors of a
+// collector are logged at warn level and cost only that collector's series.
+func (m *Metrics) Handler(log *slog.Logger) http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
 	})
 }
 
+// Destinations is what the destination series are read from at scrape time;
+// the API's backend (over *actors.Registry) implements it. Status may block
+// for as long as ctx allows; it is called from the scraping goroutine.
+type Destinations interface {
+	// Config is the dispatcher configuration (ds_ping_latency_stats
+	// decides whether the latency series exist).
+	Config() *dispatch.Config
+	// Status returns every set's destinations and runtime state.
+	Status(ctx context.Context) ([]actors.SetStatus, error)
+}
+
 // destCollector turns the backend's Status into per-destination series at
 // scrape time, so nothing has to keep gauges in step with the actors.
 // Until a backend is set it reports no destination series.
 type destCollector struct {
-	b   atomic.Pointer[backend]
+	b   atomic.Pointer[Destinations]
 	log *slog.Logger
 }
 
@@ -241,11 +272,19 @@ func (c *destCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// registerLoadQueue exports the call-load write path of reg: commands not
+// LoadQueue is the registry's call-load write path as RegisterLoadQueue
+// reads it; *actors.Registry implements it. Both methods are cheap and
+// never block.
+type LoadQueue interface {
+	LoadQueueStats() actors.LoadQueueStats
+	ExpiredLoads() uint64
+}
+
+// RegisterLoadQueue exports the call-load write path of reg: commands not
 // committed yet, retries, hand-overs and what the expiry sweep had to
 // remove, so that a dashboard shows a node falling behind before the loads
 // disagree. handedOver counts the commands this node gossiped to others.
-func (m *metrics) registerLoadQueue(reg *actors.Registry, handedOver func() uint64) {
+func (m *Metrics) RegisterLoadQueue(reg LoadQueue, handedOver func() uint64) {
 	counter := func(name, help string, f func() uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
 	}
@@ -273,4 +312,118 @@ func (m *metrics) registerLoadQueue(reg *actors.Registry, handedOver func() uint
 			"Call-load entries the expiry sweep removed on this node: calls whose end was never seen.",
 			reg.ExpiredLoads),
 	)
+}
+
+// Cluster is the node's cluster view as the cluster series read it at scrape
+// time; *cluster.Node implements it. Every method is cheap and never blocks.
+type Cluster interface {
+	Members() []cluster.Member
+	Raft() (cluster.RaftStatus, error)
+	Stats() cluster.Stats
+}
+
+// RegisterCluster exports the cluster view (raft state, term, indexes,
+// peers, gossip members) and the node's counters (cluster.Stats): raft
+// entries and commands applied, group commit, forwarding, and what the node
+// refused (bad entries, snapshots, RPC frames and gossip, TLS handshakes) or
+// dropped (gossip beyond its queue).
+func (m *Metrics) RegisterCluster(c Cluster) {
+	counter := func(name, help string, f func(cluster.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(c.Stats())) })
+	}
+	m.reg.MustRegister(&clusterCollector{c: c},
+		counter("sipdispatch_raft_entries_applied_total", "Raft log entries of commands this node's state machine applied.",
+			func(s cluster.Stats) uint64 { return s.Entries }),
+		counter("sipdispatch_raft_commands_applied_total", "Commands this node's state machine applied (several per entry with group commit).",
+			func(s cluster.Stats) uint64 { return s.Commands }),
+		counter("sipdispatch_raft_bad_entries_total", "Malformed raft log entries skipped.",
+			func(s cluster.Stats) uint64 { return s.BadEntries }),
+		counter("sipdispatch_raft_bad_snapshots_total", "Raft snapshots that failed to restore.",
+			func(s cluster.Stats) uint64 { return s.BadSnapshots }),
+		counter("sipdispatch_raft_snapshot_restores_total", "Raft snapshots restored.",
+			func(s cluster.Stats) uint64 { return s.Restores }),
+		counter("sipdispatch_raft_batches_total", "Raft entries this node proposed as leader (group commit batches).",
+			func(s cluster.Stats) uint64 { return s.Batches }),
+		counter("sipdispatch_raft_batched_commands_total", "Commands in the entries this node proposed as leader.",
+			func(s cluster.Stats) uint64 { return s.BatchedCommands }),
+		counter("sipdispatch_raft_forwarded_total", "Proposals this node forwarded to the leader.",
+			func(s cluster.Stats) uint64 { return s.Forwarded }),
+		counter("sipdispatch_raft_forward_served_total", "Forwarded proposals this node received as leader.",
+			func(s cluster.Stats) uint64 { return s.ForwardServed }),
+		counter("sipdispatch_raft_bad_rpcs_total", "Malformed or unknown frames on the raft port.",
+			func(s cluster.Stats) uint64 { return s.BadRPC }),
+		counter("sipdispatch_raft_tls_failures_total", "TLS handshakes refused on the raft port (cluster.raft.tls).",
+			func(s cluster.Stats) uint64 { return s.TLSFailed }),
+		counter("sipdispatch_gossip_messages_received_total", "Gossip broadcasts delivered to this node's handlers.",
+			func(s cluster.Stats) uint64 { return s.GossipReceived }),
+		counter("sipdispatch_gossip_messages_dropped_total", "Gossip broadcasts dropped because the receive queue was full.",
+			func(s cluster.Stats) uint64 { return s.GossipDropped }),
+		counter("sipdispatch_gossip_messages_bad_total", "Malformed gossip broadcasts.",
+			func(s cluster.Stats) uint64 { return s.GossipBad }),
+		counter("sipdispatch_gossip_bad_meta_total", "Gossip members seen with malformed node metadata.",
+			func(s cluster.Stats) uint64 { return s.BadMeta }),
+	)
+}
+
+// RegisterSIPDropped exports the SIP messages dropped without an answer
+// (sip.Server.Dropped: unparsable, or too broken to reply to).
+func (m *Metrics) RegisterSIPDropped(dropped func() int64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "sipdispatch_sip_dropped_messages_total",
+		Help: "SIP messages dropped without an answer: unparsable, or too broken to reply to.",
+	}, func() float64 { return float64(dropped()) }))
+}
+
+// clusterCollector turns the cluster view into series at scrape time.
+type clusterCollector struct{ c Cluster }
+
+var (
+	descRaftLeader = prometheus.NewDesc("sipdispatch_raft_leader",
+		"1 when this node is the raft leader.", nil, nil)
+	descRaftTerm  = prometheus.NewDesc("sipdispatch_raft_term", "Current raft term.", nil, nil)
+	descRaftIndex = prometheus.NewDesc("sipdispatch_raft_index",
+		"Raft log indexes of this node.", []string{"kind"}, nil)
+	descRaftPeers = prometheus.NewDesc("sipdispatch_raft_peers",
+		"Raft servers in the configuration, by suffrage.", []string{"suffrage"}, nil)
+	descGossipMembers = prometheus.NewDesc("sipdispatch_gossip_members",
+		"Gossip members this node knows, by state.", []string{"state"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRaftLeader, descRaftTerm, descRaftIndex, descRaftPeers, descGossipMembers} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	states := map[string]float64{}
+	for _, m := range c.c.Members() {
+		states[string(m.State)]++
+	}
+	for s, n := range states {
+		ch <- prometheus.MustNewConstMetric(descGossipMembers, prometheus.GaugeValue, n, s)
+	}
+	st, err := c.c.Raft()
+	if err != nil {
+		return
+	}
+	leader := 0.0
+	if st.State == "Leader" {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descRaftLeader, prometheus.GaugeValue, leader)
+	ch <- prometheus.MustNewConstMetric(descRaftTerm, prometheus.GaugeValue, float64(st.Term))
+	for kind, v := range map[string]uint64{"last": st.LastIndex, "commit": st.CommitIndex, "applied": st.AppliedIndex} {
+		ch <- prometheus.MustNewConstMetric(descRaftIndex, prometheus.GaugeValue, float64(v), kind)
+	}
+	peers := map[string]float64{}
+	for _, p := range st.Peers {
+		peers[p.Suffrage]++
+	}
+	for s, n := range peers {
+		ch <- prometheus.MustNewConstMetric(descRaftPeers, prometheus.GaugeValue, n, s)
+	}
 }

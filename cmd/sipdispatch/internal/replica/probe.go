@@ -1,11 +1,13 @@
-package main
+package replica
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -14,7 +16,7 @@ import (
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
-// probeCluster is what probeRelay needs from the cluster node;
+// probeCluster is what ProbeRelay needs from the cluster node;
 // *cluster.Node implements it. Every method is cheap and non-blocking.
 type probeCluster interface {
 	Members() []cluster.Member
@@ -40,12 +42,12 @@ const (
 	probeMalformed       = "malformed"        // a payload that failed to decode
 )
 
-// probeRelay runs SPEC §7's probing in a cluster: each node probes only the
+// ProbeRelay runs the probing of a cluster: each node probes only the
 // gateways it owns by rendezvous hash over the live members, and the leader
 // alone proposes the results (its own directly, the others' as they arrive
 // by gossip), so the pings and raft entries per interval do not grow with
 // the number of nodes. See docs/cluster-design.md, "Probing".
-type probeRelay struct {
+type ProbeRelay struct {
 	self       string // this node's name, as in cluster.Member.Name
 	node       probeCluster
 	sink       probeSink
@@ -54,10 +56,10 @@ type probeRelay struct {
 	ownedGauge prometheus.Gauge       // targets this node probed in its last round
 }
 
-// newProbeRelay builds the relay of node self and registers its metrics on
+// NewProbeRelay builds the relay of node self and registers its metrics on
 // reg.
-func newProbeRelay(self string, node probeCluster, sink probeSink, reg prometheus.Registerer, log *slog.Logger) *probeRelay {
-	r := &probeRelay{self: self, node: node, sink: sink, log: log,
+func NewProbeRelay(self string, node probeCluster, sink probeSink, reg prometheus.Registerer, log *slog.Logger) *ProbeRelay {
+	r := &ProbeRelay{self: self, node: node, sink: sink, log: log,
 		count: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipdispatch_cluster_probe_reports_total",
 			Help: "Keepalive results in a cluster by outcome: proposed_local, gossiped, gossip_error, proposed_relayed, ignored (reached a non-leader), malformed.",
@@ -74,12 +76,44 @@ func newProbeRelay(self string, node probeCluster, sink probeSink, reg prometheu
 	return r
 }
 
+// ProbeGate is the proxy's view of the registry with Kamailio's ping_active
+// switch applied: while keepalives are off, no destination is due. It owns
+// that switch (dispatcher.ping_active reads and sets it through the API's
+// backend). In a cluster, Relay limits the targets to this node's share and
+// routes the results to the leader; nil on a single node.
+type ProbeGate struct {
+	*actors.Registry
+	Relay *ProbeRelay
+
+	// pingOff is the negation of ping_active so that the zero value means
+	// "keepalives on", as Kamailio starts.
+	pingOff atomic.Int64
+}
+
+// PingActive reports Kamailio's ping_active state (1: keepalives on).
+func (g *ProbeGate) PingActive() int { return int(1 - g.pingOff.Load()) }
+
+// SetPingActive changes ping_active and returns the previous value.
+func (g *ProbeGate) SetPingActive(v int) int { return int(1 - g.pingOff.Swap(int64(1-v))) }
+
+// ProbeTargets implements sip.Dispatcher.
+func (g *ProbeGate) ProbeTargets(ctx context.Context) ([]actors.ProbeTarget, error) {
+	if g.PingActive() == 0 {
+		return nil, nil
+	}
+	targets, err := g.Registry.ProbeTargets(ctx)
+	if g.Relay != nil {
+		targets = g.Relay.owned(targets)
+	}
+	return targets, err
+}
+
 // ReportProbe implements sip.Dispatcher: in a cluster the result goes to the
 // relay (proposed by the leader, gossiped by the others); on a single node
 // the registry takes it as before.
-func (g pingGate) ReportProbe(setID int, uri string, res dispatch.ProbeResult) {
-	if g.relay != nil {
-		g.relay.report(setID, uri, res)
+func (g *ProbeGate) ReportProbe(setID int, uri string, res dispatch.ProbeResult) {
+	if g.Relay != nil {
+		g.Relay.report(setID, uri, res)
 		return
 	}
 	g.Registry.ReportProbe(setID, uri, res)
@@ -117,7 +151,7 @@ func ownedTargets(targets []actors.ProbeTarget, self string, probers []string) [
 // owned filters one round's targets down to this node's share, as the live
 // members are known right now. When gossip declares a member dead, its
 // gateways fall to the others from their next round.
-func (r *probeRelay) owned(targets []actors.ProbeTarget) []actors.ProbeTarget {
+func (r *ProbeRelay) owned(targets []actors.ProbeTarget) []actors.ProbeTarget {
 	mine := ownedTargets(targets, r.self, liveProbers(r.node.Members(), r.self))
 	r.ownedGauge.Set(float64(len(mine)))
 	return mine
@@ -127,7 +161,7 @@ func (r *probeRelay) owned(targets []actors.ProbeTarget) []actors.ProbeTarget {
 // any other node gossips it to the leader. A broadcast that never reaches the
 // leader is not retried: the next round probes the gateway again. Never
 // blocks.
-func (r *probeRelay) report(setID int, uri string, res dispatch.ProbeResult) {
+func (r *ProbeRelay) report(setID int, uri string, res dispatch.ProbeResult) {
 	if r.node.IsLeader() {
 		r.sink.ReportProbe(setID, uri, res)
 		r.count.WithLabelValues(probeProposedLocal).Inc()
@@ -145,11 +179,11 @@ func (r *probeRelay) report(setID int, uri string, res dispatch.ProbeResult) {
 	r.count.WithLabelValues(probeGossiped).Inc()
 }
 
-// receive is the node's gossip handler: the leader proposes the probe
+// Receive is the node's gossip handler (cluster.Node.OnMessage): the leader proposes the probe
 // results of the other nodes; a non-leader ignores them (the sender's
 // broadcast also reaches the leader, or is repeated next round). Payloads
 // of other kinds are not this handler's.
-func (r *probeRelay) receive(from string, payload []byte) {
+func (r *ProbeRelay) Receive(from string, payload []byte) {
 	if len(payload) == 0 || payload[0] != probeReportV1 {
 		return
 	}

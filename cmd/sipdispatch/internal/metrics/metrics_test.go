@@ -1,24 +1,32 @@
-package main
+package metrics
 
 import (
+	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/cluster"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
 func TestMetrics(t *testing.T) {
 	cfg := dispatch.DefaultConfig()
 	cfg.PingLatencyStats = 1
-	f := newFake(cfg, fakeSets()...)
-	m := newMetrics(discardLog)
-	srv := httptest.NewServer(newAPIServer(f, "", discardLog, m))
+	f := &fakeDests{cfg: cfg, sets: fakeSets()}
+	m := New(discardLog)
+	m.WatchDestinations(f)
+	srv := httptest.NewServer(m.Handler(discardLog))
 	t.Cleanup(srv.Close)
 
 	m.OnEvent(dispatch.Event{SetID: 1, URI: "sip:10.0.0.2", Up: false})
@@ -107,25 +115,108 @@ sipdispatch_set_calls{set="3"} 0
 	}
 }
 
-func TestMetricsAuth(t *testing.T) {
-	f := newFake(dispatch.DefaultConfig(), fakeSets()...)
-	srv := httptest.NewServer(newAPIServer(f, "tok", discardLog, newMetrics(discardLog)))
-	t.Cleanup(srv.Close)
-	scrape(t, srv.URL, "", 401)
-	if body := scrape(t, srv.URL, "tok", 200); !strings.Contains(body, "sipdispatch_destination_up") {
-		t.Errorf("scrape with token:\n%s", body)
-	}
-	// Without a metrics registry there is no /metrics.
-	noMetrics := httptest.NewServer(newAPIServer(f, "", discardLog, nil))
-	t.Cleanup(noMetrics.Close)
-	scrape(t, noMetrics.URL, "", 404)
-}
-
-func scrape(t *testing.T, url, token string, wantStatus int) string {
+func scrape(t *testing.T, url, _ string, wantStatus int) string {
 	t.Helper()
-	status, b := apiRequest(t, http.MethodGet, url+"/metrics", token, nil)
-	if status != wantStatus {
-		t.Errorf("GET /metrics: HTTP %d, want %d\n%s", status, wantStatus, b)
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != wantStatus {
+		t.Errorf("GET /metrics: HTTP %d, want %d\n%s", resp.StatusCode, wantStatus, b)
 	}
 	return string(b)
+}
+
+var discardLog = slog.New(slog.DiscardHandler)
+
+// fakeDests is a node's destination status as Destinations serves it.
+type fakeDests struct {
+	mu        sync.Mutex
+	cfg       dispatch.Config
+	sets      []actors.SetStatus
+	statusErr error
+}
+
+func (f *fakeDests) Config() *dispatch.Config { return &f.cfg }
+
+func (f *fakeDests) Status(context.Context) ([]actors.SetStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.statusErr != nil {
+		return nil, f.statusErr
+	}
+	return slices.Clone(f.sets), nil
+}
+
+// fakeSets is a small node: set 1 with two gateways carrying call load,
+// set 3 with one gateway without attributes.
+func fakeSets() []actors.SetStatus {
+	gw := func(set int, uri string) dispatch.Destination {
+		return dispatch.Destination{SetID: set, URI: uri}
+	}
+	return []actors.SetStatus{
+		{ID: 1, Calls: 5, Dests: []actors.DestStatus{
+			{Destination: gw(1, "sip:10.0.0.1:5060"), State: dispatch.DestState{Flags: dispatch.FlagTrying | dispatch.FlagProbing, Load: 3,
+				Latency: dispatch.LatencyStats{Avg: 12.5, Std: 1.25, Est: 11, Max: 40, Timeouts: 2}}},
+			{Destination: gw(1, "sip:10.0.0.2"), State: dispatch.DestState{Flags: dispatch.FlagDisabled, Load: 2}},
+		}},
+		{ID: 3, Dests: []actors.DestStatus{{Destination: gw(3, "sip:10.0.0.3")}}},
+	}
+}
+
+type fakeCluster struct {
+	members []cluster.Member
+	raft    cluster.RaftStatus
+	err     error
+	stats   cluster.Stats
+}
+
+func (f *fakeCluster) Members() []cluster.Member         { return f.members }
+func (f *fakeCluster) Raft() (cluster.RaftStatus, error) { return f.raft, f.err }
+func (f *fakeCluster) Stats() cluster.Stats              { return f.stats }
+
+// The cluster view and the node's counters become series; a raft error
+// costs the raft series only.
+func TestClusterMetrics(t *testing.T) {
+	fc := &fakeCluster{
+		members: []cluster.Member{
+			{Name: "n1", Addr: "127.0.0.11:7946", State: cluster.StateAlive, RaftID: "n1", RaftAddr: "127.0.0.11:7947", Since: time.Unix(1_700_000_000, 0)},
+			{Name: "n2", Addr: "127.0.0.12:7946", State: cluster.StateDead, RaftID: "n2", RaftAddr: "127.0.0.12:7947"},
+		},
+		raft: cluster.RaftStatus{State: "Leader", LeaderID: "n1", LeaderAddr: "127.0.0.11:7947", Term: 3,
+			LastIndex: 42, CommitIndex: 41, AppliedIndex: 40,
+			Peers: []cluster.Peer{{ID: "n1", Addr: "127.0.0.11:7947", Suffrage: "Voter"}, {ID: "n2", Addr: "127.0.0.12:7947", Suffrage: "Voter"}}},
+		stats: cluster.Stats{Entries: 7, Commands: 9, BadEntries: 1, BadRPC: 2, GossipDropped: 3, GossipBad: 4, TLSFailed: 5, BadMeta: 6},
+	}
+	m := New(discardLog)
+	m.RegisterCluster(fc)
+	dropped := int64(11)
+	m.RegisterSIPDropped(func() int64 { return dropped })
+	srv := httptest.NewServer(m.Handler(discardLog))
+	defer srv.Close()
+	body := scrape(t, srv.URL, "", 200)
+	for _, line := range []string{
+		"sipdispatch_raft_leader 1", "sipdispatch_raft_term 3", `sipdispatch_raft_index{kind="commit"} 41`,
+		`sipdispatch_raft_peers{suffrage="Voter"} 2`, `sipdispatch_gossip_members{state="alive"} 1`,
+		`sipdispatch_gossip_members{state="dead"} 1`,
+		"sipdispatch_raft_entries_applied_total 7", "sipdispatch_raft_commands_applied_total 9",
+		"sipdispatch_raft_bad_entries_total 1", "sipdispatch_raft_bad_rpcs_total 2",
+		"sipdispatch_gossip_messages_dropped_total 3", "sipdispatch_gossip_messages_bad_total 4",
+		"sipdispatch_raft_tls_failures_total 5", "sipdispatch_gossip_bad_meta_total 6",
+		"sipdispatch_sip_dropped_messages_total 11",
+	} {
+		if !strings.Contains(body, "\n"+line+"\n") {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+	fc.err = errors.New("raft not started")
+	body = scrape(t, srv.URL, "", 200)
+	if strings.Contains(body, "sipdispatch_raft_leader") || !strings.Contains(body, "sipdispatch_gossip_members{") {
+		t.Errorf("scrape with a failing raft:\n%s", body)
+	}
 }
