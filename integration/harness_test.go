@@ -37,17 +37,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// nextIP hands out distinct loopback addresses so concurrent tests and
-// leftover sockets never collide: 127.0.0.10 to .209, starting at an offset
-// of this process's own, because an iptables rule of one test process
-// matches addresses, not processes, and would cut another's nodes.
-var addrSeq = func() *atomic.Int32 {
-	var a atomic.Int32
-	a.Store(int32(os.Getpid() % 200))
-	return &a
-}()
+// nextIP hands out distinct loopback addresses so that tests and leftover
+// sockets never collide: 127.N.0.10 to 127.N.0.249, where N (1..250) comes
+// from this process's id. An iptables rule of one test process matches
+// addresses, not processes, so two test runs on one machine (two work
+// trees, or a chaos run beside `make test`) must not share addresses.
+var (
+	addrNet = 1 + os.Getpid()%250
+	addrSeq atomic.Int32
+)
 
-func nextIP() string { return fmt.Sprintf("127.0.0.%d", 10+addrSeq.Add(1)%200) }
+func nextIP() string { return fmt.Sprintf("127.%d.0.%d", addrNet, 10+addrSeq.Add(1)%240) }
 
 // freeUDPPort returns a port free on ip for both UDP and TCP at the time of the call.
 func freeUDPPort(t *testing.T, ip string) int {
