@@ -20,7 +20,7 @@ import (
 // 2xx the caller gets the best final reply (step 6, bestFinal). Branches that
 // failed on their own, not because another one won, are marked when the
 // route asks, as serial failover does.
-func (s *Server) statefulParallel(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
+func (s *statefulForwarder) statefulParallel(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
 	stop := watchCancel(req, tx) // fired by the caller's CANCEL, a 2xx or a 6xx
 	var won, global atomic.Bool
 	up := &serialTx{ServerTransaction: tx}

@@ -12,6 +12,35 @@ import (
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
+// statefulForwarder is the stateful proxy (proxy.mode: stateful): each
+// request is forwarded in a client transaction, with failover and forking,
+// and its responses come back through that transaction.
+type statefulForwarder struct {
+	*Server
+}
+
+// tagReply leaves a local reply as it is: its server transaction absorbs
+// the ACK for it.
+func (s *statefulForwarder) tagReply(*sipmsg.Request, *sipmsg.Response) {}
+
+// takeOver never does: every initial request is selected where it arrived,
+// on its own goroutine.
+func (s *statefulForwarder) takeOver(*sipmsg.Request, sipmsg.ServerTransaction, *Route, *dispatch.Request, int) bool {
+	return false
+}
+
+// ackBranch gives an ACK for a 2xx a new branch: it is a transaction of its
+// own (RFC 3261 §13.2.2.4).
+func (s *statefulForwarder) ackBranch(*sipmsg.Request, int) (string, bool) {
+	return sipmsg.GenerateBranch(), false
+}
+
+// onCancel answers a CANCEL that matched no INVITE transaction 481 (RFC 3261
+// §9.2).
+func (s *statefulForwarder) onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
+}
+
 // outcome is how one forwarding attempt ended.
 type outcome struct {
 	code      int              // final code; 408 for no final reply in time, 503 for a transport error
@@ -47,11 +76,11 @@ func watchCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) *cancelWatch 
 	return c
 }
 
-// statefulInitial forwards an initial request through its selection
+// forwardInitial forwards an initial request through its selection
 // (docs/proxy.md, "How the proxy handles a request", step 8): on a timeout or a
 // failover code it marks the destination when the route asks and tries the next
 // one; the caller gets the last final reply.
-func (s *Server) statefulInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
+func (s *statefulForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
 	if sel.Parallel && len(sel.Dests) > 1 {
 		s.statefulParallel(req, tx, dr, d, sel, mf)
 		return
@@ -89,8 +118,10 @@ func (s *Server) statefulInitial(req *sipmsg.Request, tx sipmsg.ServerTransactio
 	}
 }
 
-// statefulInDialog forwards an in-dialog request along its Route set.
-func (s *Server) statefulInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, fwd *sipmsg.Request) {
+// forwardInDialog forwards an in-dialog request along its Route set, in a
+// client transaction of its own.
+func (s *statefulForwarder) forwardInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, h hop, mf, pop int) {
+	fwd := s.outgoing(req, h, mf, pop, sipmsg.GenerateBranch())
 	c := watchCancel(req, tx)
 	s.trying(req, tx)
 	out := s.attempt(tx, fwd, c)
@@ -101,7 +132,7 @@ func (s *Server) statefulInDialog(req *sipmsg.Request, tx sipmsg.ServerTransacti
 
 // trying answers an INVITE with 100 at once (RFC 3261 §16.2), so that the
 // caller stops retransmitting while we route, select and forward.
-func (s *Server) trying(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+func (s *statefulForwarder) trying(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	if req.IsInvite() {
 		s.reply(req, tx, 100, "Trying")
 	}
@@ -115,7 +146,7 @@ func (s *Server) trying(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 // when the final one arrives every provisional read before it is relayed
 // first. Timers are Kamailio's: fr_timer until the first reply, fr_inv_timer
 // after a provisional one for an INVITE.
-func (s *Server) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *cancelWatch) outcome {
+func (s *statefulForwarder) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *cancelWatch) outcome {
 	invite := fwd.IsInvite()
 	branch, _ := fwd.Via().Params.Get("branch")
 	early := make(chan *sipmsg.Response, earlyQueue)
@@ -208,18 +239,11 @@ func (s *Server) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *ca
 // earlyQueue bounds the provisional replies waiting for one attempt.
 const earlyQueue = 16
 
-// onWire runs in sipgo's read loop for every message, in arrival order, after
-// the transaction layer has queued it; it must not block for long nor modify
-// the message. Stateless mode forwards responses from here. Stateful mode
-// hands provisional replies (except 100, which is hop-by-hop) to the attempt
-// waiting on their branch.
-func (s *Server) onWire(msg sipmsg.Message) {
+// onWire hands provisional replies (except 100, which is hop-by-hop) to the
+// attempt waiting on their branch, so that they go upstream in wire order.
+func (s *statefulForwarder) onWire(msg sipmsg.Message) {
 	res, ok := msg.(*sipmsg.Response)
 	if !ok {
-		return
-	}
-	if s.cfg.Mode == ModeStateless {
-		s.statelessResponse(res)
 		return
 	}
 	if res.StatusCode <= 100 || res.StatusCode >= 200 {
@@ -238,6 +262,17 @@ func (s *Server) onWire(msg sipmsg.Message) {
 	}
 }
 
+// onUnmatchedResponse forwards 2xx retransmissions to INVITE, which arrive
+// after the client transaction ended and must still reach the caller; the
+// rest are late copies of finished transactions.
+func (s *statefulForwarder) onUnmatchedResponse(res *sipmsg.Response) {
+	via, cseq := res.Via(), res.CSeq()
+	if via == nil || cseq == nil || cseq.MethodName != sipmsg.INVITE || !res.IsSuccess() || !s.isSelf(via.Host, via.Port, "sip") {
+		return
+	}
+	s.forwardResponse(res)
+}
+
 // drain consumes what an abandoned client transaction still delivers, so its
 // state machine never blocks on the unbuffered Responses channel.
 func drain(clTx sipmsg.ClientTransaction) {
@@ -253,7 +288,7 @@ func drain(clTx sipmsg.ClientTransaction) {
 // relay sends a downstream response upstream without our Via (RFC 3261
 // §16.7 step 9). It works on a copy: the client transaction still reads the
 // original.
-func (s *Server) relay(tx sipmsg.ServerTransaction, res *sipmsg.Response) {
+func (s *statefulForwarder) relay(tx sipmsg.ServerTransaction, res *sipmsg.Response) {
 	r := res.Clone()
 	r.RemoveHeader("Via")
 	r.SetDestination("") // computed again from the Via now on top
@@ -265,7 +300,7 @@ func (s *Server) relay(tx sipmsg.ServerTransaction, res *sipmsg.Response) {
 
 // relayFinal answers the caller with the last attempt's final reply, or a
 // local one when the attempt produced none.
-func (s *Server) relayFinal(req *sipmsg.Request, tx sipmsg.ServerTransaction, out outcome) {
+func (s *statefulForwarder) relayFinal(req *sipmsg.Request, tx sipmsg.ServerTransaction, out outcome) {
 	if out.res != nil {
 		s.relay(tx, out.res)
 		return
@@ -276,7 +311,7 @@ func (s *Server) relayFinal(req *sipmsg.Request, tx sipmsg.ServerTransaction, ou
 // cancelDownstream sends a CANCEL for the INVITE inv we forwarded (RFC 3261
 // §9.1): same Request-URI, our Via with the same branch, Route, From, To,
 // Call-ID and CSeq number, to the same place. sipgo builds none itself.
-func (s *Server) cancelDownstream(inv *sipmsg.Request) {
+func (s *statefulForwarder) cancelDownstream(inv *sipmsg.Request) {
 	c := sipmsg.NewRequest(sipmsg.CANCEL, *inv.Recipient.Clone())
 	c.AppendHeader(sipmsg.HeaderClone(inv.Via()))
 	for _, r := range inv.GetHeaders("Route") {

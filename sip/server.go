@@ -40,6 +40,7 @@ type Server struct {
 	advHost string
 	advPort int
 
+	fw       forwarder // the mode's forwarding, chosen once in NewServer
 	loads    *loadTracker
 	branches *expiringMap[sentInvite] // stateless mode: INVITEs forwarded, by our branch
 	early    sync.Map                 // branch -> chan *sipmsg.Response: provisional replies in wire order
@@ -118,16 +119,22 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 
 	sipLog := slog.New(&dropCounter{next: log.Handler(), n: &s.dropped})
 	tpOpts := []sipmsg.TransportLayerOption{sipmsg.WithTransportLayerLogger(sipLog)}
+	// The one place the proxy mode is chosen (besides udpReaders, which
+	// sizes the UDP listeners bound above).
 	if cfg.Mode == ModeStateless {
+		fw := &statelessForwarder{Server: s}
+		s.fw = fw
 		s.statelessListeners()
-		tpOpts = append(tpOpts, sipmsg.WithTransportLayerReadFilter(s.statelessRead))
+		tpOpts = append(tpOpts, sipmsg.WithTransportLayerReadFilter(fw.statelessRead))
+	} else {
+		s.fw = &statefulForwarder{Server: s}
 	}
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(cfg.UserAgent),
 		sipgo.WithUserAgentTransportLayerOptions(tpOpts...),
 		sipgo.WithUserAgentTransactionLayerOptions(
 			sipmsg.WithTransactionLayerLogger(sipLog),
-			sipmsg.WithTransactionLayerUnhandledResponseHandler(s.onUnmatchedResponse),
+			sipmsg.WithTransactionLayerUnhandledResponseHandler(s.fw.onUnmatchedResponse),
 		),
 	)
 	if err != nil {
@@ -135,7 +142,7 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 		return nil, fmt.Errorf("sip user agent: %w", err)
 	}
 	s.ua = ua
-	ua.TransportLayer().OnMessage(s.onWire)
+	ua.TransportLayer().OnMessage(s.fw.onWire)
 	if s.srv, err = sipgo.NewServer(ua, sipgo.WithServerLogger(sipLog)); err != nil {
 		s.close()
 		return nil, fmt.Errorf("sip server: %w", err)
@@ -561,6 +568,38 @@ func hopOf(u *sipmsg.Uri) hop {
 	return hop{addr: net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port)), proto: proto}
 }
 
+// forwarder is what the proxy mode decides (docs/proxy.md): how a request
+// leaves and how its responses come back. NewServer picks one from
+// Config.Mode — statefulForwarder (sip/proxy.go) or statelessForwarder
+// (sip/stateless.go) — and the RFC 3261 §16 core asks it at each point where
+// the two proxies differ.
+type forwarder interface {
+	// tagReply adjusts a reply the proxy sends itself (reply).
+	tagReply(req *sipmsg.Request, res *sipmsg.Response)
+	// trying answers an initial INVITE 100 before it is forwarded.
+	trying(req *sipmsg.Request, tx sipmsg.ServerTransaction)
+	// takeOver runs between routing and selection (initial); true when it
+	// has taken the request over: a retransmission replayed the way its
+	// original went, or an INVITE handed off to be selected elsewhere.
+	takeOver(req *sipmsg.Request, tx sipmsg.ServerTransaction, rt *Route, dr *dispatch.Request, mf int) bool
+	// forwardInitial forwards an initial request through its selection.
+	forwardInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int)
+	// forwardInDialog forwards an in-dialog request to h with Max-Forwards
+	// mf, pop of our Route values removed.
+	forwardInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, h hop, mf, pop int)
+	// ackBranch is the branch for an ACK that matched no transaction (onAck);
+	// done when the forwarder has already dealt with the ACK.
+	ackBranch(req *sipmsg.Request, mf int) (branch string, done bool)
+	// onCancel handles a CANCEL that matched no INVITE transaction.
+	onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction)
+	// onWire runs in sipgo's read loop for every message, in arrival order,
+	// after the transaction layer has queued it; it must not block for long
+	// nor modify the message.
+	onWire(msg sipmsg.Message)
+	// onUnmatchedResponse gets the responses no client transaction claims.
+	onUnmatchedResponse(res *sipmsg.Response)
+}
+
 // onRequest handles every request that matches no server transaction.
 func (s *Server) onRequest(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	defer func() {
@@ -578,7 +617,7 @@ func (s *Server) onRequest(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	case req.IsAck():
 		s.onAck(req)
 	case req.IsCancel():
-		s.onCancel(req, tx)
+		s.fw.onCancel(req, tx)
 	case req.To().Params.Has("tag"):
 		s.inDialog(req, tx)
 	case req.Method == sipmsg.OPTIONS && req.Recipient.User == "" &&
@@ -624,9 +663,7 @@ func (s *Server) reply(req *sipmsg.Request, tx sipmsg.ServerTransaction, code in
 	}
 	s.obs.Reply(code)
 	res := sipmsg.NewResponseFromRequest(req, code, reason, nil)
-	if s.cfg.Mode == ModeStateless {
-		tagLocalReply(req, res)
-	}
+	s.fw.tagReply(req, res)
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
@@ -787,25 +824,9 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		s.reply(req, tx, code, reason)
 		return
 	}
-	d := rt.Dispatch
-	if s.cfg.Mode == ModeStateful {
-		s.trying(req, tx)
-	}
-	if s.cfg.Mode == ModeStateless && req.IsInvite() {
-		// A retransmission must take the same way as the original, whatever
-		// the algorithm would pick now (RFC 3261 §16.11).
-		if sent, ok := s.branches.get(statelessBranch(req), time.Now()); ok {
-			s.statelessInitial(req, tx, &dr, sent.d, sent.sel, mf)
-			return
-		}
-		if d.Alg == dispatch.AlgCallLoad {
-			// Placing an alg-10 call may wait for the cluster to commit its
-			// load entry; the read loop that runs stateless mode must not.
-			if !s.handoff.Go(func() { s.dispatchInitial(req, tx, rt, &dr, mf) }) {
-				s.unavailable(req, tx)
-			}
-			return
-		}
+	s.fw.trying(req, tx)
+	if s.fw.takeOver(req, tx, rt, &dr, mf) {
+		return
 	}
 	s.dispatchInitial(req, tx, rt, &dr, mf)
 }
@@ -835,11 +856,7 @@ func (s *Server) dispatchInitial(req *sipmsg.Request, tx sipmsg.ServerTransactio
 		s.unavailable(req, tx)
 		return
 	}
-	if s.cfg.Mode == ModeStateless {
-		s.statelessInitial(req, tx, dr, d, sel, mf)
-		return
-	}
-	s.statefulInitial(req, tx, dr, d, sel, mf)
+	s.fw.forwardInitial(req, tx, dr, d, sel, mf)
 }
 
 var errNoDests = errors.New("empty selection")
@@ -879,31 +896,21 @@ func (s *Server) inDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 			s.removeLoad(-1, req.CallID().Value())
 		}
 	}
-	if s.cfg.Mode == ModeStateless {
-		s.statelessSend(req, tx, s.outgoing(req, h, mf, pop, statelessBranch(req)))
-		return
-	}
-	s.statefulInDialog(req, tx, s.outgoing(req, h, mf, pop, sipmsg.GenerateBranch()))
+	s.fw.forwardInDialog(req, tx, h, mf, pop)
 }
 
 // onAck forwards an ACK that matched no transaction: the ACK for a 2xx, a
 // new transaction along the Route set (RFC 3261 §13.2.2.4), or in stateless
-// mode the hop-by-hop ACK for a non-2xx, which goes where its INVITE went.
+// mode the hop-by-hop ACK for a non-2xx, which goes where its INVITE went
+// (the forwarder's ackBranch).
 func (s *Server) onAck(req *sipmsg.Request) {
 	mf, ok := s.nextMaxForwards(req)
 	if !ok {
 		return
 	}
-	branch := sipmsg.GenerateBranch()
-	if s.cfg.Mode == ModeStateless {
-		if isLocalReplyAck(req) {
-			return
-		}
-		branch = statelessBranch(req)
-		if sent, ok := s.branches.get(branch, time.Now()); ok {
-			s.statelessSend(req, nil, s.outgoing(req, sent.hop(), mf, 0, branch))
-			return
-		}
+	branch, done := s.fw.ackBranch(req, mf)
+	if done {
+		return
 	}
 	h, pop, _, ok := s.nextHop(req)
 	if !ok {
@@ -911,31 +918,6 @@ func (s *Server) onAck(req *sipmsg.Request) {
 		return
 	}
 	s.statelessSend(req, nil, s.outgoing(req, h, mf, pop, branch))
-}
-
-// onCancel handles a CANCEL that matched no INVITE transaction. Stateful:
-// 481 (RFC 3261 §9.2). Stateless: it follows its INVITE (§16.11), which the
-// branch memory knows, else it is routed like the INVITE was.
-func (s *Server) onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	if s.cfg.Mode != ModeStateless {
-		s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
-		return
-	}
-	if set, ok := s.loads.pending.take(req.CallID().Value()); ok {
-		s.removeLoad(set, req.CallID().Value())
-	}
-	branch := statelessBranch(req)
-	sent, ok := s.branches.get(branch, time.Now())
-	if !ok {
-		s.initial(req, tx)
-		return
-	}
-	mf, ok := s.nextMaxForwards(req)
-	if !ok {
-		s.reply(req, tx, 483, "Too Many Hops")
-		return
-	}
-	s.statelessSend(req, tx, s.outgoing(req, sent.hop(), mf, 0, branch))
 }
 
 // dispatchOutgoing builds the request for one destination of a selection:
