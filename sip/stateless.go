@@ -174,19 +174,6 @@ func (s *statelessForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.Serve
 	}
 }
 
-// statelessSend writes fwd without a transaction. When that fails the
-// sender gets 503 (tx nil: nobody to tell, as for an ACK).
-func (s *Server) statelessSend(req *sipmsg.Request, tx sipmsg.ServerTransaction, fwd *sipmsg.Request) bool {
-	if err := s.writeStateless(fwd); err != nil {
-		s.log.Debug("sip: forward failed", "method", req.Method, "to", fwd.Destination(), "err", err)
-		if tx != nil {
-			s.reply(req, tx, 503, "Service Unavailable")
-		}
-		return false
-	}
-	return true
-}
-
 // statelessRead is stateless mode's fast path, a read filter run by sipgo's
 // UDP read loop on every datagram. A stateless proxy keeps no transaction
 // (RFC 3261 §16.11), so requests and the responses it relays are handled
@@ -291,65 +278,3 @@ func (s *statelessForwarder) relayable(res *sipmsg.Response) bool {
 // onUnmatchedResponse does nothing: stateless mode forwarded every response
 // already, from the read loop (statelessRead, onWire).
 func (s *statelessForwarder) onUnmatchedResponse(*sipmsg.Response) {}
-
-// forwardResponse relays a copy of res: the read loop (onWire) and the
-// transaction layer may still be looking at res.
-func (s *Server) forwardResponse(res *sipmsg.Response) {
-	s.relayUpstream(res.Clone())
-}
-
-// relayUpstream removes our Via from res and sends it to the next Via's
-// address (RFC 3261 §18.2.2: received and rport when present).
-func (s *Server) relayUpstream(res *sipmsg.Response) {
-	res.RemoveHeader("Via")
-	next := res.Via()
-	if next == nil {
-		s.dropped.Add(1)
-		return
-	}
-	proto := strings.ToUpper(next.Transport)
-	res.SetDestination(viaDestination(next, proto))
-	res.SetTransport(proto)
-	s.obs.Reply(res.StatusCode)
-	if err := s.writeStateless(res); err != nil {
-		s.log.Debug("sip: response not forwarded", "code", res.StatusCode, "err", err)
-	}
-}
-
-// writeStateless sends msg (a forwarded request or a relayed response)
-// without a transaction. Over UDP everything leaves through the one writer of
-// our UDP listener (statelessListeners), requests and responses alike: the
-// fast path keeps that socket out of sipgo's connection pool until ServeUDP
-// registers it, and before then sipgo's transport layer, not finding it,
-// would bind a second socket to the listen address and fail with "address
-// already in use" (a TCP caller's first request to a UDP gateway got a 503).
-// A host name in the destination is resolved here, as the transport layer
-// would. TCP and TLS go through sipgo's transport layer.
-func (s *Server) writeStateless(msg sipmsg.Message) error {
-	if k := s.socketFor("udp"); k != nil && k.tx != nil && strings.EqualFold(msg.Transport(), "UDP") {
-		if a, err := net.ResolveUDPAddr("udp", msg.Destination()); err == nil {
-			msg.SetDestination(a.String())
-			return k.tx.out.WriteMsg(msg)
-		}
-	}
-	return s.ua.TransportLayer().WriteMsg(msg)
-}
-
-// viaDestination is where a response to the hop that wrote v goes (RFC
-// 3261 §18.2.2, RFC 3581 §4): received, else the sent-by host; rport, else
-// the sent-by port, else the transport's default.
-func viaDestination(v *sipmsg.ViaHeader, proto string) string {
-	host, port := v.Host, v.Port
-	if r, ok := v.Params.Get("received"); ok && r != "" {
-		host = r
-	}
-	if rp, ok := v.Params.Get("rport"); ok && rp != "" {
-		if n, err := strconv.Atoi(rp); err == nil {
-			port = n
-		}
-	}
-	if port == 0 {
-		port = sipmsg.DefaultPort(proto)
-	}
-	return net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
-}
