@@ -16,9 +16,6 @@ import (
 
 	"github.com/emiago/sipgo"
 	sipmsg "github.com/emiago/sipgo/sip"
-
-	"github.com/sipdispatch/sipdispatch/actors"
-	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
 // Server is one node's SIP proxy: its listeners, the sipgo user agent they
@@ -40,6 +37,7 @@ type Server struct {
 	advHost string
 	advPort int
 
+	fw       forwarder // the mode's forwarding, chosen once in NewServer
 	loads    *loadTracker
 	branches *expiringMap[sentInvite] // stateless mode: INVITEs forwarded, by our branch
 	early    sync.Map                 // branch -> chan *sipmsg.Response: provisional replies in wire order
@@ -118,16 +116,22 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 
 	sipLog := slog.New(&dropCounter{next: log.Handler(), n: &s.dropped})
 	tpOpts := []sipmsg.TransportLayerOption{sipmsg.WithTransportLayerLogger(sipLog)}
+	// The one place the proxy mode is chosen (besides udpReaders, which
+	// sizes the UDP listeners bound above).
 	if cfg.Mode == ModeStateless {
+		fw := &statelessForwarder{Server: s}
+		s.fw = fw
 		s.statelessListeners()
-		tpOpts = append(tpOpts, sipmsg.WithTransportLayerReadFilter(s.statelessRead))
+		tpOpts = append(tpOpts, sipmsg.WithTransportLayerReadFilter(fw.statelessRead))
+	} else {
+		s.fw = &statefulForwarder{Server: s}
 	}
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(cfg.UserAgent),
 		sipgo.WithUserAgentTransportLayerOptions(tpOpts...),
 		sipgo.WithUserAgentTransactionLayerOptions(
 			sipmsg.WithTransactionLayerLogger(sipLog),
-			sipmsg.WithTransactionLayerUnhandledResponseHandler(s.onUnmatchedResponse),
+			sipmsg.WithTransactionLayerUnhandledResponseHandler(s.fw.onUnmatchedResponse),
 		),
 	)
 	if err != nil {
@@ -135,7 +139,7 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 		return nil, fmt.Errorf("sip user agent: %w", err)
 	}
 	s.ua = ua
-	ua.TransportLayer().OnMessage(s.onWire)
+	ua.TransportLayer().OnMessage(s.fw.onWire)
 	if s.srv, err = sipgo.NewServer(ua, sipgo.WithServerLogger(sipLog)); err != nil {
 		s.close()
 		return nil, fmt.Errorf("sip server: %w", err)
@@ -533,455 +537,4 @@ func (h *dropCounter) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h *dropCounter) WithGroup(name string) slog.Handler {
 	return &dropCounter{next: h.next.WithGroup(name), n: h.n}
-}
-
-// hop is where a request goes next.
-type hop struct {
-	addr  string // host:port
-	proto string // udp, tcp, tls
-}
-
-// hopOf is the next hop a URI names (RFC 3263 without DNS SRV: the
-// transport parameter, else TLS for sips, else UDP; the scheme's port).
-func hopOf(u *sipmsg.Uri) hop {
-	proto := "udp"
-	if u.Scheme == "sips" {
-		proto = "tls"
-	}
-	if t, ok := u.UriParams.Get("transport"); ok && t != "" {
-		proto = strings.ToLower(t)
-	}
-	port := u.Port
-	if port == 0 {
-		port = 5060
-		if proto == "tls" {
-			port = 5061
-		}
-	}
-	return hop{addr: net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port)), proto: proto}
-}
-
-// onRequest handles every request that matches no server transaction.
-func (s *Server) onRequest(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	defer func() {
-		// A bug here must cost one request, not the node.
-		if r := recover(); r != nil {
-			s.dropped.Add(1)
-			s.log.Error("sip: request handler panic", "panic", r, "method", req.Method)
-		}
-	}()
-	if code, reason := validate(req); code != 0 {
-		s.reply(req, tx, code, reason)
-		return
-	}
-	switch {
-	case req.IsAck():
-		s.onAck(req)
-	case req.IsCancel():
-		s.onCancel(req, tx)
-	case req.To().Params.Has("tag"):
-		s.inDialog(req, tx)
-	case req.Method == sipmsg.OPTIONS && req.Recipient.User == "" &&
-		s.isSelf(req.Recipient.Host, req.Recipient.Port, req.Recipient.Scheme) && !s.hasForeignRoute(req):
-		// Keepalives addressed to the proxy itself (docs/proxy.md, step 3).
-		s.reply(req, tx, 200, "OK")
-	default:
-		s.initial(req, tx)
-	}
-}
-
-// validate applies RFC 3261 §16.3's request validation (and RFC 4475's
-// expectations): the SIP version, the mandatory headers, CSeq matching the
-// method, and a URI scheme a proxy can route.
-func validate(req *sipmsg.Request) (int, string) {
-	switch {
-	case req.SipVersion != "SIP/2.0":
-		return 505, "Version Not Supported"
-	case req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil || req.Via() == nil:
-		return 400, "Missing Required Header"
-	case !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)):
-		// Case-blind: sipgo upper-cases the request line's method only.
-		return 400, "CSeq Method Mismatch"
-	}
-	// Single-valued headers given twice make the request ambiguous (RFC 4475
-	// §3.3.8 multi01, §3.3.9 mcl01): which Call-ID would the call load track?
-	for _, name := range [...]string{"Call-ID", "From", "To", "CSeq", "Max-Forwards", "Content-Length"} {
-		if len(req.GetHeaders(name)) > 1 {
-			return 400, "Duplicate " + name + " Header"
-		}
-	}
-	switch req.Recipient.Scheme {
-	case "sip", "sips", "tel":
-		return 0, ""
-	}
-	return 416, "Unsupported URI Scheme"
-}
-
-// reply answers req locally; an ACK is never answered (RFC 3261 §17.2.3).
-func (s *Server) reply(req *sipmsg.Request, tx sipmsg.ServerTransaction, code int, reason string, hdrs ...sipmsg.Header) {
-	if req.IsAck() {
-		return
-	}
-	s.obs.Reply(code)
-	res := sipmsg.NewResponseFromRequest(req, code, reason, nil)
-	if s.cfg.Mode == ModeStateless {
-		tagLocalReply(req, res)
-	}
-	for _, h := range hdrs {
-		res.AppendHeader(h)
-	}
-	if err := tx.Respond(res); err != nil {
-		s.log.Debug("sip: local reply not sent", "code", code, "err", err)
-	}
-}
-
-// nextMaxForwards is RFC 3261 §16.3 step 3 and §16.6 step 3: false when the
-// request has no hops left (483), else the value to forward with; a request
-// without the header gets Config.MaxForwards.
-func (s *Server) nextMaxForwards(req *sipmsg.Request) (int, bool) {
-	mf := req.MaxForwards()
-	if mf == nil {
-		return s.cfg.MaxForwards, true
-	}
-	if mf.Val() == 0 {
-		return 0, false
-	}
-	return int(mf.Val()) - 1, true
-}
-
-// hasForeignRoute reports whether a Route header names another element.
-func (s *Server) hasForeignRoute(req *sipmsg.Request) bool {
-	for _, h := range req.GetHeaders("Route") {
-		r, ok := h.(*sipmsg.RouteHeader)
-		if !ok || !s.isSelf(r.Address.Host, r.Address.Port, r.Address.Scheme) {
-			return true
-		}
-	}
-	return false
-}
-
-// ownRoutes counts the leading Route values naming this node, which RFC 3261
-// §16.4 says to remove, and returns the set id our Record-Route carried in
-// them (;ds=N), -1 when none.
-func (s *Server) ownRoutes(req *sipmsg.Request) (pop, loadSet int) {
-	loadSet = -1
-	for _, rh := range req.GetHeaders("Route") {
-		r, isRoute := rh.(*sipmsg.RouteHeader)
-		if !isRoute || !s.isSelf(r.Address.Host, r.Address.Port, r.Address.Scheme) {
-			break
-		}
-		if v, has := r.Address.UriParams.Get("ds"); has {
-			if n, err := strconv.Atoi(v); err == nil {
-				loadSet = n
-			}
-		}
-		pop++
-	}
-	return pop, loadSet
-}
-
-// nextHop is loose routing (RFC 3261 §16.4, §16.12): after our own Route
-// values (pop of them) the request goes to the next Route value, else to the
-// Request-URI. ok is false when nothing but ourselves is left to route to.
-func (s *Server) nextHop(req *sipmsg.Request) (h hop, pop int, loadSet int, ok bool) {
-	pop, loadSet = s.ownRoutes(req)
-	if routes := req.GetHeaders("Route"); pop < len(routes) {
-		r, isRoute := routes[pop].(*sipmsg.RouteHeader)
-		if !isRoute {
-			return hop{}, 0, loadSet, false
-		}
-		return hopOf(&r.Address), pop, loadSet, true
-	}
-	u := &req.Recipient
-	if u.Host == "" || s.isSelf(u.Host, u.Port, u.Scheme) {
-		return hop{}, pop, loadSet, false
-	}
-	return hopOf(u), pop, loadSet, true
-}
-
-// outgoing builds what is sent to h: a copy of req with Max-Forwards mf,
-// pop leading Route values removed, received/rport on the sender's Via
-// (RFC 3261 §18.2.1, RFC 3581) and our Via with branch on top (§16.6 step 8).
-func (s *Server) outgoing(req *sipmsg.Request, h hop, mf, pop int, branch string) *sipmsg.Request {
-	fwd := req.Clone()
-	m := sipmsg.MaxForwardsHeader(mf)
-	if fwd.MaxForwards() != nil {
-		fwd.ReplaceHeader(&m)
-	} else {
-		fwd.AppendHeader(&m)
-	}
-	for range pop {
-		fwd.RemoveHeader("Route")
-	}
-	if v := fwd.Via(); v != nil {
-		if host, port, err := net.SplitHostPort(req.Source()); err == nil {
-			if v.Host != host {
-				v.Params.Add("received", host)
-			}
-			// Reliable transports answer on the same connection, which the
-			// stateless response path finds only by source port.
-			if rp, has := v.Params.Get("rport"); has && rp == "" || sipmsg.IsReliable(req.Transport()) {
-				v.Params.Add("rport", port)
-			}
-		}
-	}
-	host, port := s.sentBy(h.proto)
-	via := &sipmsg.ViaHeader{
-		ProtocolName:    "SIP",
-		ProtocolVersion: "2.0",
-		Transport:       strings.ToUpper(h.proto),
-		Host:            host,
-		Port:            port,
-	}
-	via.Params.Add("branch", branch)
-	fwd.PrependHeader(via)
-	fwd.SetDestination(h.addr)
-	fwd.SetTransport(strings.ToUpper(h.proto))
-	fwd.Laddr = sipmsg.Addr{}
-	if h.proto == "udp" {
-		// Send from the listener so that replies and in-dialog requests
-		// come back to it, not to an ephemeral socket.
-		if k := s.socketFor("udp"); k != nil {
-			fwd.Laddr = sipmsg.Addr{IP: k.ip, Port: k.port}
-		}
-	}
-	return fwd
-}
-
-// initial routes a request that starts a dialog or stands alone (docs/proxy.md,
-// "How the proxy handles a request", step 6).
-func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	mf, ok := s.nextMaxForwards(req)
-	if !ok {
-		s.reply(req, tx, 483, "Too Many Hops")
-		return
-	}
-	dr := RequestFrom(req, req.Source(), req.Transport())
-	rt := s.routes.Match(&dr, func(setID, mode int) bool {
-		port, proto := dr.SrcPort, dr.Proto
-		if mode&1 != 0 {
-			port = 0 // any port
-		}
-		if mode&2 != 0 {
-			proto = "" // any transport
-		}
-		return s.d.FromSet(setID, dr.SrcIP, port, proto)
-	})
-	if rt != nil {
-		s.obs.Request(dr.Method, rt.Name)
-	} else {
-		s.obs.Request(dr.Method, "")
-	}
-	switch {
-	case rt == nil:
-		s.reply(req, tx, 404, "Not Found")
-		return
-	case rt.Dispatch == nil:
-		code, reason := 404, "Not Found"
-		if rt.Reply != nil {
-			code, reason = rt.Reply.Code, rt.Reply.Reason
-		}
-		if reason == "" {
-			reason = reasonPhrase(code)
-		}
-		s.reply(req, tx, code, reason)
-		return
-	}
-	d := rt.Dispatch
-	if s.cfg.Mode == ModeStateful {
-		s.trying(req, tx)
-	}
-	if s.cfg.Mode == ModeStateless && req.IsInvite() {
-		// A retransmission must take the same way as the original, whatever
-		// the algorithm would pick now (RFC 3261 §16.11).
-		if sent, ok := s.branches.get(statelessBranch(req), time.Now()); ok {
-			s.statelessInitial(req, tx, &dr, sent.d, sent.sel, mf)
-			return
-		}
-		if d.Alg == dispatch.AlgCallLoad {
-			// Placing an alg-10 call may wait for the cluster to commit its
-			// load entry; the read loop that runs stateless mode must not.
-			if !s.handoff.Go(func() { s.dispatchInitial(req, tx, rt, &dr, mf) }) {
-				s.unavailable(req, tx)
-			}
-			return
-		}
-	}
-	s.dispatchInitial(req, tx, rt, &dr, mf)
-}
-
-// dispatchInitial selects the destinations of an initial request on its
-// route and forwards it.
-func (s *Server) dispatchInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, rt *Route, dr *dispatch.Request, mf int) {
-	d := rt.Dispatch
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
-	sel, err := s.d.Select(ctx, d.Set, d.Alg, dr, d.Limit)
-	cancel()
-	if err == nil && len(sel.Dests) == 0 {
-		err = errNoDests
-	}
-	switch {
-	case errors.Is(err, actors.ErrLoadInFlight):
-		// A retransmission while its first copy is being placed: the
-		// first copy's outcome answers it.
-		return
-	case errors.Is(err, actors.ErrLoadNotCommitted):
-		// Counted and logged (rate-limited) by the dispatcher.
-		s.log.Debug("sip: call-load entry not committed", "route", rt.Name, "set", d.Set, "err", err)
-		s.unavailable(req, tx)
-		return
-	case err != nil:
-		s.log.Debug("sip: no destination", "route", rt.Name, "set", d.Set, "err", err)
-		s.unavailable(req, tx)
-		return
-	}
-	if s.cfg.Mode == ModeStateless {
-		s.statelessInitial(req, tx, dr, d, sel, mf)
-		return
-	}
-	s.statefulInitial(req, tx, dr, d, sel, mf)
-}
-
-var errNoDests = errors.New("empty selection")
-
-// unavailable answers 503, with Retry-After when configured.
-func (s *Server) unavailable(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	var hdrs []sipmsg.Header
-	if s.cfg.RetryAfter > 0 {
-		hdrs = append(hdrs, sipmsg.NewHeader("Retry-After", strconv.Itoa(s.cfg.RetryAfter)))
-	}
-	s.reply(req, tx, 503, "Service Unavailable", hdrs...)
-}
-
-// inDialog forwards a request carrying a To tag along its Route set
-// (docs/proxy.md, "How the proxy handles a request", step 5); a BYE ends the
-// call's load entry.
-func (s *Server) inDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	mf, ok := s.nextMaxForwards(req)
-	if !ok {
-		s.reply(req, tx, 483, "Too Many Hops")
-		return
-	}
-	s.obs.Request(string(req.Method), "in-dialog")
-	h, pop, loadSet, ok := s.nextHop(req)
-	if !ok {
-		s.reply(req, tx, 404, "Not Found")
-		return
-	}
-	if req.Method == sipmsg.BYE {
-		switch {
-		case loadSet >= 0:
-			s.removeLoad(loadSet, req.CallID().Value())
-		case pop == 0:
-			// No Route of ours (record_route off, a UA that lost the route
-			// set, a proxy in front that rewrote it): end the call's entry
-			// by its Call-ID in whichever set has it, as ds_load_unset does.
-			s.removeLoad(-1, req.CallID().Value())
-		}
-	}
-	if s.cfg.Mode == ModeStateless {
-		s.statelessSend(req, tx, s.outgoing(req, h, mf, pop, statelessBranch(req)))
-		return
-	}
-	s.statefulInDialog(req, tx, s.outgoing(req, h, mf, pop, sipmsg.GenerateBranch()))
-}
-
-// onAck forwards an ACK that matched no transaction: the ACK for a 2xx, a
-// new transaction along the Route set (RFC 3261 §13.2.2.4), or in stateless
-// mode the hop-by-hop ACK for a non-2xx, which goes where its INVITE went.
-func (s *Server) onAck(req *sipmsg.Request) {
-	mf, ok := s.nextMaxForwards(req)
-	if !ok {
-		return
-	}
-	branch := sipmsg.GenerateBranch()
-	if s.cfg.Mode == ModeStateless {
-		if isLocalReplyAck(req) {
-			return
-		}
-		branch = statelessBranch(req)
-		if sent, ok := s.branches.get(branch, time.Now()); ok {
-			s.statelessSend(req, nil, s.outgoing(req, sent.hop(), mf, 0, branch))
-			return
-		}
-	}
-	h, pop, _, ok := s.nextHop(req)
-	if !ok {
-		s.log.Debug("sip: ACK with nowhere to go dropped", "call-id", req.CallID().Value())
-		return
-	}
-	s.statelessSend(req, nil, s.outgoing(req, h, mf, pop, branch))
-}
-
-// onCancel handles a CANCEL that matched no INVITE transaction. Stateful:
-// 481 (RFC 3261 §9.2). Stateless: it follows its INVITE (§16.11), which the
-// branch memory knows, else it is routed like the INVITE was.
-func (s *Server) onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	if s.cfg.Mode != ModeStateless {
-		s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
-		return
-	}
-	if set, ok := s.loads.pending.take(req.CallID().Value()); ok {
-		s.removeLoad(set, req.CallID().Value())
-	}
-	branch := statelessBranch(req)
-	sent, ok := s.branches.get(branch, time.Now())
-	if !ok {
-		s.initial(req, tx)
-		return
-	}
-	mf, ok := s.nextMaxForwards(req)
-	if !ok {
-		s.reply(req, tx, 483, "Too Many Hops")
-		return
-	}
-	s.statelessSend(req, tx, s.outgoing(req, sent.hop(), mf, 0, branch))
-}
-
-// dispatchOutgoing builds the request for one destination of a selection:
-// ds_select_domain's R-URI rewrite, the route's headers, Record-Route.
-func (s *Server) dispatchOutgoing(req *sipmsg.Request, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, mf int, branch string) *sipmsg.Request {
-	s.obs.Selected(sel.SetID, dest.URI)
-	h := hop{addr: dest.HostPort(), proto: dest.EffectiveTransport()}
-	pop, _ := s.ownRoutes(req) // a preloaded Route to us
-	fwd := s.outgoing(req, h, mf, pop, branch)
-	if d.Domain {
-		fwd.Recipient.Host = dest.Host
-		fwd.Recipient.Port = dest.Port
-	}
-	if len(d.Headers) > 0 {
-		vars := dispatch.DSVars{Set: sel.SetID, URI: dest.URI, DUID: dest.Attrs.DUID, Attrs: dest.Attrs.Raw, Count: len(sel.Dests)}
-		var buf []byte
-		for _, ht := range d.Headers {
-			buf = ht.Value.Append(buf[:0], dr, &vars)
-			fwd.AppendHeader(sipmsg.NewHeader(ht.Name, string(buf)))
-		}
-	}
-	if s.cfg.RecordRoute {
-		loadSet := -1
-		if sel.LoadAdded {
-			loadSet = sel.SetID
-		}
-		in := strings.ToLower(req.Transport())
-		if in != h.proto {
-			// Double Record-Route (RFC 5658) when the transports differ,
-			// so that each side reaches us on its own transport.
-			s.recordRoute(fwd, in, loadSet)
-		}
-		s.recordRoute(fwd, h.proto, loadSet)
-	}
-	return fwd
-}
-
-// recordRoute prepends our Record-Route for proto (RFC 3261 §16.6 step 4);
-// ;ds=N tells the BYE which set holds the call's load.
-func (s *Server) recordRoute(fwd *sipmsg.Request, proto string, loadSet int) {
-	host, port := s.sentBy(proto)
-	u := sipmsg.Uri{Scheme: "sip", Host: host, Port: port}
-	u.UriParams.Add("transport", proto)
-	u.UriParams.Add("lr", "")
-	if loadSet >= 0 {
-		u.UriParams.Add("ds", strconv.Itoa(loadSet))
-	}
-	fwd.PrependHeader(&sipmsg.RecordRouteHeader{Address: u})
 }

@@ -37,6 +37,87 @@ func statelessBranch(req *sipmsg.Request) string {
 	return "z9hG4bKsd" + hex.EncodeToString(h.Sum(nil))
 }
 
+// statelessForwarder is the stateless proxy (proxy.mode: stateless, RFC 3261
+// §16.11): requests and responses are forwarded without transactions, UDP
+// from the read loop (statelessRead); the branch memory (Server.branches)
+// sends retransmissions, CANCELs and non-2xx ACKs where their INVITE went.
+type statelessForwarder struct {
+	*Server
+}
+
+// tagReply gives a local reply a To tag the proxy recognises in its ACK
+// (tagLocalReply).
+func (s *statelessForwarder) tagReply(req *sipmsg.Request, res *sipmsg.Response) {
+	tagLocalReply(req, res)
+}
+
+// trying sends nothing: without a transaction there is nothing to stop the
+// caller's retransmissions, which are forwarded again (RFC 3261 §16.11).
+func (s *statelessForwarder) trying(*sipmsg.Request, sipmsg.ServerTransaction) {}
+
+// takeOver sends an INVITE retransmission the way the original went,
+// whatever the algorithm would pick now (RFC 3261 §16.11), and hands an
+// algorithm-10 INVITE off the read loop to a bounded pool (Server.handoff),
+// because placing it may wait for the cluster to commit its load entry.
+func (s *statelessForwarder) takeOver(req *sipmsg.Request, tx sipmsg.ServerTransaction, rt *Route, dr *dispatch.Request, mf int) bool {
+	if !req.IsInvite() {
+		return false
+	}
+	if sent, ok := s.branches.get(statelessBranch(req), time.Now()); ok {
+		s.forwardInitial(req, tx, dr, sent.d, sent.sel, mf)
+		return true
+	}
+	if rt.Dispatch.Alg == dispatch.AlgCallLoad {
+		if !s.handoff.Go(func() { s.dispatchInitial(req, tx, rt, dr, mf) }) {
+			s.unavailable(req, tx)
+		}
+		return true
+	}
+	return false
+}
+
+// forwardInDialog sends an in-dialog request on without a transaction, with
+// a branch derived from the incoming one.
+func (s *statelessForwarder) forwardInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, h hop, mf, pop int) {
+	s.statelessSend(req, tx, s.outgoing(req, h, mf, pop, statelessBranch(req)))
+}
+
+// ackBranch absorbs the ACK for a reply of our own (tagLocalReply), sends
+// the hop-by-hop ACK for a non-2xx where its INVITE went (branch memory),
+// and gives any other ACK the branch derived from its own.
+func (s *statelessForwarder) ackBranch(req *sipmsg.Request, mf int) (string, bool) {
+	if isLocalReplyAck(req) {
+		return "", true
+	}
+	branch := statelessBranch(req)
+	if sent, ok := s.branches.get(branch, time.Now()); ok {
+		s.statelessSend(req, nil, s.outgoing(req, sent.hop(), mf, 0, branch))
+		return "", true
+	}
+	return branch, false
+}
+
+// onCancel sends a CANCEL that matched no transaction after its INVITE
+// (RFC 3261 §16.11), which the branch memory knows, else routes it like the
+// INVITE was; either way the call's pending load entry ends.
+func (s *statelessForwarder) onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	if set, ok := s.loads.pending.take(req.CallID().Value()); ok {
+		s.removeLoad(set, req.CallID().Value())
+	}
+	branch := statelessBranch(req)
+	sent, ok := s.branches.get(branch, time.Now())
+	if !ok {
+		s.initial(req, tx)
+		return
+	}
+	mf, ok := s.nextMaxForwards(req)
+	if !ok {
+		s.reply(req, tx, 483, "Too Many Hops")
+		return
+	}
+	s.statelessSend(req, tx, s.outgoing(req, sent.hop(), mf, 0, branch))
+}
+
 // localTagPrefix starts the To tag of the stateless proxy's own replies.
 const localTagPrefix = "sdlocal."
 
@@ -71,10 +152,10 @@ func (e sentInvite) hop() hop {
 	return hop{addr: e.sel.Dests[0].HostPort(), proto: e.sel.Dests[0].EffectiveTransport()}
 }
 
-// statelessInitial sends an initial request to the first destination of its
+// forwardInitial sends an initial request to the first destination of its
 // selection; there is no failover without state (docs/proxy.md, "How the proxy
 // handles a request", step 8).
-func (s *Server) statelessInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
+func (s *statelessForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
 	dest := &sel.Dests[0]
 	branch := statelessBranch(req)
 	fwd := s.dispatchOutgoing(req, dr, d, &sel, dest, mf, branch)
@@ -93,19 +174,6 @@ func (s *Server) statelessInitial(req *sipmsg.Request, tx sipmsg.ServerTransacti
 	}
 }
 
-// statelessSend writes fwd without a transaction. When that fails the
-// sender gets 503 (tx nil: nobody to tell, as for an ACK).
-func (s *Server) statelessSend(req *sipmsg.Request, tx sipmsg.ServerTransaction, fwd *sipmsg.Request) bool {
-	if err := s.writeStateless(fwd); err != nil {
-		s.log.Debug("sip: forward failed", "method", req.Method, "to", fwd.Destination(), "err", err)
-		if tx != nil {
-			s.reply(req, tx, 503, "Service Unavailable")
-		}
-		return false
-	}
-	return true
-}
-
 // statelessRead is stateless mode's fast path, a read filter run by sipgo's
 // UDP read loop on every datagram. A stateless proxy keeps no transaction
 // (RFC 3261 §16.11), so requests and the responses it relays are handled
@@ -116,7 +184,7 @@ func (s *Server) statelessSend(req *sipmsg.Request, tx sipmsg.ServerTransaction,
 // own probes, which their client transactions wait for, and anything read
 // off a socket that is not one of our listeners. TCP and TLS pass through:
 // their filter sees stream chunks, not messages.
-func (s *Server) statelessRead(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
+func (s *statelessForwarder) statelessRead(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
 	k := s.udpListener(p.LocalAddr)
 	if k == nil {
 		return data, nil
@@ -172,9 +240,13 @@ type wireTx struct {
 // Respond writes res without a transaction: no retransmission, no state.
 func (t *wireTx) Respond(res *sipmsg.Response) error { return t.out.WriteMsg(res) }
 
-// statelessResponse routes back by Via a response that came over TCP or TLS,
-// from the read loop (onWire), so responses leave in the order they came.
-func (s *Server) statelessResponse(res *sipmsg.Response) {
+// onWire routes back by Via a response that came over TCP or TLS, from the
+// read loop, so responses leave in the order they came.
+func (s *statelessForwarder) onWire(msg sipmsg.Message) {
+	res, ok := msg.(*sipmsg.Response)
+	if !ok {
+		return
+	}
 	if s.relayable(res) {
 		s.forwardResponse(res)
 	}
@@ -184,7 +256,7 @@ func (s *Server) statelessResponse(res *sipmsg.Response) {
 // §18.2.2): only responses with our Via on top and another below it go back
 // (a keepalive's reply has none below). A final reply to an INVITE ends the
 // call's pending load entry.
-func (s *Server) relayable(res *sipmsg.Response) bool {
+func (s *statelessForwarder) relayable(res *sipmsg.Response) bool {
 	vias := res.GetHeaders("Via")
 	if len(vias) < 2 || res.CSeq() == nil {
 		return false
@@ -203,80 +275,6 @@ func (s *Server) relayable(res *sipmsg.Response) bool {
 	return true
 }
 
-// onUnmatchedResponse gets the responses no client transaction claims. In
-// stateful mode it forwards 2xx retransmissions to INVITE, which arrive after
-// the client transaction ended and must still reach the caller; the rest are
-// late copies of finished transactions. Stateless mode forwarded every
-// response already, from the read loop.
-func (s *Server) onUnmatchedResponse(res *sipmsg.Response) {
-	if s.cfg.Mode == ModeStateless {
-		return
-	}
-	via, cseq := res.Via(), res.CSeq()
-	if via == nil || cseq == nil || cseq.MethodName != sipmsg.INVITE || !res.IsSuccess() || !s.isSelf(via.Host, via.Port, "sip") {
-		return
-	}
-	s.forwardResponse(res)
-}
-
-// forwardResponse relays a copy of res: the read loop (onWire) and the
-// transaction layer may still be looking at res.
-func (s *Server) forwardResponse(res *sipmsg.Response) {
-	s.relayUpstream(res.Clone())
-}
-
-// relayUpstream removes our Via from res and sends it to the next Via's
-// address (RFC 3261 §18.2.2: received and rport when present).
-func (s *Server) relayUpstream(res *sipmsg.Response) {
-	res.RemoveHeader("Via")
-	next := res.Via()
-	if next == nil {
-		s.dropped.Add(1)
-		return
-	}
-	proto := strings.ToUpper(next.Transport)
-	res.SetDestination(viaDestination(next, proto))
-	res.SetTransport(proto)
-	s.obs.Reply(res.StatusCode)
-	if err := s.writeStateless(res); err != nil {
-		s.log.Debug("sip: response not forwarded", "code", res.StatusCode, "err", err)
-	}
-}
-
-// writeStateless sends msg (a forwarded request or a relayed response)
-// without a transaction. Over UDP everything leaves through the one writer of
-// our UDP listener (statelessListeners), requests and responses alike: the
-// fast path keeps that socket out of sipgo's connection pool until ServeUDP
-// registers it, and before then sipgo's transport layer, not finding it,
-// would bind a second socket to the listen address and fail with "address
-// already in use" (a TCP caller's first request to a UDP gateway got a 503).
-// A host name in the destination is resolved here, as the transport layer
-// would. TCP and TLS go through sipgo's transport layer.
-func (s *Server) writeStateless(msg sipmsg.Message) error {
-	if k := s.socketFor("udp"); k != nil && k.tx != nil && strings.EqualFold(msg.Transport(), "UDP") {
-		if a, err := net.ResolveUDPAddr("udp", msg.Destination()); err == nil {
-			msg.SetDestination(a.String())
-			return k.tx.out.WriteMsg(msg)
-		}
-	}
-	return s.ua.TransportLayer().WriteMsg(msg)
-}
-
-// viaDestination is where a response to the hop that wrote v goes (RFC
-// 3261 §18.2.2, RFC 3581 §4): received, else the sent-by host; rport, else
-// the sent-by port, else the transport's default.
-func viaDestination(v *sipmsg.ViaHeader, proto string) string {
-	host, port := v.Host, v.Port
-	if r, ok := v.Params.Get("received"); ok && r != "" {
-		host = r
-	}
-	if rp, ok := v.Params.Get("rport"); ok && rp != "" {
-		if n, err := strconv.Atoi(rp); err == nil {
-			port = n
-		}
-	}
-	if port == 0 {
-		port = sipmsg.DefaultPort(proto)
-	}
-	return net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
-}
+// onUnmatchedResponse does nothing: stateless mode forwarded every response
+// already, from the read loop (statelessRead, onWire).
+func (s *statelessForwarder) onUnmatchedResponse(*sipmsg.Response) {}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
@@ -11,6 +12,35 @@ import (
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
+
+// statefulForwarder is the stateful proxy (proxy.mode: stateful): each
+// request is forwarded in a client transaction, with failover and forking,
+// and its responses come back through that transaction.
+type statefulForwarder struct {
+	*Server
+}
+
+// tagReply leaves a local reply as it is: its server transaction absorbs
+// the ACK for it.
+func (s *statefulForwarder) tagReply(*sipmsg.Request, *sipmsg.Response) {}
+
+// takeOver never does: every initial request is selected where it arrived,
+// on its own goroutine.
+func (s *statefulForwarder) takeOver(*sipmsg.Request, sipmsg.ServerTransaction, *Route, *dispatch.Request, int) bool {
+	return false
+}
+
+// ackBranch gives an ACK for a 2xx a new branch: it is a transaction of its
+// own (RFC 3261 §13.2.2.4).
+func (s *statefulForwarder) ackBranch(*sipmsg.Request, int) (string, bool) {
+	return sipmsg.GenerateBranch(), false
+}
+
+// onCancel answers a CANCEL that matched no INVITE transaction 481 (RFC 3261
+// §9.2).
+func (s *statefulForwarder) onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
+}
 
 // outcome is how one forwarding attempt ended.
 type outcome struct {
@@ -47,11 +77,11 @@ func watchCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) *cancelWatch 
 	return c
 }
 
-// statefulInitial forwards an initial request through its selection
+// forwardInitial forwards an initial request through its selection
 // (docs/proxy.md, "How the proxy handles a request", step 8): on a timeout or a
 // failover code it marks the destination when the route asks and tries the next
 // one; the caller gets the last final reply.
-func (s *Server) statefulInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
+func (s *statefulForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
 	if sel.Parallel && len(sel.Dests) > 1 {
 		s.statefulParallel(req, tx, dr, d, sel, mf)
 		return
@@ -89,8 +119,10 @@ func (s *Server) statefulInitial(req *sipmsg.Request, tx sipmsg.ServerTransactio
 	}
 }
 
-// statefulInDialog forwards an in-dialog request along its Route set.
-func (s *Server) statefulInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, fwd *sipmsg.Request) {
+// forwardInDialog forwards an in-dialog request along its Route set, in a
+// client transaction of its own.
+func (s *statefulForwarder) forwardInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, h hop, mf, pop int) {
+	fwd := s.outgoing(req, h, mf, pop, sipmsg.GenerateBranch())
 	c := watchCancel(req, tx)
 	s.trying(req, tx)
 	out := s.attempt(tx, fwd, c)
@@ -101,7 +133,7 @@ func (s *Server) statefulInDialog(req *sipmsg.Request, tx sipmsg.ServerTransacti
 
 // trying answers an INVITE with 100 at once (RFC 3261 §16.2), so that the
 // caller stops retransmitting while we route, select and forward.
-func (s *Server) trying(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+func (s *statefulForwarder) trying(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	if req.IsInvite() {
 		s.reply(req, tx, 100, "Trying")
 	}
@@ -115,7 +147,7 @@ func (s *Server) trying(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 // when the final one arrives every provisional read before it is relayed
 // first. Timers are Kamailio's: fr_timer until the first reply, fr_inv_timer
 // after a provisional one for an INVITE.
-func (s *Server) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *cancelWatch) outcome {
+func (s *statefulForwarder) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *cancelWatch) outcome {
 	invite := fwd.IsInvite()
 	branch, _ := fwd.Via().Params.Get("branch")
 	early := make(chan *sipmsg.Response, earlyQueue)
@@ -208,18 +240,11 @@ func (s *Server) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *ca
 // earlyQueue bounds the provisional replies waiting for one attempt.
 const earlyQueue = 16
 
-// onWire runs in sipgo's read loop for every message, in arrival order, after
-// the transaction layer has queued it; it must not block for long nor modify
-// the message. Stateless mode forwards responses from here. Stateful mode
-// hands provisional replies (except 100, which is hop-by-hop) to the attempt
-// waiting on their branch.
-func (s *Server) onWire(msg sipmsg.Message) {
+// onWire hands provisional replies (except 100, which is hop-by-hop) to the
+// attempt waiting on their branch, so that they go upstream in wire order.
+func (s *statefulForwarder) onWire(msg sipmsg.Message) {
 	res, ok := msg.(*sipmsg.Response)
 	if !ok {
-		return
-	}
-	if s.cfg.Mode == ModeStateless {
-		s.statelessResponse(res)
 		return
 	}
 	if res.StatusCode <= 100 || res.StatusCode >= 200 {
@@ -238,6 +263,17 @@ func (s *Server) onWire(msg sipmsg.Message) {
 	}
 }
 
+// onUnmatchedResponse forwards 2xx retransmissions to INVITE, which arrive
+// after the client transaction ended and must still reach the caller; the
+// rest are late copies of finished transactions.
+func (s *statefulForwarder) onUnmatchedResponse(res *sipmsg.Response) {
+	via, cseq := res.Via(), res.CSeq()
+	if via == nil || cseq == nil || cseq.MethodName != sipmsg.INVITE || !res.IsSuccess() || !s.isSelf(via.Host, via.Port, "sip") {
+		return
+	}
+	s.forwardResponse(res)
+}
+
 // drain consumes what an abandoned client transaction still delivers, so its
 // state machine never blocks on the unbuffered Responses channel.
 func drain(clTx sipmsg.ClientTransaction) {
@@ -253,7 +289,7 @@ func drain(clTx sipmsg.ClientTransaction) {
 // relay sends a downstream response upstream without our Via (RFC 3261
 // §16.7 step 9). It works on a copy: the client transaction still reads the
 // original.
-func (s *Server) relay(tx sipmsg.ServerTransaction, res *sipmsg.Response) {
+func (s *statefulForwarder) relay(tx sipmsg.ServerTransaction, res *sipmsg.Response) {
 	r := res.Clone()
 	r.RemoveHeader("Via")
 	r.SetDestination("") // computed again from the Via now on top
@@ -265,7 +301,7 @@ func (s *Server) relay(tx sipmsg.ServerTransaction, res *sipmsg.Response) {
 
 // relayFinal answers the caller with the last attempt's final reply, or a
 // local one when the attempt produced none.
-func (s *Server) relayFinal(req *sipmsg.Request, tx sipmsg.ServerTransaction, out outcome) {
+func (s *statefulForwarder) relayFinal(req *sipmsg.Request, tx sipmsg.ServerTransaction, out outcome) {
 	if out.res != nil {
 		s.relay(tx, out.res)
 		return
@@ -276,7 +312,7 @@ func (s *Server) relayFinal(req *sipmsg.Request, tx sipmsg.ServerTransaction, ou
 // cancelDownstream sends a CANCEL for the INVITE inv we forwarded (RFC 3261
 // §9.1): same Request-URI, our Via with the same branch, Route, From, To,
 // Call-ID and CSeq number, to the same place. sipgo builds none itself.
-func (s *Server) cancelDownstream(inv *sipmsg.Request) {
+func (s *statefulForwarder) cancelDownstream(inv *sipmsg.Request) {
 	c := sipmsg.NewRequest(sipmsg.CANCEL, *inv.Recipient.Clone())
 	c.AppendHeader(sipmsg.HeaderClone(inv.Via()))
 	for _, r := range inv.GetHeaders("Route") {
@@ -299,4 +335,92 @@ func (s *Server) cancelDownstream(inv *sipmsg.Request) {
 			s.log.Debug("sip: CANCEL downstream failed", "to", c.Destination(), "err", err)
 		}
 	})
+}
+
+// statefulParallel forks an initial request to every destination of an
+// algorithm-12 selection at once, as Kamailio's ds_select_dst(…, 12) followed
+// by t_relay does (RFC 3261 §16.7): every branch's provisional replies go
+// upstream; the first 2xx is relayed and the other branches are cancelled; a
+// 2xx from another branch that raced it is relayed too (the caller ACKs and
+// ends it, step 5); a 6xx also cancels the others. When no branch answers
+// 2xx the caller gets the best final reply (step 6, bestFinal). Branches that
+// failed on their own, not because another one won, are marked when the
+// route asks, as serial failover does.
+func (s *statefulForwarder) statefulParallel(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
+	stop := watchCancel(req, tx) // fired by the caller's CANCEL, a 2xx or a 6xx
+	var won, global atomic.Bool
+	up := &serialTx{ServerTransaction: tx}
+	outs := make([]outcome, len(sel.Dests))
+	var wg sync.WaitGroup
+	for i := range sel.Dests {
+		fwd := s.dispatchOutgoing(req, dr, d, &sel, &sel.Dests[i], mf, sipmsg.GenerateBranch())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := s.attempt(up, fwd, stop)
+			switch {
+			case out.relayed:
+				won.Store(true)
+				stop.fire()
+			case out.code >= 600:
+				global.Store(true)
+				stop.fire()
+			}
+			outs[i] = out
+		}()
+	}
+	wg.Wait()
+	if won.Load() {
+		return
+	}
+	for i, out := range outs {
+		// A gateway's own failure reply counts even if another branch's 6xx
+		// came first; a 487 or a local timeout after our CANCEL does not.
+		own := out.res != nil && out.code != 487 || out.res == nil && !out.cancelled
+		if d.Mark == nil || !own || out.code >= 600 || !d.FailoverOn(out.code) {
+			continue
+		}
+		op, uri, setID := *d.Mark, sel.Dests[i].URI, sel.SetID
+		s.async("mark", func(ctx context.Context) error { return s.d.Mark(ctx, setID, uri, op) })
+	}
+	if stop.fired() && !global.Load() {
+		return // the caller cancelled: the transaction layer answered 487
+	}
+	s.relayFinal(req, tx, bestFinal(outs))
+}
+
+// bestFinal picks the reply a forking proxy sends upstream when no branch
+// answered 2xx (RFC 3261 §16.7 step 6): a 6xx if any, else the lowest class,
+// the first branch's reply among equals (destination order).
+func bestFinal(outs []outcome) outcome {
+	best := -1
+	for i, o := range outs {
+		switch {
+		case best < 0:
+			best = i
+		case o.code >= 600 && outs[best].code < 600:
+			best = i
+		case outs[best].code >= 600:
+		case o.code/100 < outs[best].code/100:
+			best = i
+		}
+	}
+	if best < 0 {
+		return outcome{code: 503}
+	}
+	return outs[best]
+}
+
+// serialTx lets the branches of a fork share one server transaction: their
+// relays reach it one at a time, in the order they were taken off the wire.
+type serialTx struct {
+	sipmsg.ServerTransaction
+	mu sync.Mutex
+}
+
+// Respond implements sipmsg.ServerTransaction.
+func (t *serialTx) Respond(res *sipmsg.Response) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ServerTransaction.Respond(res)
 }
