@@ -19,7 +19,8 @@ import (
 // Validate (New does it too).
 type Config struct {
 	// NodeName is the node's unique, stable name. It is both the memberlist
-	// name and the raft server ID, so it must survive restarts. Required.
+	// name and the raft server ID, so it must survive restarts. Required: one
+	// word (no white space).
 	NodeName string
 
 	// Standalone runs the node as a one-node cluster without any network:
@@ -298,8 +299,9 @@ func (c Config) Validate() error {
 	var errs []error
 	bad := func(key string, v any, why string) { errs = append(errs, fmt.Errorf("%s: %v: %s", key, v, why)) }
 	q := strconv.Quote
-	if c.NodeName == "" {
-		bad("node.name", `""`, "required")
+	if c.NodeName == "" || strings.ContainsAny(c.NodeName, " \t\r\n") {
+		// It names the node in gossip, raft and logs.
+		bad("node.name", q(c.NodeName), "must be one non-empty word")
 	} else if len(c.NodeName) > 128 {
 		bad("node.name", fmt.Sprintf("%.20q...", c.NodeName), "longer than 128 bytes")
 	}

@@ -338,7 +338,8 @@ func TestConfigValidate(t *testing.T) {
 		mut  func(*Config)
 		want string
 	}{
-		"no name":          {func(c *Config) { c.NodeName = "" }, `node.name: "": required`},
+		"no name":          {func(c *Config) { c.NodeName = "" }, `node.name: "": must be one non-empty word`},
+		"spaced name":      {func(c *Config) { c.NodeName = "a b" }, `node.name: "a b": must be one non-empty word`},
 		"no dir":           {func(c *Config) { c.DataDir = "" }, `node.data_dir: "": required`},
 		"bad bind":         {func(c *Config) { c.RaftBind = "nowhere" }, `cluster.raft.bind: "nowhere": want HOST:PORT`},
 		"no host":          {func(c *Config) { c.RaftBind = ":7947" }, `cluster.raft.bind: ":7947": missing host`},
