@@ -402,10 +402,10 @@ func (c *fileConfig) Validate() error {
 	reported["load_replication"] = true
 	sc := c.sipConfig()
 	keyed(sc.Validate())
-	for _, e := range source.Validate(&c.Dispatcher.Config) {
-		path, _, _ := strings.Cut(e.Error(), ":")
-		errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
-	}
+	// The source package owns the database keys (db_url, table and column
+	// names); dispatch.Config.Validate above owns list_file/db_url presence
+	// and ds_load_mode.
+	keyed(errors.Join(source.Validate(&c.Dispatcher.Config)...))
 	if _, err := sip.NewRouter(c.Routes, 0); err != nil {
 		for _, e := range unjoin(err) {
 			var re *sip.RouteError
