@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -17,7 +19,8 @@ import (
 // Validate (New does it too).
 type Config struct {
 	// NodeName is the node's unique, stable name. It is both the memberlist
-	// name and the raft server ID, so it must survive restarts. Required.
+	// name and the raft server ID, so it must survive restarts. Required: one
+	// word (no white space).
 	NodeName string
 
 	// Standalone runs the node as a one-node cluster without any network:
@@ -36,7 +39,7 @@ type Config struct {
 	DataDir string
 
 	// GossipBind is the host:port memberlist listens on (UDP and TCP). Port 0
-	// picks a free port. Required.
+	// picks a free port. Required; the host too (0.0.0.0 for all).
 	GossipBind string
 	// GossipAdvertise is the host:port peers use to reach GossipBind. Empty
 	// means the bound address (which must then not be 0.0.0.0/::).
@@ -50,7 +53,8 @@ type Config struct {
 	// gossiped in node meta. Empty means the bound address.
 	RaftAdvertise string
 
-	// Join lists gossip addresses (host:port) of existing members. Empty means
+	// Join lists gossip addresses (host[:port], DefaultGossipPort when the
+	// port is left out) of existing members. Empty means
 	// start alone and wait to be joined. A failed join is retried every
 	// RetryJoinInterval until it succeeds or the node closes.
 	Join []string
@@ -257,100 +261,160 @@ func (c Config) withDefaults() Config {
 	setDur(&c.TCPTimeout, d.TCPTimeout)
 	setDur(&c.DeadNodeReclaimTime, d.DeadNodeReclaimTime)
 	setInt(&c.MessageQueue, d.MessageQueue)
+	if len(c.Join) > 0 {
+		join := make([]string, len(c.Join))
+		for i, j := range c.Join {
+			if h, port, err := splitHostPort(j); err == nil && port < 0 {
+				j = net.JoinHostPort(h, strconv.Itoa(DefaultGossipPort))
+			}
+			join[i] = j
+		}
+		c.Join = join
+	}
 	return c
 }
 
+// Limits that Validate applies. Raft itself refuses a CommitTimeout below
+// 1ms and a SnapshotInterval below 5ms (at Start, after the data dir is
+// opened); the 1s ceiling keeps a forwarded write's wait bounded.
+const (
+	MinCommitTimeout    = time.Millisecond
+	MaxCommitTimeout    = time.Second
+	MinSnapshotInterval = 5 * time.Millisecond
+)
+
+// DefaultGossipPort is memberlist's port: a Join address without a port gets it.
+const DefaultGossipPort = 7946
+
 // Validate reports every problem with c (after defaults are applied) in one
-// error.
+// joined error. Each error reads "KEY: VALUE: reason" and starts with the key
+// of sipdispatch's configuration file that sets the field
+// (docs/configuration.md: node.name, cluster.gossip.join[1],
+// cluster.raft.commit_timeout, ...), as sip.Config.Validate's do, so the
+// caller can point at the line; a field that the file does not set is named
+// by its Go name (MaxVoters). This is the one place that checks these fields.
 func (c Config) Validate() error {
+	join := c.Join // as given: withDefaults adds the default port
 	c = c.withDefaults()
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.NodeName == "" {
-		bad("node name is empty")
+	bad := func(key string, v any, why string) { errs = append(errs, fmt.Errorf("%s: %v: %s", key, v, why)) }
+	q := strconv.Quote
+	if c.NodeName == "" || strings.ContainsAny(c.NodeName, " \t\r\n") {
+		// It names the node in gossip, raft and logs.
+		bad("node.name", q(c.NodeName), "must be one non-empty word")
 	} else if len(c.NodeName) > 128 {
-		bad("node name %.20q...: longer than 128 bytes", c.NodeName)
+		bad("node.name", fmt.Sprintf("%.20q...", c.NodeName), "longer than 128 bytes")
 	}
 	if c.DataDir == "" {
-		bad("data dir is empty")
+		bad("node.data_dir", `""`, "required")
 	}
-	checkAddr := func(field, v string, required bool) {
+	// addr checks HOST:PORT; port 0 (a free port) only for a bind address.
+	addr := func(key, v string, required, bind bool) {
 		if v == "" {
 			if required {
-				bad("%s is empty", field)
+				bad(key, `""`, "want HOST:PORT")
 			}
 			return
 		}
-		if _, _, err := splitHostPort(v); err != nil {
-			bad("%s %q: %w", field, v, err)
+		_, port, err := splitHostPort(v)
+		switch {
+		case err != nil:
+			bad(key, q(v), err.Error())
+		case port < 0:
+			bad(key, q(v), "want HOST:PORT")
+		case port == 0 && !bind:
+			bad(key, q(v), `bad port "0": want 1..65535`)
 		}
 	}
 	if c.Standalone {
 		for _, f := range []struct {
-			name string
-			set  bool
-		}{{"gossip bind", c.GossipBind != ""}, {"gossip advertise", c.GossipAdvertise != ""},
-			{"raft bind", c.RaftBind != ""}, {"raft advertise", c.RaftAdvertise != ""}, {"join", len(c.Join) > 0},
-			{"bootstrap expect", c.BootstrapExpect != 0}, {"encrypt key", len(c.EncryptKey) > 0}, {"TLS", c.TLS != nil}} {
+			key string
+			v   any
+			set bool
+		}{
+			{"cluster.gossip.bind", q(c.GossipBind), c.GossipBind != ""},
+			{"cluster.gossip.advertise", q(c.GossipAdvertise), c.GossipAdvertise != ""},
+			{"cluster.raft.bind", q(c.RaftBind), c.RaftBind != ""},
+			{"cluster.raft.advertise", q(c.RaftAdvertise), c.RaftAdvertise != ""},
+			{"cluster.gossip.join", join, len(join) > 0},
+			{"cluster.raft.bootstrap_expect", c.BootstrapExpect, c.BootstrapExpect != 0},
+			{"cluster.gossip.encrypt_key_file", fmt.Sprintf("%d-byte key", len(c.EncryptKey)), len(c.EncryptKey) > 0},
+			{"cluster.raft.tls", "set", c.TLS != nil},
+		} {
 			if f.set {
-				bad("standalone node: %s must be empty", f.name)
+				bad(f.key, f.v, "must be empty on a standalone node")
 			}
 		}
 	} else {
-		checkAddr("gossip bind", c.GossipBind, true)
-		checkAddr("gossip advertise", c.GossipAdvertise, false)
-		checkAddr("raft bind", c.RaftBind, true)
-		checkAddr("raft advertise", c.RaftAdvertise, false)
-		if c.RaftAdvertise == "" && isUnspecified(c.RaftBind) {
-			bad("raft bind %q is a wildcard address: set raft advertise", c.RaftBind)
-		}
+		addr("cluster.gossip.bind", c.GossipBind, true, true)
+		addr("cluster.gossip.advertise", c.GossipAdvertise, false, false)
+		addr("cluster.raft.bind", c.RaftBind, true, true)
+		addr("cluster.raft.advertise", c.RaftAdvertise, false, false)
 		if c.GossipAdvertise == "" && isUnspecified(c.GossipBind) {
-			bad("gossip bind %q is a wildcard address: set gossip advertise", c.GossipBind)
+			bad("cluster.gossip.bind", q(c.GossipBind), "a wildcard address: set cluster.gossip.advertise")
+		}
+		if c.RaftAdvertise == "" && isUnspecified(c.RaftBind) {
+			bad("cluster.raft.bind", q(c.RaftBind), "a wildcard address: set cluster.raft.advertise")
+		}
+		for i, j := range join {
+			if _, port, err := splitHostPort(j); err != nil {
+				bad(fmt.Sprintf("cluster.gossip.join[%d]", i), q(j), err.Error())
+			} else if port == 0 {
+				bad(fmt.Sprintf("cluster.gossip.join[%d]", i), q(j), `bad port "0": want 1..65535`)
+			}
 		}
 	}
 	if c.TLS != nil {
 		if len(c.TLS.Cert.Certificate) == 0 || c.TLS.Cert.PrivateKey == nil {
-			bad("TLS: certificate or private key missing")
+			bad("cluster.raft.tls.cert", "none", "certificate or private key missing")
 		}
 		if c.TLS.CA == nil {
-			bad("TLS: CA pool missing")
-		}
-	}
-	for _, j := range c.Join {
-		if _, _, err := splitHostPort(j); err != nil {
-			bad("join address %q: %w", j, err)
+			bad("cluster.raft.tls.ca", "none", "CA pool missing")
 		}
 	}
 	if c.BootstrapExpect < 0 {
-		bad("bootstrap expect %d is negative", c.BootstrapExpect)
+		bad("cluster.raft.bootstrap_expect", c.BootstrapExpect, "must not be negative")
+	} else if c.MaxVoters >= 1 && c.BootstrapExpect > c.MaxVoters {
+		bad("cluster.raft.bootstrap_expect", c.BootstrapExpect, fmt.Sprintf("above the %d voters a cluster may have (MaxVoters)", c.MaxVoters))
 	}
 	switch len(c.EncryptKey) {
 	case 0, 16, 24, 32:
 	default:
-		bad("encrypt key is %d bytes, want 16, 24 or 32", len(c.EncryptKey))
+		bad("cluster.gossip.encrypt_key_file", fmt.Sprintf("%d-byte key", len(c.EncryptKey)), "want 16, 24 or 32 bytes")
 	}
 	if c.MaxVoters < 1 {
-		bad("max voters %d is below 1", c.MaxVoters)
+		bad("MaxVoters", c.MaxVoters, "must be >= 1")
 	}
-	if c.BootstrapExpect > c.MaxVoters {
-		bad("bootstrap expect %d is above max voters %d", c.BootstrapExpect, c.MaxVoters)
+	if c.CommitTimeout < MinCommitTimeout || c.CommitTimeout > MaxCommitTimeout {
+		bad("cluster.raft.commit_timeout", c.CommitTimeout, fmt.Sprintf("must be %v..%v", MinCommitTimeout, MaxCommitTimeout))
+	}
+	if c.SnapshotInterval < MinSnapshotInterval {
+		bad("cluster.raft.snapshot_interval", c.SnapshotInterval, "must be >= "+MinSnapshotInterval.String())
+	}
+	if c.DeadNodeReap < 0 {
+		bad("cluster.dead_node_reap", c.DeadNodeReap, "must be > 0")
 	}
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
-		bad("leader lease timeout %v is above heartbeat timeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+		bad("LeaderLeaseTimeout", c.LeaderLeaseTimeout, fmt.Sprintf("above HeartbeatTimeout %v", c.HeartbeatTimeout))
 	}
 	if c.ElectionTimeout < c.HeartbeatTimeout {
-		bad("election timeout %v is below heartbeat timeout %v", c.ElectionTimeout, c.HeartbeatTimeout)
+		bad("ElectionTimeout", c.ElectionTimeout, fmt.Sprintf("below HeartbeatTimeout %v", c.HeartbeatTimeout))
 	}
-	for name, v := range map[string]int{"max batch": c.MaxBatch, "max batch bytes": c.MaxBatchBytes,
-		"batch inflight": c.BatchInflight, "suspicion mult": c.SuspicionMult, "message queue": c.MessageQueue} {
-		if v < 0 {
-			bad("%s %d is negative", name, v)
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"MaxBatch", c.MaxBatch}, {"MaxBatchBytes", c.MaxBatchBytes}, {"BatchInflight", c.BatchInflight},
+		{"SuspicionMult", c.SuspicionMult}, {"MessageQueue", c.MessageQueue}} {
+		if f.v < 0 {
+			bad(f.name, f.v, "must not be negative")
 		}
 	}
-	for name, v := range map[string]time.Duration{"dead node reap": c.DeadNodeReap, "apply timeout": c.ApplyTimeout,
-		"batch delay": c.BatchDelay, "commit timeout": c.CommitTimeout} {
-		if v < 0 {
-			bad("%s %v is negative", name, v)
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"ApplyTimeout", c.ApplyTimeout}, {"BatchDelay", c.BatchDelay}} {
+		if f.v < 0 {
+			bad(f.name, f.v, "must not be negative")
 		}
 	}
 	return errors.Join(errs...)
@@ -375,16 +439,34 @@ func LoadKeyFile(path string) ([]byte, error) {
 	return nil, fmt.Errorf("key file %s: key is %d bytes, want 16, 24 or 32", path, len(key))
 }
 
-func splitHostPort(v string) (string, int, error) {
-	host, port, err := net.SplitHostPort(v)
-	if err != nil {
-		return "", 0, err
+// splitHostPort splits HOST[:PORT]; port is -1 when none is given. The
+// host is required (0.0.0.0 or [::] for all addresses); an IPv6 address
+// goes in brackets, so "::1:7946" is refused rather than guessed at.
+func splitHostPort(s string) (host string, port int, err error) {
+	host, p := s, ""
+	if h, pp, err := net.SplitHostPort(s); err == nil {
+		host, p = h, pp
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
 	}
-	p, err := net.LookupPort("tcp", port)
-	if err != nil {
-		return "", 0, err
+	if host == "" {
+		return "", 0, errors.New("missing host")
 	}
-	return host, p, nil
+	if strings.Contains(host, ":") {
+		if _, err := netip.ParseAddr(host); err != nil || !strings.HasPrefix(s, "[") {
+			return "", 0, errors.New("bad host (IPv6 addresses go in brackets: [::1]:7946)")
+		}
+	} else if strings.ContainsAny(host, " /@;[]") {
+		return "", 0, fmt.Errorf("bad host %q", host)
+	}
+	if p == "" {
+		return host, -1, nil
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 {
+		return "", 0, fmt.Errorf("bad port %q: want 1..65535", p)
+	}
+	return host, n, nil
 }
 
 func isUnspecified(hostport string) bool {

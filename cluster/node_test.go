@@ -338,15 +338,25 @@ func TestConfigValidate(t *testing.T) {
 		mut  func(*Config)
 		want string
 	}{
-		"no name":          {func(c *Config) { c.NodeName = "" }, "node name is empty"},
-		"no dir":           {func(c *Config) { c.DataDir = "" }, "data dir is empty"},
-		"bad bind":         {func(c *Config) { c.RaftBind = "nowhere" }, "raft bind"},
-		"wildcard":         {func(c *Config) { c.GossipBind = "0.0.0.0:7946" }, "set gossip advertise"},
-		"bad join":         {func(c *Config) { c.Join = []string{"x"} }, "join address"},
-		"key size":         {func(c *Config) { c.EncryptKey = make([]byte, 10) }, "encrypt key is 10 bytes"},
-		"expect > voters":  {func(c *Config) { c.BootstrapExpect = 7 }, "above max voters"},
-		"lease > hb":       {func(c *Config) { c.LeaderLeaseTimeout = time.Hour }, "leader lease"},
-		"negative timeout": {func(c *Config) { c.ApplyTimeout = -1 }, "apply timeout"},
+		"no name":          {func(c *Config) { c.NodeName = "" }, `node.name: "": must be one non-empty word`},
+		"spaced name":      {func(c *Config) { c.NodeName = "a b" }, `node.name: "a b": must be one non-empty word`},
+		"no dir":           {func(c *Config) { c.DataDir = "" }, `node.data_dir: "": required`},
+		"bad bind":         {func(c *Config) { c.RaftBind = "nowhere" }, `cluster.raft.bind: "nowhere": want HOST:PORT`},
+		"no host":          {func(c *Config) { c.RaftBind = ":7947" }, `cluster.raft.bind: ":7947": missing host`},
+		"named port":       {func(c *Config) { c.RaftBind = "127.0.0.1:http" }, `cluster.raft.bind: "127.0.0.1:http": bad port "http"`},
+		"advertise port 0": {func(c *Config) { c.RaftAdvertise = "10.0.0.1:0" }, `cluster.raft.advertise: "10.0.0.1:0": bad port "0"`},
+		"wildcard":         {func(c *Config) { c.GossipBind = "0.0.0.0:7946" }, "cluster.gossip.bind: \"0.0.0.0:7946\": a wildcard address: set cluster.gossip.advertise"},
+		"bad join":         {func(c *Config) { c.Join = []string{"10.0.0.1", "x y"} }, `cluster.gossip.join[1]: "x y": bad host "x y"`},
+		"ipv6 join":        {func(c *Config) { c.Join = []string{"::1"} }, `cluster.gossip.join[0]: "::1": bad host (IPv6 addresses go in brackets`},
+		"key size":         {func(c *Config) { c.EncryptKey = make([]byte, 10) }, "cluster.gossip.encrypt_key_file: 10-byte key: want 16, 24 or 32 bytes"},
+		"expect > voters":  {func(c *Config) { c.BootstrapExpect = 7 }, "cluster.raft.bootstrap_expect: 7: above the 5 voters"},
+		"expect negative":  {func(c *Config) { c.BootstrapExpect = -1 }, "cluster.raft.bootstrap_expect: -1: must not be negative"},
+		"commit timeout":   {func(c *Config) { c.CommitTimeout = 2 * time.Second }, "cluster.raft.commit_timeout: 2s: must be 1ms..1s"},
+		"commit too short": {func(c *Config) { c.CommitTimeout = time.Microsecond }, "cluster.raft.commit_timeout: 1µs: must be 1ms..1s"},
+		"snapshot often":   {func(c *Config) { c.SnapshotInterval = time.Millisecond }, "cluster.raft.snapshot_interval: 1ms: must be >= 5ms"},
+		"reap negative":    {func(c *Config) { c.DeadNodeReap = -time.Second }, "cluster.dead_node_reap: -1s: must be > 0"},
+		"lease > hb":       {func(c *Config) { c.LeaderLeaseTimeout = time.Hour }, "LeaderLeaseTimeout: 1h0m0s: above HeartbeatTimeout"},
+		"negative timeout": {func(c *Config) { c.ApplyTimeout = -1 }, "ApplyTimeout: -1ns: must not be negative"},
 	} {
 		c := good
 		tc.mut(&c)
@@ -357,6 +367,17 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(Config{}, newTestApp(), nil); err == nil {
 		t.Fatal("New accepted an empty config")
+	}
+	joined := good
+	joined.Join = []string{"10.0.0.1", "10.0.0.2:8000", "[::1]"}
+	if err := joined.Validate(); err != nil {
+		t.Fatalf("join without ports: %v", err)
+	}
+	if got, want := strings.Join(joined.withDefaults().Join, ","), "10.0.0.1:7946,10.0.0.2:8000,[::1]:7946"; got != want {
+		t.Fatalf("join %s, want %s (DefaultGossipPort added)", got, want)
+	}
+	if joined.Join[0] != "10.0.0.1" {
+		t.Fatal("withDefaults changed the caller's Join")
 	}
 }
 

@@ -157,7 +157,8 @@ func TestStandaloneValidate(t *testing.T) {
 	c.RaftBind = "127.0.0.1:0"
 	c.Join = []string{"127.0.0.1:7946"}
 	err := c.Validate()
-	if err == nil || !strings.Contains(err.Error(), "raft bind must be empty") || !strings.Contains(err.Error(), "join must be empty") {
+	if err == nil || !strings.Contains(err.Error(), `cluster.raft.bind: "127.0.0.1:0": must be empty on a standalone node`) ||
+		!strings.Contains(err.Error(), "cluster.gossip.join: [127.0.0.1:7946]: must be empty on a standalone node") {
 		t.Fatalf("standalone with addresses: %v", err)
 	}
 }

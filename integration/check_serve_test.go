@@ -52,6 +52,21 @@ dispatcher: {list_file: dispatcher.list%DISPATCHER%}
 		{name: "bad advertise", listen: "udp:%IP%:%PORT%", extra: "advertise: h:0"},
 		{name: "missing gossip key", listen: "udp:%IP%:%PORT%",
 			extra: "cluster: {enabled: true, gossip: {bind: \"%IP%:%PORT2%\", encrypt_key_file: none.key}, raft: {bind: \"%IP%:%PORT3%\"}}"},
+		// cluster keys: cluster.Config.Validate owns them for check and serve alike
+		{name: "cluster of one", listen: "udp:%IP%:%PORT%",
+			extra: "cluster: {enabled: true, gossip: {bind: \"%IP%:%PORT2%\"}, raft: {bind: \"%IP%:%PORT3%\", commit_timeout: 5ms}}"},
+		{name: "cluster waiting for peers", listen: "udp:%IP%:%PORT%",
+			extra: "cluster: {enabled: true, gossip: {bind: \"%IP%:%PORT2%\"}, raft: {bind: \"%IP%:%PORT3%\", bootstrap_expect: 3}}"},
+		{name: "commit_timeout 2s", listen: "udp:%IP%:%PORT%",
+			extra: "cluster: {enabled: true, gossip: {bind: \"%IP%:%PORT2%\"}, raft: {bind: \"%IP%:%PORT3%\", commit_timeout: 2s}}"},
+		{name: "raft bind without port", listen: "udp:%IP%:%PORT%",
+			extra: "cluster: {enabled: true, gossip: {bind: \"%IP%:%PORT2%\"}, raft: {bind: \"%IP%\"}}"},
+		{name: "raft tls cert without key", listen: "udp:%IP%:%PORT%",
+			extra: "cluster: {enabled: true, gossip: {bind: \"%IP%:%PORT2%\"}, raft: {bind: \"%IP%:%PORT3%\", tls: {cert: n1.crt}}}"},
+		{name: "bootstrap_expect above the voters", listen: "udp:%IP%:%PORT%",
+			extra: "cluster: {enabled: true, gossip: {bind: \"%IP%:%PORT2%\"}, raft: {bind: \"%IP%:%PORT3%\", bootstrap_expect: 6}}"},
+		{name: "wildcard raft bind", listen: "udp:%IP%:%PORT%",
+			extra: "cluster: {enabled: true, gossip: {bind: \"%IP%:%PORT2%\"}, raft: {bind: \"0.0.0.0:%PORT3%\"}}"},
 	}
 	accepted := 0
 	for _, tc := range cases {

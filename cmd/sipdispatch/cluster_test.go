@@ -43,8 +43,9 @@ func TestClusterNodeConfig(t *testing.T) {
 		got.SnapshotThreshold != 100 || got.SnapshotInterval != 3*time.Second || got.TrailingLogs != 50 || got.CommitTimeout != 3*time.Millisecond {
 		t.Errorf("config %+v", got)
 	}
-	if want := []string{"127.0.0.1:7946", "127.0.0.3:8000"}; strings.Join(got.Join, ",") != strings.Join(want, ",") {
-		t.Errorf("join %v, want %v (default gossip port added)", got.Join, want)
+	// The cluster package adds the default port to "127.0.0.1" (DefaultGossipPort).
+	if want := []string{"127.0.0.1", "127.0.0.3:8000"}; strings.Join(got.Join, ",") != strings.Join(want, ",") {
+		t.Errorf("join %v, want %v", got.Join, want)
 	}
 
 	for name, mod := range map[string]func(*fileConfig){
@@ -97,7 +98,7 @@ func TestStartClusterOneNode(t *testing.T) {
 	c.Node.Name, c.Node.DataDir = "solo", t.TempDir()
 	c.Cluster.Enabled = true
 	c.Cluster.Gossip = gossipConfig{Bind: "127.0.0.1:0"}
-	c.Cluster.Raft = raftConfig{Bind: "127.0.0.1:0", BootstrapExpect: 1}
+	c.Cluster.Raft.Bind, c.Cluster.Raft.BootstrapExpect = "127.0.0.1:0", 1
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	src := source.New(&c.Dispatcher.Config, testDests(t, "sip:a.example.com", "sip:b.example.com"), log)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -382,12 +382,7 @@ func (c *fileConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("%s%s: %v: %s", c.lineOf(path), path, v, why))
 	}
 	q := strconv.Quote
-	if c.Node.Name == "" || strings.ContainsAny(c.Node.Name, " \t\r\n") {
-		bad("node.name", q(c.Node.Name), "must be one non-empty word")
-	}
-	if c.Node.DataDir == "" {
-		bad("node.data_dir", `""`, "required")
-	}
+	// node.name and node.data_dir are the cluster package's (nodeConfig below).
 	if err := checkHostPort(c.API.Listen, true); err != nil {
 		bad("api.listen", q(c.API.Listen), err.Error())
 	}
@@ -400,32 +395,17 @@ func (c *fileConfig) Validate() error {
 		bad("log.format", q(c.Log.Format), "must be text or json")
 	}
 	reported := map[string]bool{}
-	// keyed adds the errors of a package's Validate, each of which names
-	// its key first ("dispatcher.KEY: ...", "listen[1]: ..."), with the
-	// file:line of that key; a key already reported is not reported again.
-	keyed := func(err error) {
-		if err == nil {
-			return
-		}
-		for _, e := range unjoin(err) {
-			path, _, _ := strings.Cut(e.Error(), ":")
-			if reported[path] {
-				continue
-			}
-			reported[path] = true
-			errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
-		}
-	}
+	keyed := func(err error) { errs = append(errs, c.keyed(err, reported)...) }
 	keyed(c.Dispatcher.Validate())
 	// The sip package owns listen, advertise and the proxy keys.
 	// cluster.load_replication is checked below, under its own key.
 	reported["load_replication"] = true
 	sc := c.sipConfig()
 	keyed(sc.Validate())
-	for _, e := range source.Validate(&c.Dispatcher.Config) {
-		path, _, _ := strings.Cut(e.Error(), ":")
-		errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
-	}
+	// The source package owns the database keys (db_url, table and column
+	// names); dispatch.Config.Validate above owns list_file/db_url presence
+	// and ds_load_mode.
+	keyed(errors.Join(source.Validate(&c.Dispatcher.Config)...))
 	if _, err := sip.NewRouter(c.Routes, 0); err != nil {
 		for _, e := range unjoin(err) {
 			var re *sip.RouteError
@@ -437,30 +417,51 @@ func (c *fileConfig) Validate() error {
 		}
 	}
 	errs = append(errs, c.checkRouteNeeds()...)
-	c.validateCluster(bad)
+	// The cluster package owns the node and cluster keys; the mapping adds
+	// the few that only the file can get wrong (nodeConfig). The gossip key
+	// and TLS files are read in Preflight.
+	_, err := c.nodeConfig(false)
+	keyed(err)
+	if c.Cluster.LoadReplication == "" {
+		bad("cluster.load_replication", `""`, "must be sync or async")
+	} else if err := (&actors.Options{LoadReplication: c.Cluster.LoadReplication}).Validate(); err != nil {
+		bad("cluster.load_replication", q(c.Cluster.LoadReplication), err.Error())
+	}
 	keyed(c.Events.Validate())
 	return errors.Join(errs...)
 }
 
+// keyed prefixes each error of a package's Validate, which names its key
+// first ("dispatcher.KEY: ...", "listen[1]: ...", "cluster.raft.bind: ..."),
+// with the file:line of that key; a key already in reported is not
+// reported again.
+func (c *fileConfig) keyed(err error, reported map[string]bool) []error {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	for _, e := range unjoin(err) {
+		path, _, _ := strings.Cut(e.Error(), ":")
+		if reported[path] {
+			continue
+		}
+		reported[path] = true
+		errs = append(errs, fmt.Errorf("%s%w", c.lineOf(path), e))
+	}
+	return errs
+}
+
 // Preflight is Validate, then, if that passed, what serve does with the
-// config before it touches node.data_dir: the cluster package's own Validate
-// over the node config it gets, with the gossip key and raft TLS files read.
-// check and serve both run it, so serve does not stop on a config that check
-// passed.
+// config before it touches node.data_dir: the node config it gets, with the
+// gossip key and raft TLS files read, and the cluster package's Validate
+// over it. check and serve both run it, so serve does not stop on a config
+// that check passed.
 func (c *fileConfig) Preflight() error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	var err error
-	if c.Cluster.Enabled {
-		_, err = c.clusterNodeConfig()
-	} else {
-		_, err = c.standaloneNodeConfig()
-	}
-	if err != nil {
-		return fmt.Errorf("%scluster: %w", c.lineOf("cluster"), err)
-	}
-	return nil
+	_, err := c.nodeConfig(true)
+	return errors.Join(c.keyed(err, map[string]bool{})...)
 }
 
 // checkRouteNeeds reports algorithms whose dispatcher parameter is missing;
@@ -492,62 +493,6 @@ func (c *fileConfig) checkRouteNeeds() []error {
 		}
 	}
 	return errs
-}
-
-// minSnapshotInterval is the shortest snapshot check interval raft accepts.
-const minSnapshotInterval = 5 * time.Millisecond
-
-func (c *fileConfig) validateCluster(bad func(string, any, string)) {
-	q := strconv.Quote
-	g, r := &c.Cluster.Gossip, &c.Cluster.Raft
-	for _, f := range []struct {
-		path, v string
-		opt     bool
-	}{
-		{"cluster.gossip.bind", g.Bind, false}, {"cluster.gossip.advertise", g.Advertise, true},
-		{"cluster.raft.bind", r.Bind, false}, {"cluster.raft.advertise", r.Advertise, true},
-	} {
-		if f.opt && f.v == "" {
-			continue
-		}
-		if err := checkHostPort(f.v, true); err != nil {
-			bad(f.path, q(f.v), err.Error())
-		}
-	}
-	for i, j := range g.Join {
-		if err := checkHostPort(j, false); err != nil {
-			bad(fmt.Sprintf("cluster.gossip.join[%d]", i), q(j), err.Error())
-		}
-	}
-	if r.BootstrapExpect < 1 {
-		bad("cluster.raft.bootstrap_expect", r.BootstrapExpect, "must be >= 1")
-	}
-	if r.SnapshotThreshold < 1 {
-		bad("cluster.raft.snapshot_threshold", r.SnapshotThreshold, "must be >= 1")
-	}
-	if r.SnapshotInterval < minSnapshotInterval {
-		bad("cluster.raft.snapshot_interval", r.SnapshotInterval, "must be >= "+minSnapshotInterval.String())
-	}
-	if r.TrailingLogs < 1 {
-		bad("cluster.raft.trailing_logs", r.TrailingLogs, "must be >= 1")
-	}
-	if r.CommitTimeout < time.Millisecond || r.CommitTimeout > time.Second {
-		bad("cluster.raft.commit_timeout", r.CommitTimeout, "must be 1ms..1s")
-	}
-	if (r.TLS.Cert == "") != (r.TLS.Key == "") {
-		bad("cluster.raft.tls.key", q(r.TLS.Key), "cert and key go together")
-	}
-	if (r.TLS.CA == "") != (r.TLS.Cert == "") {
-		bad("cluster.raft.tls.ca", q(r.TLS.CA), "cert, key and ca go together (mutual TLS verifies peers against ca)")
-	}
-	if c.Cluster.LoadReplication == "" {
-		bad("cluster.load_replication", `""`, "must be sync or async")
-	} else if err := (&actors.Options{LoadReplication: c.Cluster.LoadReplication}).Validate(); err != nil {
-		bad("cluster.load_replication", q(c.Cluster.LoadReplication), err.Error())
-	}
-	if c.Cluster.DeadNodeReap <= 0 {
-		bad("cluster.dead_node_reap", c.Cluster.DeadNodeReap, "must be > 0")
-	}
 }
 
 // lineOf is the "file:line: " prefix of the nearest key path that came from

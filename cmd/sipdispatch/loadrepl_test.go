@@ -33,7 +33,7 @@ func TestLoadReplicationConfig(t *testing.T) {
 	c.Node.Name = "n1"
 	c.Cluster.Enabled = true
 	c.Cluster.Gossip = gossipConfig{Bind: "127.0.0.1:7946"}
-	c.Cluster.Raft = raftConfig{Bind: "127.0.0.1:7947", BootstrapExpect: 3}
+	c.Cluster.Raft.Bind, c.Cluster.Raft.BootstrapExpect = "127.0.0.1:7947", 3
 	if _, err := c.clusterNodeConfig(); err != nil {
 		t.Errorf("cluster member with async: %v", err)
 	}

@@ -21,7 +21,8 @@ func TestClusterNodeConfigRaftTLS(t *testing.T) {
 	c.Node.Name, c.Node.DataDir = "n1", dir
 	c.Cluster.Enabled = true
 	c.Cluster.Gossip = gossipConfig{Bind: "127.0.0.1:7946"}
-	c.Cluster.Raft = raftConfig{Bind: "127.0.0.1:7947", BootstrapExpect: 1, TLS: tlsConfig{Cert: cert, Key: key, CA: ca}}
+	c.Cluster.Raft.Bind, c.Cluster.Raft.BootstrapExpect = "127.0.0.1:7947", 1
+	c.Cluster.Raft.TLS = tlsConfig{Cert: cert, Key: key, CA: ca}
 	got, err := c.clusterNodeConfig()
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +38,7 @@ func TestClusterNodeConfigRaftTLS(t *testing.T) {
 		tls  tlsConfig
 		want string
 	}{
-		"no ca":      {tlsConfig{Cert: cert, Key: key}, "cert, key and ca are all required"},
+		"no ca":      {tlsConfig{Cert: cert, Key: key}, `cluster.raft.tls.ca: "": cert, key and ca go together`},
 		"ca not pem": {tlsConfig{Cert: cert, Key: key, CA: notPEM}, "no PEM certificate"},
 		"bad key":    {tlsConfig{Cert: cert, Key: notPEM, CA: ca}, "cluster.raft.tls: cert"},
 	} {

@@ -115,7 +115,7 @@ func TestClusterSourceDriftOnlyWarns(t *testing.T) {
 	c.Node.Name, c.Node.DataDir = "solo", t.TempDir()
 	c.Cluster.Enabled = true
 	c.Cluster.Gossip = gossipConfig{Bind: "127.0.0.1:0"}
-	c.Cluster.Raft = raftConfig{Bind: "127.0.0.1:0", BootstrapExpect: 1}
+	c.Cluster.Raft.Bind, c.Cluster.Raft.BootstrapExpect = "127.0.0.1:0", 1
 	logs := &syncBuffer{}
 	ab := testDests(t, "sip:a.example.com", "sip:b.example.com")
 	reg, stop := startTestNode(t, &c, logs, ab)
