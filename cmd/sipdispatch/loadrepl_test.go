@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/testwait"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -65,7 +67,7 @@ func TestStandaloneAsyncLoadCommits(t *testing.T) {
 	if _, err := reg.Select(ctx, 1, dispatch.AlgCallLoad, &dispatch.Request{Method: "INVITE", CallID: "solo-2"}, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitForT(t, "solo-2 committed", func() bool { return calls() == 1 })
+	testwait.For(t, "solo-2 committed", 30*time.Second, func() bool { return calls() == 1 })
 	reg.LoadRemove(-1, "solo-2")
-	waitForT(t, "no entry left", func() bool { return calls() == 0 })
+	testwait.For(t, "no entry left", 30*time.Second, func() bool { return calls() == 0 })
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/testwait"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -55,17 +56,6 @@ func startTestNode(t *testing.T, c *fileConfig, logs *syncBuffer, dests []dispat
 	}
 	t.Cleanup(stop)
 	return reg, stop
-}
-
-func waitForT(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // Without cluster.enabled: the sets are committed before startCluster
@@ -119,11 +109,11 @@ func TestClusterSourceDriftOnlyWarns(t *testing.T) {
 	logs := &syncBuffer{}
 	ab := testDests(t, "sip:a.example.com", "sip:b.example.com")
 	reg, stop := startTestNode(t, &c, logs, ab)
-	waitForT(t, "the initial sets", func() bool { return len(flagsOf(t, reg)) == 2 })
+	testwait.For(t, "the initial sets", 30*time.Second, func() bool { return len(flagsOf(t, reg)) == 2 })
 	stop()
 
 	reg, _ = startTestNode(t, &c, logs, append(ab, testDests(t, "sip:c.example.com")...))
-	waitForT(t, "the drift warning", func() bool { return strings.Contains(logs.String(), "differs from the replicated sets") })
+	testwait.For(t, "the drift warning", 30*time.Second, func() bool { return strings.Contains(logs.String(), "differs from the replicated sets") })
 	if !strings.Contains(logs.String(), "differences=1") || !strings.Contains(logs.String(), "sipdispatch reload") {
 		t.Errorf("warning without the count or the hint:\n%s", logs.String())
 	}

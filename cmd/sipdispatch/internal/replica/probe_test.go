@@ -16,6 +16,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/testwait"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -321,7 +322,7 @@ func TestPingGateProbeShare(t *testing.T) {
 		t.Fatalf("single node: %d targets, %v; want %d", len(all), err, len(uris))
 	}
 	single.ReportProbe(1, uris[0], dispatch.ProbeResult{Timeout: true})
-	waitUntil(t, "the timeout to mark the destination", func() bool {
+	testwait.For(t, "the timeout to mark the destination", 5*time.Second, func() bool {
 		return !strings.HasPrefix(flagsOf(t, reg)[uris[0]], "A")
 	})
 
@@ -341,17 +342,5 @@ func TestPingGateProbeShare(t *testing.T) {
 	clustered.SetPingActive(0)
 	if off, _ := clustered.ProbeTargets(ctx); len(off) != 0 {
 		t.Errorf("ping_active 0: %d targets", len(off))
-	}
-}
-
-// waitUntil polls cond for up to 5 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

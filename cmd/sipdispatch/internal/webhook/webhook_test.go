@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sipdispatch/sipdispatch/actors"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/testwait"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -36,18 +37,6 @@ func startWebhook(t *testing.T, url string, c Config, queue int) *Sender {
 	go func() { w.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return w
-}
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func testEvent(n int) dispatch.Event {
@@ -90,7 +79,7 @@ func TestWebhookDelivers(t *testing.T) {
 	if len(body) != len(want) {
 		t.Errorf("body %v has other fields", body)
 	}
-	waitFor(t, "the delivered count", func() bool { return w.delivered.Load() == 1 })
+	testwait.For(t, "the delivered count", 10*time.Second, func() bool { return w.delivered.Load() == 1 })
 }
 
 // TestWebhookRetriesThenDrops: a failing receiver gets 1+retries attempts,
@@ -107,13 +96,13 @@ func TestWebhookRetriesThenDrops(t *testing.T) {
 	defer srv.Close()
 	w := startWebhook(t, srv.URL, Config{Timeout: 2 * time.Second, Retries: 3}, 8)
 	w.OnEvent(testEvent(1))
-	waitFor(t, "the drop", func() bool { return w.dropped.Load() == 1 })
+	testwait.For(t, "the drop", 10*time.Second, func() bool { return w.dropped.Load() == 1 })
 	if n := attempts.Load(); n != 4 {
 		t.Errorf("%d attempts, want 1 + 3 retries", n)
 	}
 	fail.Store(0)
 	w.OnEvent(testEvent(2))
-	waitFor(t, "the second event", func() bool { return w.delivered.Load() == 1 })
+	testwait.For(t, "the second event", 10*time.Second, func() bool { return w.delivered.Load() == 1 })
 	if n := attempts.Load(); n != 5 {
 		t.Errorf("%d attempts in all, want 5: the dropped event must not be retried again", n)
 	}
@@ -143,7 +132,7 @@ func TestWebhookTimeout(t *testing.T) {
 	defer close(release)
 	w := startWebhook(t, srv.URL, Config{Timeout: 50 * time.Millisecond, Retries: 1}, 8)
 	w.OnEvent(testEvent(1))
-	waitFor(t, "the drop", func() bool { return w.dropped.Load() == 1 })
+	testwait.For(t, "the drop", 10*time.Second, func() bool { return w.dropped.Load() == 1 })
 	if n := attempts.Load(); n != 2 {
 		t.Errorf("%d attempts, want 2", n)
 	}
@@ -176,7 +165,7 @@ func TestWebhookNeverBlocks(t *testing.T) {
 		t.Errorf("dropped %d, want at least %d", d, events-queue-1)
 	}
 	close(release)
-	waitFor(t, "every event delivered or dropped", func() bool { return w.delivered.Load()+w.dropped.Load() == events })
+	testwait.For(t, "every event delivered or dropped", 10*time.Second, func() bool { return w.delivered.Load()+w.dropped.Load() == events })
 	if d := w.delivered.Load(); d < queue || d > queue+1 {
 		t.Errorf("delivered %d, want the %d queued (+1 in flight)", d, queue)
 	}
@@ -249,9 +238,9 @@ func TestWebhookLeaderOnly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	lead := make(chan struct{})
 	go func() { w.WhileLeader(ctx); close(lead) }()
-	waitFor(t, "leadership to enable the webhook", w.active.Load)
+	testwait.For(t, "leadership to enable the webhook", 10*time.Second, w.active.Load)
 	w.OnEvent(testEvent(2))
-	waitFor(t, "the leader's event", func() bool { return w.delivered.Load() == 1 })
+	testwait.For(t, "the leader's event", 10*time.Second, func() bool { return w.delivered.Load() == 1 })
 	cancel()
 	<-lead
 	w.OnEvent(testEvent(3)) // leadership lost: not sent
