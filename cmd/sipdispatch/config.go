@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
@@ -383,7 +382,7 @@ func (c *fileConfig) Validate() error {
 	}
 	q := strconv.Quote
 	// node.name and node.data_dir are the cluster package's (nodeConfig below).
-	if err := checkHostPort(c.API.Listen, true); err != nil {
+	if err := api.CheckListen(c.API.Listen); err != nil {
 		bad("api.listen", q(c.API.Listen), err.Error())
 	}
 	switch c.Log.Level {
@@ -517,48 +516,6 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
-}
-
-// splitHostPort splits HOST[:PORT]; port 0 means none was given.
-func splitHostPort(s string) (string, int, error) {
-	host, port := s, ""
-	if h, p, err := net.SplitHostPort(s); err == nil {
-		host, port = h, p
-	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
-		host = s[1 : len(s)-1]
-	}
-	if host == "" {
-		return "", 0, errors.New("missing host")
-	}
-	if strings.Contains(host, ":") {
-		// Only a bracketed address gets here with a colon; unbracketed
-		// "::1:5060" is refused, as it reads as an address with no port.
-		if _, err := netip.ParseAddr(host); err != nil || !strings.HasPrefix(s, "[") {
-			return "", 0, errors.New("bad host (IPv6 addresses go in brackets: [::1]:5060)")
-		}
-	} else if strings.ContainsAny(host, " /@;[]") {
-		return "", 0, fmt.Errorf("bad host %q", host)
-	}
-	if port == "" {
-		return host, 0, nil
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 {
-		return "", 0, fmt.Errorf("bad port %q: want 1..65535", port)
-	}
-	return host, n, nil
-}
-
-// checkHostPort validates HOST:PORT, or HOST[:PORT] when needPort is false.
-func checkHostPort(s string, needPort bool) error {
-	_, port, err := splitHostPort(s)
-	if err != nil {
-		return err
-	}
-	if needPort && port == 0 {
-		return errors.New("want HOST:PORT")
-	}
-	return nil
 }
 
 // router compiles the routes for the loaded sets; with no routes, the default

@@ -711,3 +711,22 @@ func (s *Server) load(ctx context.Context, p params) (any, *Error) {
 	}
 	return obj{{"SETS", out}, {"PENDING", s.b.LoadQueueStats().Pending}}, nil
 }
+
+// CheckListen checks the API's listen address, HOST:PORT as net.Listen
+// takes it (an IPv6 host in brackets).
+func CheckListen(addr string) error {
+	if strings.Count(addr, ":") > 1 && !strings.HasPrefix(addr, "[") {
+		return errors.New("IPv6 addresses go in brackets: [::1]:9060")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT: %w", err)
+	}
+	if host == "" {
+		return errors.New("missing host (0.0.0.0 listens on every address)")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("bad port %q: want 1..65535", port)
+	}
+	return nil
+}
