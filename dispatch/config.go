@@ -57,8 +57,11 @@ type Config struct {
 	// algorithm 13). Default 0.
 	PingLatencyStats int `yaml:"ds_ping_latency_stats"`
 	// LatencyEstimatorAlpha is the weight, in per-mille (0..1000), of each new
-	// round-trip sample in the latency estimate (EWMA), as Kamailio computes
-	// it. Default 100 as in the seed; Kamailio 5.x defaults to 900.
+	// round-trip sample in the latency estimate (EWMA):
+	// est = sample*alpha + est*(1-alpha), as Kamailio 6.1 computes it
+	// (latency_stats_update in dispatch.c); default 100 as in Kamailio 6.1.
+	// Kamailio 5.x and 6.0 weighted the old estimate instead (default 900),
+	// so a value from such a config converts to 1000 minus it.
 	LatencyEstimatorAlpha int `yaml:"ds_latency_estimator_alpha"`
 
 	// HashSize is log2 of the call-load table's slots; > 0 enables algorithm 10.
