@@ -50,8 +50,10 @@ type Config struct {
 	// PingReplyCodes lists extra keepalive replies taken as success, e.g.
 	// "class=2;code=403;code=488"; "" = only 200.
 	PingReplyCodes string `yaml:"ds_ping_reply_codes"`
-	// ProbingMode: 0 probe only destinations with the probing flag, 1 probe
-	// all, 2 probe only inactive ones, 3 probe all and keep the probing flag.
+	// ProbingMode (Kamailio's ds_probing_mode): 0 probe only destinations
+	// with the probing flag, which any reply clears; 1 probe all and set the
+	// flag; 2 probe only destinations both inactive and probing; 3 probe only
+	// destinations with the probing flag, keeping it whatever the reply.
 	ProbingMode int `yaml:"ds_probing_mode"`
 	// PingLatencyStats: 1 keeps latency statistics from keepalives (needed by
 	// algorithm 13). Default 0.
