@@ -27,6 +27,11 @@ const (
 
 	// MaxAlgorithm is the highest algorithm number sipdispatch implements.
 	MaxAlgorithm = AlgRendezvous
+
+	// AlgOverload is Kamailio's algorithm 64, round-robin with overload
+	// control (ocrate/ocidle/ocmax attributes). sipdispatch does not
+	// implement it: like any unknown number it takes the first active entry.
+	AlgOverload Algorithm = 64
 )
 
 var algNames = [...]string{
@@ -37,7 +42,8 @@ var algNames = [...]string{
 }
 
 // Known reports whether sipdispatch implements a; an unknown number selects
-// the first entry, as Kamailio does.
+// the first active entry, as Kamailio does for a number it does not know
+// (Kamailio's 64, AlgOverload, is round-robin with overload control instead).
 func (a Algorithm) Known() bool { return a >= 0 && a <= MaxAlgorithm }
 
 func (a Algorithm) String() string {

@@ -50,15 +50,20 @@ type Config struct {
 	// PingReplyCodes lists extra keepalive replies taken as success, e.g.
 	// "class=2;code=403;code=488"; "" = only 200.
 	PingReplyCodes string `yaml:"ds_ping_reply_codes"`
-	// ProbingMode: 0 probe only destinations with the probing flag, 1 probe
-	// all, 2 probe only inactive ones, 3 probe all and keep the probing flag.
+	// ProbingMode (Kamailio's ds_probing_mode): 0 probe only destinations
+	// with the probing flag, which any reply clears; 1 probe all and set the
+	// flag; 2 probe only destinations both inactive and probing; 3 probe only
+	// destinations with the probing flag, keeping it whatever the reply.
 	ProbingMode int `yaml:"ds_probing_mode"`
 	// PingLatencyStats: 1 keeps latency statistics from keepalives (needed by
 	// algorithm 13). Default 0.
 	PingLatencyStats int `yaml:"ds_ping_latency_stats"`
 	// LatencyEstimatorAlpha is the weight, in per-mille (0..1000), of each new
-	// round-trip sample in the latency estimate (EWMA), as Kamailio computes
-	// it. Default 100 as in the seed; Kamailio 5.x defaults to 900.
+	// round-trip sample in the latency estimate (EWMA):
+	// est = sample*alpha + est*(1-alpha), as Kamailio 6.1 computes it
+	// (latency_stats_update in dispatch.c); default 100 as in Kamailio 6.1.
+	// Kamailio 5.x and 6.0 weighted the old estimate instead (default 900),
+	// so a value from such a config converts to 1000 minus it.
 	LatencyEstimatorAlpha int `yaml:"ds_latency_estimator_alpha"`
 
 	// HashSize is log2 of the call-load table's slots; > 0 enables algorithm 10.

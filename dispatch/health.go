@@ -323,6 +323,8 @@ func (s *SetState) updateLatency(ls *LatencyStats, res ProbeResult) {
 	if ls.Count < 10 {
 		ls.Est = ls.Avg
 	} else {
+		// alpha weighs the new sample (Kamailio 6.1; 5.x and 6.0 had it the
+		// other way round).
 		alpha := float64(s.cfg.LatencyEstimatorAlpha) / 1000
 		ls.Est = ms*alpha + ls.Est*(1-alpha)
 	}

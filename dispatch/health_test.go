@@ -436,4 +436,42 @@ func TestLatencyTrainingAndSeed(t *testing.T) {
 	}
 }
 
+// TestLatencyEstimatorAlpha checks the EWMA against hand-computed values:
+// alpha (per mille) weighs the new sample, as in Kamailio 6.1's
+// latency_stats_update (est = latency*alpha + est*(1-alpha)). The latency=N
+// attribute seeds a trained estimator, so every sample goes through the EWMA.
+func TestLatencyEstimatorAlpha(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		alpha   int
+		seed    string
+		samples []int // ms
+		want    []float64
+	}{
+		{"default 100: 10% of the sample", 100, "100", []int{200}, []float64{110}},
+		{"default 100, two samples", 100, "100", []int{200, 200}, []float64{110, 119}},
+		{"default 100, falling", 100, "200", []int{100}, []float64{190}},
+		{"900 weighs the sample, not the old estimate (5.x/6.0 meaning)", 900, "100", []int{200}, []float64{190}},
+		{"250", 250, "40", []int{80}, []float64{50}},
+		{"500", 500, "40", []int{80, 0}, []float64{60, 30}},
+		{"1000: the sample only", 1000, "100", []int{37}, []float64{37}},
+		{"0: estimate frozen", 0, "100", []int{500}, []float64{100}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newTestSet(t, "1 sip:10.0.0.1 8 0 latency="+tc.seed, func(c *Config) {
+				c.ProbingMode, c.PingInterval, c.PingLatencyStats, c.LatencyEstimatorAlpha = 1, 10, 1, tc.alpha
+			})
+			for i, ms := range tc.samples {
+				s.Probe(0, ProbeResult{Code: 200, RTT: time.Duration(ms) * time.Millisecond}, t0)
+				if got := s.State[0].Latency.Est; !near(got, tc.want[i]) {
+					t.Fatalf("after sample %d (%d ms): estimate %v, want %v", i+1, ms, got, tc.want[i])
+				}
+			}
+		})
+	}
+	if d := DefaultConfig().LatencyEstimatorAlpha; d != 100 {
+		t.Errorf("default ds_latency_estimator_alpha %d, want 100 (Kamailio 6.1)", d)
+	}
+}
+
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9*max(1, math.Abs(b)) }

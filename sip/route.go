@@ -100,7 +100,7 @@ type Route struct {
 // Dispatch is a compiled DispatchConfig.
 type Dispatch struct {
 	Set      int
-	Alg      dispatch.Algorithm // Alg.Known() false: Kamailio takes the first entry; `check` warns
+	Alg      dispatch.Algorithm // Alg.Known() false: the first active entry (Kamailio too, except its 64); `check` warns
 	Domain   bool               // mode domain
 	Limit    int
 	Mark     *dispatch.MarkOp // nil = do not mark on failover

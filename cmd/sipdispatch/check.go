@@ -147,7 +147,7 @@ func printRoutes(stdout, stderr io.Writer, c *fileConfig, r *sip.Router, sets []
 		}
 		fmt.Fprintln(stdout)
 		if !d.Alg.Known() {
-			fmt.Fprintf(stderr, "warning: route %d %s: algorithm %d is not implemented; the first destination is used, as in Kamailio\n", i, rt.Name, int(d.Alg))
+			fmt.Fprintf(stderr, "warning: route %d %s: %s\n", i, rt.Name, unknownAlgWarning(d.Alg))
 		}
 		if len(sets) > 0 && !known[d.Set] {
 			path := fmt.Sprintf("routes[%d].dispatch.set", i)
@@ -155,6 +155,17 @@ func printRoutes(stdout, stderr io.Writer, c *fileConfig, r *sip.Router, sets []
 		}
 	}
 	return errs
+}
+
+// unknownAlgWarning says what a route with an algorithm sipdispatch does not
+// implement does: it takes the first active destination, which is what
+// Kamailio's ds_manage_routes does for a number it does not know either -
+// but not for 64, Kamailio's round-robin with overload control.
+func unknownAlgWarning(a dispatch.Algorithm) string {
+	if a == dispatch.AlgOverload {
+		return "algorithm 64 (Kamailio: round-robin with overload control, ocrate/ocidle/ocmax attributes) is not implemented in sipdispatch; the first active destination is used instead, unlike Kamailio"
+	}
+	return fmt.Sprintf("algorithm %d is not implemented; the first active destination is used, as Kamailio does for an algorithm number it does not know", int(a))
 }
 
 // describeMatch renders a route's conditions for `check`, " all" if none.

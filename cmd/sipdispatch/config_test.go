@@ -561,6 +561,14 @@ func TestCheckConfigGood(t *testing.T) {
 	if want := "route 1 odd: algorithm 31 is not implemented"; !strings.Contains(stderr, want) {
 		t.Errorf("stderr lacks %q:\n%s", want, stderr)
 	}
+	for alg, want := range map[int]string{
+		31: "algorithm 31 is not implemented; the first active destination is used, as Kamailio does for an algorithm number it does not know",
+		64: "algorithm 64 (Kamailio: round-robin with overload control, ocrate/ocidle/ocmax attributes) is not implemented in sipdispatch; the first active destination is used instead, unlike Kamailio",
+	} {
+		if got := unknownAlgWarning(dispatch.Algorithm(alg)); got != want {
+			t.Errorf("alg %d warning %q, want %q", alg, got, want)
+		}
+	}
 
 	// The same routes pointing at a set the list lacks fail the check.
 	p := writeConfig(t, "dispatcher: {list_file: "+filepath.Join(mustAbs(t, "testdata"), "good.list")+"}\nroutes:\n  - name: lost\n    dispatch: {set: 9}\n")
