@@ -261,6 +261,22 @@ func (s *Server) outgoing(req *sipmsg.Request, h hop, mf, pop int, branch string
 	return fwd
 }
 
+// fromSetCheck is the ds_is_from_list callback for dr's source: set id -1
+// checks every set, mode bit 1 leaves the port out of the comparison and bit 2
+// the transport.
+func fromSetCheck(d Dispatcher, dr *dispatch.Request) func(setID, mode int) bool {
+	return func(setID, mode int) bool {
+		port, proto := dr.SrcPort, dr.Proto
+		if mode&1 != 0 {
+			port = 0 // any port
+		}
+		if mode&2 != 0 {
+			proto = "" // any transport
+		}
+		return d.FromSet(setID, dr.SrcIP, port, proto)
+	}
+}
+
 // initial routes a request that starts a dialog or stands alone (docs/proxy.md,
 // "How the proxy handles a request", step 6).
 func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
@@ -270,16 +286,7 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		return
 	}
 	dr := RequestFrom(req, req.Source(), req.Transport())
-	rt := s.routes.Match(&dr, func(setID, mode int) bool {
-		port, proto := dr.SrcPort, dr.Proto
-		if mode&1 != 0 {
-			port = 0 // any port
-		}
-		if mode&2 != 0 {
-			proto = "" // any transport
-		}
-		return s.d.FromSet(setID, dr.SrcIP, port, proto)
-	})
+	rt := s.routes.Match(&dr, fromSetCheck(s.d, &dr))
 	if rt != nil {
 		s.obs.Request(dr.Method, rt.Name)
 	} else {

@@ -36,7 +36,8 @@ type Dispatcher interface {
 	// ProbeTargets lists the destinations due for a keepalive now.
 	ProbeTargets(ctx context.Context) ([]actors.ProbeTarget, error)
 	// FromSet answers ds_is_from_list: does the source match a destination of
-	// set setID. Port 0 matches any port and proto "" any transport.
+	// set setID, or of any set if setID < 0. Port 0 matches any port and
+	// proto "" any transport.
 	FromSet(setID int, ip string, port int, proto string) bool
 }
 

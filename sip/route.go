@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -25,11 +27,14 @@ type RouteConfig struct {
 // Go's RE2 syntax and, like Kamailio's `=~`, match anywhere in the value
 // unless anchored with ^ and $.
 type MatchConfig struct {
-	FromSet *int `yaml:"from_set,omitempty"` // ds_is_from_list(set): source matches a destination of the set
+	// FromSet is ds_is_from_list: the source matches a destination of the
+	// set, or of any set ("any", Kamailio's ds_is_from_list()).
+	FromSet *FromSet `yaml:"from_set,omitempty"`
 	// FromSetMode is ds_is_from_list's mode: bit 1 ignores the source port,
-	// bit 2 the transport; 0 (Kamailio's default) matches address, port and
-	// transport.
-	FromSetMode int          `yaml:"from_set_mode,omitempty"`
+	// bit 2 the transport; 0 matches address, port and transport. Unset, it
+	// is Kamailio's ds_is_from_list()/ds_is_from_list(set) mode, 2
+	// (DefaultFromSetMode): address and port, any transport.
+	FromSetMode *int         `yaml:"from_set_mode,omitempty"`
 	Methods     []string     `yaml:"methods,omitempty"`     // request methods, any of
 	RURIUser    string       `yaml:"ruri_user,omitempty"`   // regex on the Request-URI user
 	RURIDomain  string       `yaml:"ruri_domain,omitempty"` // regex on the Request-URI host
@@ -37,6 +42,65 @@ type MatchConfig struct {
 	ToURI       string       `yaml:"to_uri,omitempty"`      // regex on the To URI
 	Header      *HeaderMatch `yaml:"header,omitempty"`      // regex on a header value
 	Source      string       `yaml:"source,omitempty"`      // CIDR (or address) the source must be in; several separated by commas
+}
+
+// DefaultFromSetMode is the mode of a from_set without from_set_mode:
+// Kamailio's ds_is_from_list() and ds_is_from_list(set) call
+// ds_is_addr_from_list with DS_MATCH_NOPROTO, so the transport is not
+// compared.
+const DefaultFromSetMode = 2
+
+// FromSet names the set(s) match.from_set checks: a set id, or Any for every
+// set. In YAML it is an integer or the word "any".
+type FromSet struct {
+	ID  int  // the set id; ignored with Any
+	Any bool // every set (Kamailio's ds_is_from_list() without a group)
+}
+
+// SetID is a from_set naming set id.
+func SetID(id int) *FromSet { return &FromSet{ID: id} }
+
+// AnySet is from_set: any.
+func AnySet() *FromSet { return &FromSet{Any: true} }
+
+// String renders f as written in YAML.
+func (f FromSet) String() string {
+	if f.Any {
+		return "any"
+	}
+	return strconv.Itoa(f.ID)
+}
+
+// setID is what the fromSet callback gets: the id, or -1 for any set.
+func (f FromSet) setID() int {
+	if f.Any {
+		return -1
+	}
+	return f.ID
+}
+
+// UnmarshalYAML accepts an integer set id or "any".
+func (f *FromSet) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if strings.EqualFold(n.Value, "any") {
+			*f = FromSet{Any: true}
+			return nil
+		}
+		var id int
+		if n.ShortTag() == "!!int" && n.Decode(&id) == nil {
+			*f = FromSet{ID: id}
+			return nil
+		}
+	}
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: from_set %q: want a set id or \"any\"", n.Line, n.Value)}}
+}
+
+// MarshalYAML writes the id as an integer, Any as "any".
+func (f FromSet) MarshalYAML() (any, error) {
+	if f.Any {
+		return "any", nil
+	}
+	return f.ID, nil
 }
 
 // HeaderMatch matches one header's value. An empty Regex only requires the
@@ -118,7 +182,7 @@ type codeRange struct{ lo, hi int }
 
 // compiledMatch holds a route's conditions; a nil or empty field is not checked.
 type compiledMatch struct {
-	fromSet     *int
+	fromSet     *int // set id, -1 for any set
 	fromSetMode int
 	methods     []string
 	ruriUser    *regexp.Regexp
@@ -191,8 +255,8 @@ func NewRouter(routes []RouteConfig, defaultSet int) (*Router, error) {
 func (r *Router) Routes() []*Route { return r.routes }
 
 // Match returns the first route whose conditions hold for req, or nil (404).
-// fromSet answers ds_is_from_list for a set id and mode against req's source;
-// a nil fromSet matches no set.
+// fromSet answers ds_is_from_list for a set id (-1: any set) and mode
+// against req's source; a nil fromSet matches no set.
 func (r *Router) Match(req *dispatch.Request, fromSet func(setID, mode int) bool) *Route {
 	v := requestView{req: req}
 	for _, rt := range r.routes {
@@ -230,17 +294,23 @@ type badFunc func(field string, format string, args ...any)
 
 func compileMatchConfig(c *MatchConfig, m *compiledMatch, bad badFunc) {
 	if c.FromSet != nil {
-		if *c.FromSet < 0 {
-			bad("match.from_set", "%d: must be a set id >= 0", *c.FromSet)
+		if !c.FromSet.Any && c.FromSet.ID < 0 {
+			bad("match.from_set", "%d: must be a set id >= 0 or \"any\"", c.FromSet.ID)
 		}
-		m.fromSet = c.FromSet
+		id := c.FromSet.setID()
+		m.fromSet = &id
 	}
-	if c.FromSetMode < 0 || c.FromSetMode > 3 {
-		bad("match.from_set_mode", "%d: must be 0..3 (bit 1 ignores the port, bit 2 the transport)", c.FromSetMode)
-	} else if c.FromSetMode != 0 && c.FromSet == nil {
-		bad("match.from_set_mode", "%d: needs from_set", c.FromSetMode)
+	m.fromSetMode = DefaultFromSetMode
+	if c.FromSetMode != nil {
+		switch mode := *c.FromSetMode; {
+		case mode < 0 || mode > 3:
+			bad("match.from_set_mode", "%d: must be 0..3 (bit 1 ignores the port, bit 2 the transport)", mode)
+		case c.FromSet == nil:
+			bad("match.from_set_mode", "%d: needs from_set", mode)
+		default:
+			m.fromSetMode = mode
+		}
 	}
-	m.fromSetMode = c.FromSetMode
 	for j, meth := range c.Methods {
 		u := strings.ToUpper(strings.TrimSpace(meth))
 		if !isToken(u) {

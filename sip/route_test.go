@@ -79,10 +79,10 @@ func TestMatchConditions(t *testing.T) {
 		{"source mapped v4 request", MatchConfig{Source: "192.0.2.0/24"}, func(r *dispatch.Request) { r.SrcIP = "::ffff:192.0.2.10" }, true},
 		{"source v6", MatchConfig{Source: "2001:db8::/32"}, func(r *dispatch.Request) { r.SrcIP = "[2001:db8::5]" }, true},
 		{"source unparsable request", MatchConfig{Source: "0.0.0.0/0"}, func(r *dispatch.Request) { r.SrcIP = "" }, false},
-		{"from_set hit", MatchConfig{FromSet: intp(1)}, nil, true},
-		{"from_set miss", MatchConfig{FromSet: intp(2)}, nil, false},
-		{"all must hold", MatchConfig{Methods: []string{"INVITE"}, RURIUser: `^\+`, FromSet: intp(2)}, nil, false},
-		{"all hold", MatchConfig{Methods: []string{"INVITE"}, RURIUser: `^\+`, FromSet: intp(1), Source: "192.0.2.0/24"}, nil, true},
+		{"from_set hit", MatchConfig{FromSet: SetID(1)}, nil, true},
+		{"from_set miss", MatchConfig{FromSet: SetID(2)}, nil, false},
+		{"all must hold", MatchConfig{Methods: []string{"INVITE"}, RURIUser: `^\+`, FromSet: SetID(2)}, nil, false},
+		{"all hold", MatchConfig{Methods: []string{"INVITE"}, RURIUser: `^\+`, FromSet: SetID(1), Source: "192.0.2.0/24"}, nil, true},
 	}
 	fromSet := func(id, _ int) bool { return id == 1 }
 	for _, tt := range tests {
@@ -105,7 +105,7 @@ func TestMatchConditions(t *testing.T) {
 
 func TestMatchFirstRouteWins(t *testing.T) {
 	r, err := NewRouter([]RouteConfig{
-		{Name: "from-gateways", Match: MatchConfig{FromSet: intp(1)}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
+		{Name: "from-gateways", Match: MatchConfig{FromSet: SetID(1)}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
 		{Name: "pstn", Match: MatchConfig{Methods: []string{"INVITE"}, RURIUser: `^\+?[0-9]+$`}, Dispatch: &DispatchConfig{Set: 1, Alg: 10, Limit: 3}},
 		{Name: "reject", Reply: &ReplyConfig{Code: 404, Reason: "Not Here"}},
 	}, 1)
@@ -269,7 +269,7 @@ func TestNewRouterErrors(t *testing.T) {
 		{"bad header name", RouteConfig{Name: "x", Match: MatchConfig{Header: &HeaderMatch{Name: "X A"}}, Dispatch: ok}, []string{"match.header.name:"}},
 		{"bad source", RouteConfig{Name: "x", Match: MatchConfig{Source: "10.0.0.0/8, 300.1.1.1/8"}, Dispatch: ok}, []string{`match.source: " 300.1.1.1/8": not an address or CIDR`}},
 		{"bad method", RouteConfig{Name: "x", Match: MatchConfig{Methods: []string{"INVITE", "BAD METHOD"}}, Dispatch: ok}, []string{"match.methods[1]:"}},
-		{"negative from_set", RouteConfig{Name: "x", Match: MatchConfig{FromSet: intp(-1)}, Dispatch: ok}, []string{"match.from_set: -1"}},
+		{"negative from_set", RouteConfig{Name: "x", Match: MatchConfig{FromSet: SetID(-1)}, Dispatch: ok}, []string{"match.from_set: -1"}},
 		{"negative set", RouteConfig{Name: "x", Dispatch: &DispatchConfig{Set: -2}}, []string{"dispatch.set: -2"}},
 		{"negative alg", RouteConfig{Name: "x", Dispatch: &DispatchConfig{Set: 1, Alg: -1}}, []string{"dispatch.alg: -1"}},
 		{"bad mode", RouteConfig{Name: "x", Dispatch: &DispatchConfig{Set: 1, Mode: "uri"}}, []string{`dispatch.mode: "uri": must be dst or domain`}},
@@ -358,7 +358,7 @@ func TestMarkAndHeaders(t *testing.T) {
 
 func BenchmarkMatch(b *testing.B) {
 	r, err := NewRouter([]RouteConfig{
-		{Name: "from-gw", Match: MatchConfig{FromSet: intp(9)}, Dispatch: &DispatchConfig{Set: 2}},
+		{Name: "from-gw", Match: MatchConfig{FromSet: SetID(9)}, Dispatch: &DispatchConfig{Set: 2}},
 		{Name: "src", Match: MatchConfig{Source: "10.0.0.0/8"}, Dispatch: &DispatchConfig{Set: 3}},
 		{Name: "pstn", Match: MatchConfig{Methods: []string{"INVITE"}, RURIUser: `^\+?[0-9]+$`}, Dispatch: &DispatchConfig{Set: 1}},
 	}, 1)
@@ -380,7 +380,7 @@ func BenchmarkMatch(b *testing.B) {
 func TestFromSetMode(t *testing.T) {
 	one := 1
 	r, err := NewRouter([]RouteConfig{
-		{Name: "gw-any-port", Match: MatchConfig{FromSet: &one, FromSetMode: 1}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
+		{Name: "gw-any-port", Match: MatchConfig{FromSet: SetID(one), FromSetMode: intp(1)}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
 	}, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -394,8 +394,8 @@ func TestFromSetMode(t *testing.T) {
 		t.Fatalf("fromSet called with set %d mode %d, want 1 and 1", gotSet, gotMode)
 	}
 	for _, bad := range []RouteConfig{
-		{Name: "m4", Match: MatchConfig{FromSet: &one, FromSetMode: 4}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
-		{Name: "no-set", Match: MatchConfig{FromSetMode: 2}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
+		{Name: "m4", Match: MatchConfig{FromSet: SetID(one), FromSetMode: intp(4)}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
+		{Name: "no-set", Match: MatchConfig{FromSetMode: intp(2)}, Dispatch: &DispatchConfig{Set: 2, Alg: 4}},
 	} {
 		if _, err := NewRouter([]RouteConfig{bad}, 2); err == nil || !strings.Contains(err.Error(), "from_set_mode") {
 			t.Errorf("route %s: error %v, want one naming from_set_mode", bad.Name, err)

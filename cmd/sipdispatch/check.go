@@ -172,7 +172,10 @@ func unknownAlgWarning(a dispatch.Algorithm) string {
 func describeMatch(m *sip.MatchConfig) string {
 	var b strings.Builder
 	if m.FromSet != nil {
-		fmt.Fprintf(&b, " from_set=%d", *m.FromSet)
+		fmt.Fprintf(&b, " from_set=%s", m.FromSet)
+		if m.FromSetMode != nil {
+			fmt.Fprintf(&b, " from_set_mode=%d", *m.FromSetMode)
+		}
 	}
 	if len(m.Methods) > 0 {
 		fmt.Fprintf(&b, " methods=%s", strings.Join(m.Methods, ","))
