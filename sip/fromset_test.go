@@ -137,7 +137,8 @@ func TestFromSetYAML(t *testing.T) {
 		{in: "from_set: gateways", err: `line 1: from_set "gateways": want a set id or "any"`},
 		{in: "from_set: 1.5", err: `from_set "1.5"`},
 		{in: `from_set: "1"`, err: `from_set "1"`},
-		{in: "from_set: [1]", err: "want a set id"},
+		{in: "from_set: [1]", err: `line 1: from_set list: want a set id or "any"`},
+		{in: "from_set: {id: 1}", err: `line 1: from_set mapping: want a set id or "any"`},
 	}
 	for _, tt := range tests {
 		var m MatchConfig

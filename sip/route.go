@@ -92,7 +92,14 @@ func (f *FromSet) UnmarshalYAML(n *yaml.Node) error {
 			return nil
 		}
 	}
-	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: from_set %q: want a set id or \"any\"", n.Line, n.Value)}}
+	what := fmt.Sprintf("from_set %q", n.Value)
+	switch n.Kind {
+	case yaml.SequenceNode:
+		what = "from_set list"
+	case yaml.MappingNode:
+		what = "from_set mapping"
+	}
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s: want a set id or \"any\"", n.Line, what)}}
 }
 
 // MarshalYAML writes the id as an integer, Any as "any".

@@ -650,3 +650,75 @@ func TestEventsConfig(t *testing.T) {
 		t.Errorf("unparsable URL: %v", err)
 	}
 }
+
+// routes[].match.from_set takes a set id (as before) or "any"; from_set_mode
+// is optional and, when written, wins over Kamailio's default mode 2.
+func TestRouteFromSetConfig(t *testing.T) {
+	p := writeConfig(t, "routes:\n"+
+		"  - {name: gw, match: {from_set: 1}, dispatch: {set: 2}}\n"+
+		"  - {name: any-gw, match: {from_set: any}, dispatch: {set: 2}}\n"+
+		"  - {name: strict, match: {from_set: 2, from_set_mode: 0}, dispatch: {set: 1}}\n")
+	c, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	want := []struct {
+		set  string
+		mode *int
+	}{{"1", nil}, {"any", nil}, {"2", new(int)}}
+	for i, w := range want {
+		m := c.Routes[i].Match
+		if m.FromSet == nil || m.FromSet.String() != w.set {
+			t.Errorf("routes[%d].match.from_set = %v, want %s", i, m.FromSet, w.set)
+		}
+		if (m.FromSetMode == nil) != (w.mode == nil) || (m.FromSetMode != nil && *m.FromSetMode != *w.mode) {
+			t.Errorf("routes[%d].match.from_set_mode = %v, want %v", i, m.FromSetMode, w.mode)
+		}
+	}
+
+	decodeErrs := []struct{ body, want string }{
+		{"routes:\n  - name: a\n    match:\n      from_set: gateways\n    dispatch: {set: 1}\n", `:4: from_set "gateways": want a set id or "any"`},
+		{"routes:\n  - name: a\n    match: {from_set: [1, 2]}\n    dispatch: {set: 1}\n", `:3: from_set list: want a set id or "any"`},
+	}
+	for _, tt := range decodeErrs {
+		p := writeConfig(t, tt.body)
+		if _, err := loadConfig(p); err == nil || !strings.Contains(err.Error(), p+tt.want) {
+			t.Errorf("%q: err = %v, want it to contain %q", tt.body, err, p+tt.want)
+		}
+	}
+	validateErrs := []struct{ body, want string }{
+		{"routes:\n  - name: a\n    match:\n      from_set: -1\n    dispatch: {set: 1}\n", `:4: routes[0] "a": match.from_set: -1: must be a set id >= 0 or "any"`},
+		{"routes:\n  - name: a\n    match:\n      from_set: any\n      from_set_mode: 4\n    dispatch: {set: 1}\n", `:5: routes[0] "a": match.from_set_mode: 4: must be 0..3`},
+		{"routes:\n  - name: a\n    match:\n      from_set_mode: 0\n    dispatch: {set: 1}\n", `:4: routes[0] "a": match.from_set_mode: 0: needs from_set`},
+	}
+	for _, tt := range validateErrs {
+		p := writeConfig(t, tt.body)
+		c, err := loadConfig(p)
+		if err != nil {
+			t.Errorf("%q: load: %v", tt.body, err)
+			continue
+		}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), p+tt.want) {
+			t.Errorf("%q: err = %v, want it to contain %q", tt.body, err, p+tt.want)
+		}
+	}
+}
+
+func TestCheckPrintsFromSet(t *testing.T) {
+	p := writeConfig(t, "dispatcher: {list_file: "+filepath.Join(mustAbs(t, "testdata"), "good.list")+"}\nroutes:\n"+
+		"  - {name: any-gw, match: {from_set: any}, dispatch: {set: 2}}\n"+
+		"  - {name: strict, match: {from_set: 1, from_set_mode: 0}, dispatch: {set: 2}}\n"+
+		"  - {name: gw, match: {from_set: 2}, dispatch: {set: 1}}\n")
+	code, stdout, stderr := runCLI("check", "-config", p)
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{"route 0 any-gw: from_set=any dispatch", "route 1 strict: from_set=1 from_set_mode=0 dispatch", "route 2 gw: from_set=2 dispatch"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+}
