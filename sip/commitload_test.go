@@ -205,8 +205,9 @@ func TestByeWithoutRouteRemovesByCallID(t *testing.T) {
 		t.Fatalf("BYE answered %v", codes(r))
 	}
 	waitFor(t, "entry removed by Call-ID", 10*time.Second, func() bool { return calls(t, reg) == 0 })
-	if l := g.log(); l[len(l)-1] != "load-remove "+inv.CallID().Value() {
-		t.Fatalf("log %v: want a removal last", l)
+	// The removal is for any set (-1): the BYE did not say which.
+	if l := g.log(); !slices.Contains(l, "load-remove "+inv.CallID().Value()) {
+		t.Fatalf("log %v: want the call's removal", l)
 	}
 }
 

@@ -29,7 +29,7 @@ var allowed = map[string][]string{
 	"cluster": {"github.com/hashicorp/raft",
 		"github.com/hashicorp/raft-boltdb", "github.com/hashicorp/memberlist", "github.com/vmihailenco/msgpack/v5",
 		"github.com/hashicorp/go-hclog"},
-	"sip": {module + "dispatch", module + "actors", "github.com/emiago/sipgo", "github.com/icholy/digest", "golang.org/x/sys/unix"},
+	"sip": {module + "dispatch", module + "actors", "github.com/emiago/sipgo", "github.com/icholy/digest", "golang.org/x/sys/unix", "gopkg.in/yaml.v3"},
 	// cmd/sipdispatch's sub-packages, one job each; cmd itself wires them
 	// and is not checked. Only replica reaches into another one (source).
 	cmdInternal + "webhook": {module + "dispatch", "github.com/prometheus/client_golang"},
