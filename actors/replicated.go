@@ -369,7 +369,12 @@ func (s *Set) doApply(c dispatch.Command) applyResult {
 func (s *Set) selectHeld(m selectMsg, now time.Time) (dispatch.Selection, error) {
 	var held []int
 	if m.alg == dispatch.AlgCallLoad && len(s.pending) > 0 {
-		s.held = append(s.held[:0], make([]int, len(s.state.Dests))...)
+		if n := len(s.state.Dests); cap(s.held) < n {
+			s.held = make([]int, n)
+		} else {
+			s.held = s.held[:n]
+			clear(s.held)
+		}
 		for id, rv := range s.pending {
 			if now.After(rv.deadline) {
 				delete(s.pending, id)
