@@ -8,13 +8,25 @@ FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 PKGS     := ./...
 
-.PHONY: help build run test bench bench-cluster fuzz lint cover clean chaos
+.PHONY: help build run test bench bench-cluster fuzz lint cover clean chaos deb
+
+# make deb: the package's version (a v* tag without the v, else 0.0.0~git + commit),
+# its architecture and where the .deb goes.
+DEB_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' | grep . || echo 0.0.0~git$(COMMIT))
+DEB_ARCH    ?= $(shell $(GO) env GOARCH)
+DEB_DIR     ?= bin
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 build: ## build bin/sipdispatch
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sipdispatch
+
+deb: ## DEB_DIR/sipdispatch_VERSION_ARCH.deb: static binary, hardened systemd unit, /etc defaults (docs/operations.md)
+	@mkdir -p $(DEB_DIR)/deb-root
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DEB_DIR)/deb-root/sipdispatch ./cmd/sipdispatch
+	cd docs/deploy/debian && SIPDISPATCH_BIN=$(abspath $(DEB_DIR))/deb-root/sipdispatch DEB_VERSION=$(DEB_VERSION) DEB_ARCH=$(DEB_ARCH) \
+	  $(GO) tool nfpm package --config nfpm.yaml --packager deb --target $(abspath $(DEB_DIR))/
 
 run: build ## run one node on the embedded defaults (docs/examples)
 	cd docs/examples && exec ../../$(BIN) serve -config sipdispatch.yaml

@@ -36,11 +36,18 @@ type adminFlags struct {
 }
 
 func newAdminFlags(name, args string, stderr io.Writer) *adminFlags {
+	a := newAPIFlags(name, args, stderr)
+	a.fs.BoolVar(&a.json, "json", false, "print the raw JSON-RPC result")
+	return a
+}
+
+// newAPIFlags declares -api and -token-file only, for a command that talks
+// to a node but prints no single JSON-RPC result (top).
+func newAPIFlags(name, args string, stderr io.Writer) *adminFlags {
 	a := &adminFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
 	a.fs.SetOutput(stderr)
 	a.fs.StringVar(&a.api, "api", "", "node API URL (default $"+envAPI+", else "+defaultAPI+")")
 	a.fs.StringVar(&a.tokenFile, "token-file", "", "file holding the API token (default: $"+envToken+")")
-	a.fs.BoolVar(&a.json, "json", false, "print the raw JSON-RPC result")
 	a.fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: sipdispatch %s [flags] %s\n", name, args)
 		a.fs.PrintDefaults()

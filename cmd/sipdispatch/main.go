@@ -50,12 +50,21 @@ var commands = map[string]command{
 	"members":        {"gossip members of the cluster with their state", runMembers},
 	"raft":           {"raft state: leader, term, indexes, peers", runRaft},
 	"leave":          {"the node leaves the cluster for good, then exits", runLeave},
+
+	"top": {"[-interval D] [-once]: live view of a node's sets, destinations, load and rates", runTop},
+}
+
+// init adds the commands that read the command table themselves (help.go,
+// completion.go), which the table's own initializer cannot name.
+func init() {
+	commands["help"] = command{"[COMMAND]: this list, or a command's flags and an example", runHelp}
+	commands["completion"] = command{"bash|zsh: shell completion script for the commands and their flags", runCompletion}
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || (args[0] == "help" && len(args) == 1) {
 		usage(stderr)
 		if len(args) == 0 {
 			return exitUsage
@@ -67,6 +76,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sipdispatch: unknown command %q\n", args[0])
 		usage(stderr)
 		return exitUsage
+	}
+	if wantsHelp(args[1:]) {
+		printHelp(stdout, args[0])
+		return exitOK
 	}
 	if err := cmd.run(args[1:], stdout, stderr); err != nil {
 		if errors.Is(err, errUsage) {
@@ -89,6 +102,19 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
+	fmt.Fprintln(w, "\n`sipdispatch help COMMAND` or `sipdispatch COMMAND -h`: the command's flags and an example.")
+}
+
+// runHelp is `help COMMAND`.
+func runHelp(args []string, stdout, _ io.Writer) error {
+	if len(args) != 1 {
+		return fmt.Errorf("%w: help [COMMAND]", errUsage)
+	}
+	if _, ok := commands[args[0]]; !ok {
+		return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+	}
+	printHelp(stdout, args[0])
+	return nil
 }
 
 func runVersion(args []string, stdout, _ io.Writer) error {

@@ -51,10 +51,7 @@ func (c *Client) Call(ctx context.Context, method string, params ...any) (json.R
 		return nil, fmt.Errorf("%s: %w", method, err)
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	if c.token != "" {
-		hreq.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(hreq)
+	resp, err := c.do(hreq)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", method, err)
 	}
@@ -82,4 +79,34 @@ func (c *Client) Call(ctx context.Context, method string, params ...any) (json.R
 		return nil, fmt.Errorf("%s: reply has neither result nor error", method)
 	}
 	return r.Result, nil
+}
+
+// Metrics returns the node's GET /metrics body (Prometheus text format).
+func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
+	url := strings.TrimSuffix(c.url, "/RPC") + "/metrics"
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	resp, err := c.do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("metrics: read reply: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics: %s: HTTP %d: %s", url, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return b, nil
+}
+
+// do sends hreq with the client's token.
+func (c *Client) do(hreq *http.Request) (*http.Response, error) {
+	if c.token != "" {
+		hreq.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return c.hc.Do(hreq)
 }
