@@ -27,7 +27,7 @@ import (
 // Config configures a Resolver. The zero value of each field means its default.
 type Config struct {
 	// Servers are the nameservers, "host:port", asked in order. Default:
-	// those of /etc/resolv.conf.
+	// those of /etc/resolv.conf, else 127.0.0.1:53 (as the C library).
 	Servers []string
 	// Timeout bounds one query to one server. Default 2 s.
 	Timeout time.Duration
@@ -60,17 +60,15 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (c *Config) setDefaults() error {
+func (c *Config) setDefaults() {
 	if len(c.Servers) == 0 {
-		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
-		if err != nil {
-			return fmt.Errorf("resolve: nameservers: %w", err)
-		}
-		for _, s := range cc.Servers {
-			c.Servers = append(c.Servers, net.JoinHostPort(s, cc.Port))
+		if cc, err := dns.ClientConfigFromFile("/etc/resolv.conf"); err == nil {
+			for _, s := range cc.Servers {
+				c.Servers = append(c.Servers, net.JoinHostPort(s, cc.Port))
+			}
 		}
 		if len(c.Servers) == 0 {
-			return errors.New("resolve: /etc/resolv.conf names no nameserver")
+			c.Servers = []string{"127.0.0.1:53"}
 		}
 	}
 	if c.Timeout == 0 {
@@ -88,7 +86,6 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	return nil
 }
 
 // Name is what is looked up: a SIP URI's host, port and transport.
@@ -161,9 +158,7 @@ func New(cfg Config) (*Resolver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
+	cfg.setDefaults()
 	return &Resolver{cfg: cfg, client: &dns.Client{Timeout: cfg.Timeout}, cache: map[Name]*entry{}}, nil
 }
 
