@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,10 @@ type Config struct {
 	Rand func(n int) int
 	// Logger receives refresh failures. Default slog.Default().
 	Logger *slog.Logger
+	// HostsFile is read before DNS for a name's addresses, as the C
+	// library's resolver does (Kamailio resolves through it). Default
+	// /etc/hosts; "-" = none (tests).
+	HostsFile string
 }
 
 // Validate reports a bad field.
@@ -85,6 +90,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.HostsFile == "" {
+		c.HostsFile = "/etc/hosts"
 	}
 }
 
@@ -453,8 +461,15 @@ func sortSRV(ts []srvTarget) {
 	}
 }
 
-// addrs looks up A, then AAAA records of host.
+// hostsTTL is how long an answer from the hosts file is kept.
+const hostsTTL = 30 * time.Second
+
+// addrs gives host's addresses from the hosts file, else its A, then AAAA
+// records.
 func (r *Resolver) addrs(ctx context.Context, host string) ([]netip.Addr, time.Duration, error) {
+	if a := lookupHosts(r.cfg.HostsFile, host); len(a) > 0 {
+		return a, hostsTTL, nil
+	}
 	var out []netip.Addr
 	ttl := time.Duration(1<<63 - 1)
 	for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
@@ -579,6 +594,42 @@ func weighted(group []srvTarget, rnd func(int) int) []srvTarget {
 		}
 		out = append(out, rest[k])
 		rest = append(rest[:k], rest[k+1:]...)
+	}
+	return out
+}
+
+// lookupHosts returns the addresses a hosts file gives host (a fully
+// qualified name), in file order; nil when the file is missing or has none.
+// It is read on each call: lookups are rare (once per TTL and name) and an
+// edit takes effect without a restart.
+func lookupHosts(path, host string) []netip.Addr {
+	if path == "-" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	want := strings.TrimSuffix(host, ".")
+	var out []netip.Addr
+	for _, line := range strings.Split(string(data), "\n") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		ip, err := netip.ParseAddr(f[0])
+		if err != nil {
+			continue
+		}
+		for _, name := range f[1:] {
+			if strings.EqualFold(strings.TrimSuffix(name, "."), want) {
+				out = append(out, ip.Unmap())
+				break
+			}
+		}
 	}
 	return out
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -29,7 +31,11 @@ func (c *clock) Add(d time.Duration) {
 func newResolver(t *testing.T, srv *resolvetest.Server, mod func(*Config)) (*Resolver, *clock) {
 	t.Helper()
 	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	cfg := Config{Servers: []string{srv.Addr}, Timeout: 2 * time.Second, Now: clk.Now}
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("# test\n127.0.0.77  other.test Hosts.Test # comment\n::1 v6.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Servers: []string{srv.Addr}, Timeout: 2 * time.Second, Now: clk.Now, HostsFile: hosts}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -69,6 +75,9 @@ func TestRFC3263Steps(t *testing.T) {
 		"srv.test. 60 IN A 127.0.0.30",
 		// A only.
 		"plain.test. 60 IN A 127.0.0.40",
+		// A name and an SRV target that the hosts file knows.
+		"hosts.test. 60 IN A 127.0.0.99",
+		"_sip._udp.hostsrv.test. 60 IN SRV 10 0 5090 hosts.test.",
 	)
 	tests := []struct {
 		name  Name
@@ -94,6 +103,11 @@ func TestRFC3263Steps(t *testing.T) {
 			map[string]int{"_sip._udp.plain.test SRV": 1, "_sip._tcp.plain.test SRV": 1, "_sips._tcp.plain.test SRV": 1, "plain.test A": 1}},
 		{Name{Host: "plain.test", Transport: "tls"}, []Target{target("127.0.0.40", 5061, "tls")},
 			map[string]int{"_sips._tcp.plain.test SRV": 2}},
+		// The hosts file comes before DNS, for a name and for an SRV target.
+		{Name{Host: "hosts.test", Port: 5070}, []Target{target("127.0.0.77", 5070, "udp")},
+			map[string]int{"hosts.test A": 0}},
+		{Name{Host: "hostsrv.test"}, []Target{target("127.0.0.77", 5090, "udp")},
+			map[string]int{"_sip._udp.hostsrv.test SRV": 1, "hosts.test A": 0}},
 		// An IP is not looked up.
 		{Name{Host: "127.0.0.9"}, []Target{target("127.0.0.9", 5060, "udp")}, nil},
 		{Name{Host: "::ffff:127.0.0.9", Port: 7}, []Target{target("127.0.0.9", 7, "udp")}, nil},
