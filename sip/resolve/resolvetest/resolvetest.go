@@ -27,7 +27,14 @@ type Server struct {
 // records are zone-file lines, e.g. "_sip._udp.gw.test. 60 IN SRV 10 50 5070 a.gw.test.".
 func Start(t testing.TB, records ...string) *Server {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	return StartAt(t, "127.0.0.1:0", records...)
+}
+
+// StartAt is Start on addr ("ip:53" for a C library resolver, which knows
+// no other port).
+func StartAt(t testing.TB, addr string, records ...string) *Server {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
