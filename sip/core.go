@@ -415,7 +415,8 @@ func (s *Server) destHop(dest *dispatch.Destination) (hop, error) {
 	defer cancel()
 	t, err := s.res.Target(ctx, dest)
 	if err != nil {
-		s.log.Warn("sip: destination not resolved", "uri", dest.URI, "err", err)
+		// The resolver logs the failure once per retry, not per request.
+		s.log.Debug("sip: destination not resolved", "uri", dest.URI, "err", err)
 		return hop{}, err
 	}
 	return hop{addr: hostPort(t), proto: t.Transport}, nil

@@ -49,6 +49,8 @@ type DestResolver struct {
 	res    *resolve.Resolver
 	log    *slog.Logger
 	loaded chan struct{} // a new list waits to be resolved
+	// ticker starts Run's DNSModeTimer clock (a test's hand-fired one).
+	ticker func(time.Duration) (<-chan time.Time, func())
 
 	mu    sync.Mutex
 	names []resolve.Name // of the installed destinations
@@ -67,7 +69,12 @@ func NewDestResolver(cfg DNSConfig, log *slog.Logger) (*DestResolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DestResolver{cfg: cfg, res: res, log: log, loaded: make(chan struct{}, 1)}, nil
+	return &DestResolver{cfg: cfg, res: res, log: log, loaded: make(chan struct{}, 1), ticker: realTicker}, nil
+}
+
+func realTicker(d time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTicker(d)
+	return t.C, t.Stop
 }
 
 // sendName is the RFC 3263 input of a destination: a URI without a port
@@ -165,9 +172,9 @@ func (r *DestResolver) Loaded(dests []dispatch.Destination) {
 func (r *DestResolver) Run(ctx context.Context) {
 	var tick <-chan time.Time
 	if r.cfg.Mode&dispatch.DNSModeTimer != 0 {
-		t := time.NewTicker(r.cfg.Interval)
-		defer t.Stop()
-		tick = t.C
+		var stop func()
+		tick, stop = r.ticker(r.cfg.Interval)
+		defer stop()
 	}
 	for {
 		select {

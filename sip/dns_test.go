@@ -189,3 +189,46 @@ func TestDestResolverEndpoints(t *testing.T) {
 		})
 	}
 }
+
+// ds_dns_mode 4: the names are resolved at load and again on every tick of
+// the ds_dns_interval clock, whatever their TTL; from_set reads the cache
+// only, so nothing else asks DNS in between.
+func TestDestResolverInterval(t *testing.T) {
+	dnsSrv := resolvetest.Start(t, "timer.test. 3600 IN A 127.0.55.1")
+	r, err := NewDestResolver(DNSConfig{Mode: dispatch.DNSModeTimer, Interval: time.Hour, Servers: []string{dnsSrv.Addr}}, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := make(chan time.Time)
+	var every time.Duration
+	r.ticker = func(d time.Duration) (<-chan time.Time, func()) { every = d; return tick, func() {} }
+	d, err := dispatch.NewDestination(1, "sip:timer.test:5070", 0, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.Loaded([]dispatch.Destination{d})
+	go r.Run(ctx)
+	first := []actors.Endpoint{{Addr: netip.MustParseAddr("127.0.55.1"), Port: 5070, Transport: "udp"}}
+	waitFor(t, "the load-time lookup", 10*time.Second, func() bool { return slices.Equal(r.Endpoints(&d), first) })
+	if every != time.Hour {
+		t.Fatalf("ticker every %v, want ds_dns_interval (1h)", every)
+	}
+
+	dnsSrv.Set(t, "timer.test. 3600 IN A 127.0.55.2")
+	for range 3 {
+		if got := r.Endpoints(&d); !slices.Equal(got, first) {
+			t.Fatalf("before the tick: %v", got)
+		}
+	}
+	if n := dnsSrv.Asked("timer.test", "A"); n != 1 {
+		t.Fatalf("A asked %d times before the tick, want 1 (at load)", n)
+	}
+	tick <- time.Now()
+	second := []actors.Endpoint{{Addr: netip.MustParseAddr("127.0.55.2"), Port: 5070, Transport: "udp"}}
+	waitFor(t, "the interval's lookup", 10*time.Second, func() bool { return slices.Equal(r.Endpoints(&d), second) })
+	if n := dnsSrv.Asked("timer.test", "A"); n != 2 {
+		t.Fatalf("A asked %d times after one tick, want 2", n)
+	}
+}

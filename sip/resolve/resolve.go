@@ -181,7 +181,7 @@ func (r *Resolver) Lookup(ctx context.Context, n Name) ([]Target, error) {
 	}
 	e, created := r.entry(n)
 	if created {
-		go r.fill(e, n)
+		go r.fill(e, n, true)
 	}
 	select {
 	case <-e.ready:
@@ -231,8 +231,7 @@ func (r *Resolver) Refresh(ctx context.Context, n Name) error {
 	}
 	e, created := r.entry(n)
 	if created {
-		r.fill(e, n)
-		<-e.ready
+		r.fill(e, n, false)
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		return e.ans.err
@@ -275,9 +274,13 @@ func (r *Resolver) entry(n Name) (*entry, bool) {
 
 // fill runs the first lookup of a new entry; waiters see it through ready.
 // It does not use a caller's ctx: every caller waiting for the name shares
-// the answer, and Config.Timeout bounds each query.
-func (r *Resolver) fill(e *entry, n Name) {
+// the answer, and Config.Timeout bounds each query. A failure is logged when
+// logFail (no caller gets the error to log).
+func (r *Resolver) fill(e *entry, n Name, logFail bool) {
 	ans := r.query(context.Background(), n)
+	if ans.err != nil && logFail {
+		r.cfg.Logger.Warn("dns: name not resolved", "name", n.String(), "err", ans.err)
+	}
 	e.mu.Lock()
 	e.ans = ans
 	e.mu.Unlock()
@@ -316,8 +319,12 @@ func (r *Resolver) query(ctx context.Context, n Name) *answer {
 	if r.cfg.TTL > 0 {
 		ttl = r.cfg.TTL
 	}
-	return &answer{targets: targets, expires: now.Add(ttl)}
+	// A TTL of 0 would send every request's lookup back to DNS.
+	return &answer{targets: targets, expires: now.Add(max(ttl, minTTL))}
 }
+
+// minTTL is the shortest time an answer is kept.
+const minTTL = time.Second
 
 func (n Name) defaultTransport() string {
 	switch {
