@@ -34,6 +34,10 @@ type Options struct {
 	FromSetMode int
 	// Logger receives the actors' logs. Default slog.Default().
 	Logger *slog.Logger
+	// Resolver answers FromSet for destinations named by a host name and is
+	// told every destination list installed. nil: such destinations never
+	// match.
+	Resolver HostResolver
 
 	// Proposer is where state changes go: every change is proposed as a
 	// dispatch.Command and applied only when it comes back committed
@@ -57,6 +61,27 @@ type Options struct {
 	// LoadCommitAsync each time a call-load entry fails to commit (a
 	// metric); it must not block.
 	OnLoadCommitFailure func(mode string)
+}
+
+// HostResolver knows the addresses behind destinations named by a host
+// name (docs/proxy.md#destinations-named-by-host-name); sip.DestResolver is
+// the one the binary uses.
+type HostResolver interface {
+	// Endpoints lists where a request from d may come from; nil when
+	// nothing is known. It runs on the request path, so it should answer
+	// from a cache.
+	Endpoints(d *dispatch.Destination) []Endpoint
+	// Loaded is told the destinations of every list installed (load,
+	// reload, add, remove, snapshot restore), so names can be resolved
+	// ahead of use. It runs with the registry locked and must not block.
+	Loaded(dests []dispatch.Destination)
+}
+
+// Endpoint is one address a destination stands for.
+type Endpoint struct {
+	Addr      netip.Addr
+	Port      int
+	Transport string // udp, tcp or tls
 }
 
 func (o *Options) setDefaults() {
@@ -290,6 +315,13 @@ func (r *Registry) installLocked(ctx context.Context, states []*dispatch.SetStat
 	}
 	r.sets.Store(&next)
 	r.defs = defs
+	if r.opts.Resolver != nil {
+		var all []dispatch.Destination
+		for _, d := range defs {
+			all = append(all, d.Dests...)
+		}
+		r.opts.Resolver.Loaded(all)
+	}
 	for id, a := range old {
 		if _, ok := next[id]; !ok {
 			a.close()
@@ -496,7 +528,8 @@ func (r *Registry) status(ctx context.Context, entries bool) ([]SetStatus, error
 // destination of set setID (Kamailio's ds_is_from_list); setID < 0 checks
 // every set. Port 0 matches any port and proto "" any transport (the caller's
 // per-route mode); Options.FromSetMode widens every check the same way.
-// Destinations named by host name do not match (no DNS here).
+// A destination named by a host name matches the endpoints
+// Options.Resolver gives for it.
 func (r *Registry) FromSet(setID int, ip string, port int, proto string) bool {
 	addr, err := netip.ParseAddr(ip)
 	if err != nil {
@@ -525,13 +558,28 @@ func (r *Registry) FromSet(setID int, ip string, port int, proto string) bool {
 
 func (r *Registry) matchDest(d *dispatch.Destination, addr netip.Addr, port int, proto string) bool {
 	da, err := netip.ParseAddr(d.Host)
-	if err != nil || da.Unmap() != addr {
+	if err == nil {
+		return r.matchEndpoint(Endpoint{Addr: da.Unmap(), Port: d.EffectivePort(), Transport: d.EffectiveTransport()}, addr, port, proto)
+	}
+	if r.opts.Resolver == nil {
 		return false
 	}
-	if port != 0 && r.opts.FromSetMode&1 == 0 && d.EffectivePort() != port {
+	for _, ep := range r.opts.Resolver.Endpoints(d) {
+		if r.matchEndpoint(ep, addr, port, proto) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Registry) matchEndpoint(ep Endpoint, addr netip.Addr, port int, proto string) bool {
+	if ep.Addr != addr {
 		return false
 	}
-	if proto != "" && r.opts.FromSetMode&2 == 0 && !strings.EqualFold(d.EffectiveTransport(), proto) {
+	if port != 0 && r.opts.FromSetMode&1 == 0 && ep.Port != port {
+		return false
+	}
+	if proto != "" && r.opts.FromSetMode&2 == 0 && !strings.EqualFold(ep.Transport, proto) {
 		return false
 	}
 	return true

@@ -81,7 +81,30 @@ type Config struct {
 	HashFallback string `yaml:"hash_fallback"`
 	// LoadMode: 1 a bad list line or row stops the load; 0 skips it with a warning.
 	LoadMode int `yaml:"ds_load_mode"`
+
+	// DNSMode (ds_dns_mode) says when destinations named by a host name are
+	// resolved for from_set, as bits: 1 at load and reload, 2 on each
+	// from_set check (cached for the TTL), 4 at load and then every
+	// DNSInterval, 8 through NAPTR/SRV (RFC 3263) instead of A/AAAA only.
+	// Default 1. The proxy (sip.DestResolver) applies them.
+	DNSMode int `yaml:"ds_dns_mode"`
+	// DNSInterval is the period of mode 4's re-resolution, seconds. Default 600.
+	DNSInterval int `yaml:"ds_dns_interval"`
+	// DNSTTL, when > 0, is how long every DNS answer is kept, seconds; 0 =
+	// the records' own TTL. Default 0.
+	DNSTTL int `yaml:"ds_dns_ttl"`
+	// DNSMatchAll: 1 lets from_set match every address a name resolves to,
+	// 0 only the first. Default 0.
+	DNSMatchAll int `yaml:"ds_dns_match_all"`
 }
+
+// Config.DNSMode bits (Kamailio's DS_DNS_MODE_*).
+const (
+	DNSModeInit   = 1 // resolve at load and reload
+	DNSModeAlways = 2 // resolve when from_set checks
+	DNSModeTimer  = 4 // resolve at load, then every ds_dns_interval
+	DNSModeSRV    = 8 // NAPTR/SRV for from_set, not only A/AAAA
+)
 
 // Config.Flags bits.
 const (
@@ -110,6 +133,8 @@ func DefaultConfig() Config {
 		HashCheckInterval:     30,
 		HashFallback:          "next",
 		LoadMode:              1,
+		DNSMode:               DNSModeInit,
+		DNSInterval:           600,
 	}
 }
 
@@ -180,6 +205,18 @@ func (c *Config) Validate() error {
 	}
 	if c.LoadMode != 0 && c.LoadMode != 1 {
 		bad("ds_load_mode", c.LoadMode, "must be 0 or 1")
+	}
+	if c.DNSMode < 0 || c.DNSMode > 15 {
+		bad("ds_dns_mode", c.DNSMode, "must be 0..15 (bits 1 load, 2 each from_set, 4 timer, 8 SRV)")
+	}
+	if c.DNSInterval < 1 {
+		bad("ds_dns_interval", c.DNSInterval, "must be >= 1 second")
+	}
+	if c.DNSTTL < 0 {
+		bad("ds_dns_ttl", c.DNSTTL, "must be >= 0 seconds (0 = the records' TTL)")
+	}
+	if c.DNSMatchAll != 0 && c.DNSMatchAll != 1 {
+		bad("ds_dns_match_all", c.DNSMatchAll, "must be 0 or 1")
 	}
 	return errors.Join(errs...)
 }

@@ -36,7 +36,13 @@ type Gateway struct {
 
 func startGateway(t *testing.T, ip, mode string) *Gateway {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", ip+":0")
+	return startGatewayAt(t, ip+":0", mode)
+}
+
+// startGatewayAt is startGateway on addr, ip:port.
+func startGatewayAt(t *testing.T, addr, mode string) *Gateway {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,6 +89,7 @@ type Node struct {
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
 	exited  chan struct{}
+	wrap    []string // command that runs the binary; nil = none
 }
 
 // startNode writes config and list into a temp dir and starts `serve`. config
@@ -101,7 +102,14 @@ func startNode(t *testing.T, config, list string) *Node {
 // startNodeAt is startNode with the node's addresses on ip.
 func startNodeAt(t *testing.T, ip, config, list string) *Node {
 	t.Helper()
-	n := &Node{t: t, Dir: t.TempDir(), log: &bytes.Buffer{}}
+	return startNodeWrapped(t, ip, nil, config, list)
+}
+
+// startNodeWrapped is startNodeAt with the binary run by wrap, a command
+// and its first arguments (privateResolvConf).
+func startNodeWrapped(t *testing.T, ip string, wrap []string, config, list string) *Node {
+	t.Helper()
+	n := &Node{t: t, Dir: t.TempDir(), log: &bytes.Buffer{}, wrap: wrap}
 	n.SIPAddr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
 	n.APIAddr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
 	config = strings.NewReplacer("%SIP%", n.SIPAddr, "%API%", n.APIAddr).Replace(config)
@@ -127,7 +135,8 @@ func (n *Node) launch() {
 	t := n.t
 	t.Helper()
 	n.exited = make(chan struct{})
-	n.cmd = exec.Command(binary, "serve", "-config", filepath.Join(n.Dir, "sipdispatch.yaml"))
+	args := append(append([]string(nil), n.wrap...), binary, "serve", "-config", filepath.Join(n.Dir, "sipdispatch.yaml"))
+	n.cmd = exec.Command(args[0], args[1:]...)
 	n.cmd.Dir = n.Dir
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {

@@ -63,6 +63,10 @@ type Config struct {
 	UserAgent string
 	// Observer receives counts for metrics; nil = none.
 	Observer Observer
+	// Resolver resolves destinations named by a host name; share it with
+	// the registry (actors.Options.Resolver) so that from_set sees the
+	// same answers. nil: one with DefaultDNSConfig, for sending only.
+	Resolver *DestResolver
 }
 
 // DefaultConfig returns the defaults of docs/configuration.md.

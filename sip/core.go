@@ -24,8 +24,9 @@ type hop struct {
 	proto string // udp, tcp, tls
 }
 
-// hopOf is the next hop a URI names (RFC 3263 without DNS SRV: the
-// transport parameter, else TLS for sips, else UDP; the scheme's port).
+// hopOf is the next hop a URI of a Route or an in-dialog Request-URI names
+// (RFC 3263 without DNS SRV: the transport parameter, else TLS for sips,
+// else UDP; the scheme's port). Destinations of a set go through destHop.
 func hopOf(u *sipmsg.Uri) hop {
 	proto := "udp"
 	if u.Scheme == "sips" {
@@ -403,11 +404,29 @@ func (s *Server) onAck(req *sipmsg.Request) {
 	s.statelessSend(req, nil, s.outgoing(req, h, mf, pop, branch))
 }
 
-// dispatchOutgoing builds the request for one destination of a selection:
-// ds_select_domain's R-URI rewrite, the route's headers, Record-Route.
-func (s *Server) dispatchOutgoing(req *sipmsg.Request, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, mf int, branch string) *sipmsg.Request {
+// destHop is where a request for dest goes: its address, or for a host
+// name the first RFC 3263 target (docs/proxy.md#destinations-named-by-host-name).
+// A name not resolved yet waits for DNS up to fr_timer.
+func (s *Server) destHop(dest *dispatch.Destination) (hop, error) {
+	if !isName(dest) {
+		return hop{addr: dest.HostPort(), proto: dest.EffectiveTransport()}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
+	defer cancel()
+	t, err := s.res.Target(ctx, dest)
+	if err != nil {
+		// The resolver logs the failure once per retry, not per request.
+		s.log.Debug("sip: destination not resolved", "uri", dest.URI, "err", err)
+		return hop{}, err
+	}
+	return hop{addr: hostPort(t), proto: t.Transport}, nil
+}
+
+// dispatchOutgoing builds the request for one destination of a selection,
+// sent to h (destHop): ds_select_domain's R-URI rewrite, the route's
+// headers, Record-Route.
+func (s *Server) dispatchOutgoing(req *sipmsg.Request, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, h hop, mf int, branch string) *sipmsg.Request {
 	s.obs.Selected(sel.SetID, dest.URI)
-	h := hop{addr: dest.HostPort(), proto: dest.EffectiveTransport()}
 	pop, _ := s.ownRoutes(req) // a preloaded Route to us
 	fwd := s.outgoing(req, h, mf, pop, branch)
 	if d.Domain {

@@ -65,7 +65,11 @@ func (s *Server) probeAll(ctx context.Context, targets []actors.ProbeTarget) {
 // probe sends one keepalive to dest and waits up to FRTimer for its final
 // reply. A transport error counts as a timeout, as in Kamailio.
 func (s *Server) probe(ctx context.Context, dest *dispatch.Destination) dispatch.ProbeResult {
-	req := s.probeRequest(dest)
+	h, err := s.destHop(dest)
+	if err != nil {
+		return dispatch.ProbeResult{Timeout: true}
+	}
+	req := s.probeRequest(dest, h)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.FRTimer)
 	defer cancel()
 	start := time.Now()
@@ -79,9 +83,9 @@ func (s *Server) probe(ctx context.Context, dest *dispatch.Destination) dispatch
 	return dispatch.ProbeResult{Code: res.StatusCode, RTT: time.Since(start)}
 }
 
-// probeRequest builds the keepalive: ds_ping_method to the destination URI,
-// From ds_ping_from or the destination's ping_from attribute.
-func (s *Server) probeRequest(dest *dispatch.Destination) *sipmsg.Request {
+// probeRequest builds the keepalive sent to h: ds_ping_method to the
+// destination URI, From ds_ping_from or the destination's ping_from attribute.
+func (s *Server) probeRequest(dest *dispatch.Destination, h hop) *sipmsg.Request {
 	scheme := dest.Scheme
 	if scheme == "" {
 		scheme = "sip"
@@ -103,12 +107,12 @@ func (s *Server) probeRequest(dest *dispatch.Destination) *sipmsg.Request {
 	fh.Params.Add("tag", sipmsg.GenerateTagN(16))
 	req.AppendHeader(fh)
 	req.AppendHeader(&sipmsg.ToHeader{Address: *ruri.Clone()})
-	proto := dest.EffectiveTransport()
+	proto := h.proto
 	host, port := s.sentBy(proto)
 	via := &sipmsg.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(proto), Host: host, Port: port}
 	via.Params.Add("branch", sipmsg.GenerateBranch())
 	req.PrependHeader(via)
-	req.SetDestination(dest.HostPort())
+	req.SetDestination(h.addr)
 	req.SetTransport(strings.ToUpper(proto))
 	if proto == "udp" {
 		if k := s.socketFor("udp"); k != nil {

@@ -25,6 +25,7 @@ type Server struct {
 	d      Dispatcher
 	routes Routes
 	obs    Observer
+	res    *DestResolver
 	log    *slog.Logger
 
 	ua     *sipgo.UserAgent
@@ -97,6 +98,12 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 	}
 	if s.obs == nil {
 		s.obs = nopObserver{}
+	}
+	if s.res = cfg.Resolver; s.res == nil {
+		var err error
+		if s.res, err = NewDestResolver(DefaultDNSConfig(), log); err != nil {
+			return nil, fmt.Errorf("sip dns: %w", err)
+		}
 	}
 	if cfg.Advertise != "" {
 		s.advHost, s.advPort, _ = splitAdvertise(cfg.Advertise)

@@ -183,6 +183,7 @@ func startProxy(t *testing.T, cfg Config, d Dispatcher, r Routes) (*Server, stri
 // the CANCEL).
 type gateway struct {
 	addr string
+	ip   string
 	port int
 	mode string
 
@@ -199,11 +200,17 @@ func (g *gateway) lastOptionsFrom() string {
 
 func newGateway(t *testing.T, mode string) *gateway {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	return newGatewayOn(t, mode, "127.0.0.1")
+}
+
+// newGatewayOn is a gateway on a free UDP port of ip.
+func newGatewayOn(t *testing.T, mode, ip string) *gateway {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gateway{addr: pc.LocalAddr().String(), port: pc.LocalAddr().(*net.UDPAddr).Port, mode: mode}
+	g := &gateway{addr: pc.LocalAddr().String(), ip: ip, port: pc.LocalAddr().(*net.UDPAddr).Port, mode: mode}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("gw"),
 		sipgo.WithUserAgentTransportLayerOptions(sipmsg.WithTransportLayerLogger(testLogger())),
 		sipgo.WithUserAgentTransactionLayerOptions(sipmsg.WithTransactionLayerLogger(testLogger())))
@@ -234,7 +241,7 @@ func newGateway(t *testing.T, mode string) *gateway {
 
 // dest is the gateway as a destination of set.
 func (g *gateway) dest(set int) dispatch.Destination {
-	return dispatch.Destination{SetID: set, URI: "sip:" + g.addr, Scheme: "sip", Host: "127.0.0.1", Port: g.port}
+	return dispatch.Destination{SetID: set, URI: "sip:" + g.addr, Scheme: "sip", Host: g.ip, Port: g.port}
 }
 
 func (g *gateway) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
@@ -245,7 +252,7 @@ func (g *gateway) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		res := sipmsg.NewResponseFromRequest(req, code, reason, nil)
 		res.To().Params.Add("tag", tag)
 		if code >= 180 && code < 300 {
-			res.AppendHeader(&sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: "gw", Host: "127.0.0.1", Port: g.port}})
+			res.AppendHeader(&sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: "gw", Host: g.ip, Port: g.port}})
 		}
 		tx.Respond(res)
 	}

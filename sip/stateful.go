@@ -97,7 +97,11 @@ func (s *statefulForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.Server
 		if i > 0 && sel.LoadAdded {
 			s.moveLoad(sel.SetID, dr.CallID, dest.URI)
 		}
-		out = s.attempt(tx, s.dispatchOutgoing(req, dr, d, &sel, dest, mf, sipmsg.GenerateBranch()), c)
+		if h, err := s.destHop(dest); err != nil {
+			out = outcome{code: 503} // as a transport error
+		} else {
+			out = s.attempt(tx, s.dispatchOutgoing(req, dr, d, &sel, dest, h, mf, sipmsg.GenerateBranch()), c)
+		}
 		if out.relayed || out.cancelled || !d.FailoverOn(out.code) {
 			break
 		}
@@ -353,7 +357,12 @@ func (s *statefulForwarder) statefulParallel(req *sipmsg.Request, tx sipmsg.Serv
 	outs := make([]outcome, len(sel.Dests))
 	var wg sync.WaitGroup
 	for i := range sel.Dests {
-		fwd := s.dispatchOutgoing(req, dr, d, &sel, &sel.Dests[i], mf, sipmsg.GenerateBranch())
+		h, err := s.destHop(&sel.Dests[i])
+		if err != nil {
+			outs[i] = outcome{code: 503} // as a transport error
+			continue
+		}
+		fwd := s.dispatchOutgoing(req, dr, d, &sel, &sel.Dests[i], h, mf, sipmsg.GenerateBranch())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -91,7 +91,7 @@ func (s *statelessForwarder) ackBranch(req *sipmsg.Request, mf int) (string, boo
 	}
 	branch := statelessBranch(req)
 	if sent, ok := s.branches.get(branch, time.Now()); ok {
-		s.statelessSend(req, nil, s.outgoing(req, sent.hop(), mf, 0, branch))
+		s.statelessSend(req, nil, s.outgoing(req, sent.to, mf, 0, branch))
 		return "", true
 	}
 	return branch, false
@@ -115,7 +115,7 @@ func (s *statelessForwarder) onCancel(req *sipmsg.Request, tx sipmsg.ServerTrans
 		s.reply(req, tx, 483, "Too Many Hops")
 		return
 	}
-	s.statelessSend(req, tx, s.outgoing(req, sent.hop(), mf, 0, branch))
+	s.statelessSend(req, tx, s.outgoing(req, sent.to, mf, 0, branch))
 }
 
 // localTagPrefix starts the To tag of the stateless proxy's own replies.
@@ -146,10 +146,7 @@ func isLocalReplyAck(ack *sipmsg.Request) bool {
 type sentInvite struct {
 	d   *Dispatch
 	sel actors.Selection
-}
-
-func (e sentInvite) hop() hop {
-	return hop{addr: e.sel.Dests[0].HostPort(), proto: e.sel.Dests[0].EffectiveTransport()}
+	to  hop // where it went: a name's SRV target is not drawn again
 }
 
 // forwardInitial sends an initial request to the first destination of its
@@ -158,11 +155,24 @@ func (e sentInvite) hop() hop {
 func (s *statelessForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel actors.Selection, mf int) {
 	dest := &sel.Dests[0]
 	branch := statelessBranch(req)
-	fwd := s.dispatchOutgoing(req, dr, d, &sel, dest, mf, branch)
+	now := time.Now()
+	var h hop
+	prev, again := s.branches.get(branch, now)
+	if again = again && req.IsInvite(); again {
+		h = prev.to
+	} else {
+		var err error
+		if h, err = s.destHop(dest); err != nil {
+			s.reply(req, tx, 503, "Service Unavailable")
+			if sel.LoadAdded {
+				s.removeLoad(sel.SetID, dr.CallID)
+			}
+			return
+		}
+	}
+	fwd := s.dispatchOutgoing(req, dr, d, &sel, dest, h, mf, branch)
 	if req.IsInvite() {
-		now := time.Now()
-		_, again := s.branches.get(branch, now)
-		s.branches.put(branch, sentInvite{d: d, sel: sel}, now)
+		s.branches.put(branch, sentInvite{d: d, sel: sel, to: h}, now)
 		if sel.LoadAdded && !again && !s.loads.pending.put(dr.CallID, sel.SetID, now) {
 			// Untracked, the entry would only leave by expiry.
 			s.removeLoad(sel.SetID, dr.CallID)

@@ -109,6 +109,7 @@ func TestLoadFullFile(t *testing.T) {
 		PingFrom: "sip:ping@example.com", PingInterval: 15, ProbingThreshold: 4, InactiveThreshold: 2,
 		ProbingMode: 1, PingLatencyStats: 1, LatencyEstimatorAlpha: 900, HashSize: 10, HashExpire: 3600,
 		HashInitExpire: 60, HashCheckInterval: 10, HashFallback: "rehash", LoadMode: 0,
+		DNSMode: 13, DNSInterval: 120, DNSTTL: 30, DNSMatchAll: 1,
 	}
 	checks := []struct {
 		name      string
@@ -141,6 +142,7 @@ func TestLoadFullFile(t *testing.T) {
 				SnapshotThreshold: 4096, SnapshotInterval: 30 * time.Second, TrailingLogs: 2048, CommitTimeout: 7 * time.Millisecond},
 			LoadReplication: "async", DeadNodeReap: time.Hour, LeaveOnTerminate: true,
 		}},
+		{"dns", c.dnsConfig(), sip.DNSConfig{Mode: 13, Interval: 2 * time.Minute, TTL: 30 * time.Second, MatchAll: true}},
 		{"events", c.Events, webhook.Config{WebhookURL: "https://hooks.example.com/sip?k=1", Timeout: 500 * time.Millisecond, Retries: 5}},
 	}
 	for _, ch := range checks {
@@ -381,6 +383,10 @@ func TestValidateFields(t *testing.T) {
 		{"no data dir", func(c *fileConfig) { c.Node.DataDir = "" }, "node.data_dir"},
 		{"name with space", func(c *fileConfig) { c.Node.Name = "a b" }, `node.name: "a b"`},
 		{"dispatcher delegated", func(c *fileConfig) { c.Dispatcher.ProbingMode = 7 }, "dispatcher.ds_probing_mode: 7: must be 0..3"},
+		{"dns mode", func(c *fileConfig) { c.Dispatcher.DNSMode = 16 }, "dispatcher.ds_dns_mode: 16: must be 0..15"},
+		{"dns interval", func(c *fileConfig) { c.Dispatcher.DNSInterval = 0 }, "dispatcher.ds_dns_interval: 0: must be >= 1 second"},
+		{"dns ttl", func(c *fileConfig) { c.Dispatcher.DNSTTL = -1 }, "dispatcher.ds_dns_ttl: -1"},
+		{"dns match all", func(c *fileConfig) { c.Dispatcher.DNSMatchAll = 2 }, "dispatcher.ds_dns_match_all: 2: must be 0 or 1"},
 		{"gossip bind", func(c *fileConfig) { c.Cluster.Enabled = true; c.Cluster.Gossip.Bind = "0.0.0.0" }, `cluster.gossip.bind: "0.0.0.0": want HOST:PORT`},
 		{"gossip join", func(c *fileConfig) { c.Cluster.Enabled = true; c.Cluster.Gossip.Join = []string{"a:1", "b:c"} }, `cluster.gossip.join[1]: "b:c"`},
 		{"raft advertise", func(c *fileConfig) { c.Cluster.Enabled = true; c.Cluster.Raft.Advertise = ":7947" }, `cluster.raft.advertise: ":7947": missing host`},

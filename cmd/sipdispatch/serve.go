@@ -69,11 +69,17 @@ func runServe(args []string, _, stderr io.Writer) error {
 		m.Registry().MustRegister(hook)
 	}
 	src := source.New(&c.Dispatcher.Config, dests, log)
+	// One resolver for sending and for from_set, so both see the same answers.
+	dnsRes, err := sip.NewDestResolver(c.dnsConfig(), log)
+	if err != nil {
+		return fmt.Errorf("failed to create the DNS resolver: %w", err)
+	}
 	// A standalone node runs the same one-node raft registry, so
 	// load_replication applies with or without cluster.enabled. Load
 	// commands that have not committed survive a restart in the data dir.
 	opts := actors.Options{Logger: log, OnEvent: onEvent, OnLoadCommitFailure: m.LoadCommitFailure,
-		LoadReplication: c.Cluster.LoadReplication, PendingFile: filepath.Join(c.Node.DataDir, pendingLoadFile)}
+		LoadReplication: c.Cluster.LoadReplication, PendingFile: filepath.Join(c.Node.DataDir, pendingLoadFile),
+		Resolver: dnsRes}
 	// Without cluster.enabled the node is a standalone one-node raft on
 	// node.data_dir (docs/cluster.md): the same registry, proposer and applier.
 	var node *cluster.Node
@@ -112,6 +118,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	}
 	sipCfg := c.sipConfig()
 	sipCfg.Observer = m
+	sipCfg.Resolver = dnsRes
 	gate := &replica.ProbeGate{Registry: reg}
 	if c.Cluster.Enabled {
 		// Probe only this node's share, the leader proposes (docs/cluster-design.md,
@@ -141,6 +148,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	sipCtx, quit := context.WithCancel(ctx)
 	defer quit()
 	go reloadOnHUP(ctx, src, log)
+	go dnsRes.Run(ctx)
 	if relay != nil {
 		go relay.Run(ctx)
 	}
@@ -219,6 +227,17 @@ func (c *fileConfig) sipConfig() sip.Config {
 	s.PingFrom = c.Dispatcher.PingFrom
 	s.UserAgent = "sipdispatch/" + version
 	return s
+}
+
+// dnsConfig maps the ds_dns_* keys of dispatcher to the proxy's resolver.
+func (c *fileConfig) dnsConfig() sip.DNSConfig {
+	d := &c.Dispatcher.Config
+	return sip.DNSConfig{
+		Mode:     d.DNSMode,
+		Interval: time.Duration(d.DNSInterval) * time.Second,
+		TTL:      time.Duration(d.DNSTTL) * time.Second,
+		MatchAll: d.DNSMatchAll == 1,
+	}
 }
 
 // newLogger builds the slog logger of log.level and log.format.
