@@ -63,6 +63,9 @@ type Config struct {
 	UserAgent string
 	// Observer receives counts for metrics; nil = none.
 	Observer Observer
+	// Tap receives a copy of every message the listeners read or write
+	// (SIP capture); nil = none.
+	Tap Tap
 }
 
 // DefaultConfig returns the defaults of docs/configuration.md.
