@@ -167,6 +167,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	m.WatchDestinations(b)
 	m.RegisterCluster(node)
 	m.RegisterSIPDropped(srv.Dropped)
+	m.RegisterReady(b.Ready)
 	apiSrv := api.New(b, token, log, m.Handler(log))
 	apiSrv.SetCluster(node)
 	var leaver *api.Leaver

@@ -375,6 +375,20 @@ func (m *Metrics) RegisterSIPDropped(dropped func() int64) {
 	}, func() float64 { return float64(dropped()) }))
 }
 
+// RegisterReady exports the node's readiness, the check behind GET /readyz,
+// as a gauge read at scrape time.
+func (m *Metrics) RegisterReady(ready func() error) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sipdispatch_ready",
+		Help: "1 when the node can serve traffic (GET /readyz answers 200), else 0.",
+	}, func() float64 {
+		if ready() != nil {
+			return 0
+		}
+		return 1
+	}))
+}
+
 // Capture is the SIP capture's sender (capture.Sender) as RegisterCapture
 // reads it.
 type Capture interface {
