@@ -161,3 +161,36 @@ func TestSampleByCall(t *testing.T) {
 		t.Errorf("sampled %d of 4000 calls at 0.25", kept)
 	}
 }
+
+// BenchmarkCapture is the cost Capture adds to each message on the proxy's
+// read loops and writers (copy and queue; with methods, the header scan),
+// with the sender running and writing to a local socket; "dropped/op" shows
+// whether the sender kept up.
+func BenchmarkCapture(b *testing.B) {
+	msg := append(invite("bench-call@host"), make([]byte, 700)...)
+	sink, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	for _, methods := range [][]string{nil, {"INVITE"}} {
+		b.Run(fmt.Sprintf("methods=%v", methods), func(b *testing.B) {
+			c := DefaultConfig()
+			c.HEP, c.Methods = "udp:"+sink.LocalAddr().String(), methods
+			s, err := New(c, slog.Default())
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go s.Run(ctx)
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				s.Capture("udp", peer, local, msg)
+				n++
+			}
+			b.ReportMetric(float64(s.Dropped())/float64(n), "dropped/op")
+		})
+	}
+}
