@@ -67,6 +67,9 @@ type Config struct {
 	// the registry (actors.Options.Resolver) so that from_set sees the
 	// same answers. nil: one with DefaultDNSConfig, for sending only.
 	Resolver *DestResolver
+	// Tap receives a copy of every message the listeners read or write
+	// (SIP capture); nil = none.
+	Tap Tap
 }
 
 // DefaultConfig returns the defaults of docs/configuration.md.

@@ -133,6 +133,9 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 	} else {
 		s.fw = &statefulForwarder{Server: s}
 	}
+	if cfg.Tap != nil {
+		s.tapSockets(cfg.Tap)
+	}
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(cfg.UserAgent),
 		sipgo.WithUserAgentTransportLayerOptions(tpOpts...),

@@ -23,6 +23,7 @@ import (
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
+	"github.com/sipdispatch/sipdispatch/sip/capture"
 )
 
 // fileConfig is the whole configuration file (docs/configuration.md). Every field has a
@@ -38,6 +39,7 @@ type fileConfig struct {
 	Routes     []sip.RouteConfig `yaml:"routes"`
 	Cluster    clusterConfig     `yaml:"cluster"`
 	Events     webhook.Config    `yaml:"events"`
+	Capture    capture.Config    `yaml:"capture"`
 
 	// path is the file the values came from; "" for built-in defaults.
 	path string
@@ -194,7 +196,8 @@ func defaultConfig() fileConfig {
 			LoadReplication: "sync",
 			DeadNodeReap:    24 * time.Hour,
 		},
-		Events: webhook.DefaultConfig(),
+		Events:  webhook.DefaultConfig(),
+		Capture: capture.DefaultConfig(),
 	}
 }
 
@@ -427,6 +430,7 @@ func (c *fileConfig) Validate() error {
 		bad("cluster.load_replication", q(c.Cluster.LoadReplication), err.Error())
 	}
 	keyed(c.Events.Validate())
+	keyed(c.Capture.Validate())
 	return errors.Join(errs...)
 }
 

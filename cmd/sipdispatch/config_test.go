@@ -16,6 +16,7 @@ import (
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
+	"github.com/sipdispatch/sipdispatch/sip/capture"
 )
 
 // writeConfig writes body to a temporary sipdispatch.yaml and returns its path.
@@ -144,6 +145,7 @@ func TestLoadFullFile(t *testing.T) {
 		}},
 		{"dns", c.dnsConfig(), sip.DNSConfig{Mode: 13, Interval: 2 * time.Minute, TTL: 30 * time.Second, MatchAll: true}},
 		{"events", c.Events, webhook.Config{WebhookURL: "https://hooks.example.com/sip?k=1", Timeout: 500 * time.Millisecond, Retries: 5}},
+		{"capture", c.Capture, capture.Config{HEP: "udp:127.0.0.9:9060", NodeID: 12, Methods: []string{"INVITE", "BYE"}, Sample: 0.5, Queue: 512}},
 	}
 	for _, ch := range checks {
 		// Struct literals above are compared by value through their fields.
@@ -654,6 +656,31 @@ func TestEventsConfig(t *testing.T) {
 		t.Fatal(err)
 	} else if err = c.Validate(); err == nil || strings.Contains(err.Error(), "hookSecret1") || !strings.Contains(err.Error(), `events.webhook_url: "..."`) {
 		t.Errorf("unparsable URL: %v", err)
+	}
+}
+
+func TestCaptureConfig(t *testing.T) {
+	if c := defaultConfig(); !reflect.DeepEqual(c.Capture, capture.Config{NodeID: 1, Sample: 1, Queue: 4096}) {
+		t.Errorf("defaults %+v", c.Capture)
+	}
+	p := writeConfig(t, "capture:\n  hep: tcp:homer:9060\n  methods: [INVITE, \"\"]\n  sample: 0\n  queue: -1\n")
+	c, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Validate()
+	if err == nil {
+		t.Fatal("bad capture validated")
+	}
+	for _, want := range []string{
+		p + `:2: capture.hep: "tcp:homer:9060": want udp:HOST:PORT`,
+		p + `:3: capture.methods[1]: "": must be a SIP method name`,
+		p + ":4: capture.sample: 0: must be > 0 and <= 1",
+		p + ":5: capture.queue: -1: must be >= 1",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 	"github.com/sipdispatch/sipdispatch/sip"
+	"github.com/sipdispatch/sipdispatch/sip/capture"
 )
 
 // runServe runs one node until SIGINT/SIGTERM: it loads the destination
@@ -119,6 +120,16 @@ func runServe(args []string, _, stderr io.Writer) error {
 	sipCfg := c.sipConfig()
 	sipCfg.Observer = m
 	sipCfg.Resolver = dnsRes
+	var capt *capture.Sender
+	if c.Capture.HEP != "" {
+		if capt, err = capture.New(c.Capture, log); err != nil {
+			return fmt.Errorf("failed to start SIP capture: %w", err)
+		}
+		sipCfg.Tap = capt
+		m.RegisterCapture(capt)
+	} else {
+		m.RegisterCapture(nil) // the series exist, at 0
+	}
 	gate := &replica.ProbeGate{Registry: reg}
 	if c.Cluster.Enabled {
 		// Probe only this node's share, the leader proposes (docs/cluster-design.md,
@@ -155,12 +166,16 @@ func runServe(args []string, _, stderr io.Writer) error {
 	if hook != nil {
 		go hook.Run(ctx)
 	}
+	if capt != nil {
+		go capt.Run(ctx)
+	}
 	apiDone := make(chan error, 1)
 	b := &nodeBackend{Registry: reg, cfg: &c.Dispatcher.Config, src: src, gate: gate,
 		node: node, clustered: c.Cluster.Enabled}
 	m.WatchDestinations(b)
 	m.RegisterCluster(node)
 	m.RegisterSIPDropped(srv.Dropped)
+	m.RegisterReady(b.Ready)
 	apiSrv := api.New(b, token, log, m.Handler(log))
 	apiSrv.SetCluster(node)
 	var leaver *api.Leaver

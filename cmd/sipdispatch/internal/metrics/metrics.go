@@ -375,6 +375,50 @@ func (m *Metrics) RegisterSIPDropped(dropped func() int64) {
 	}, func() float64 { return float64(dropped()) }))
 }
 
+// RegisterReady exports the node's readiness, the check behind GET /readyz,
+// as a gauge read at scrape time.
+func (m *Metrics) RegisterReady(ready func() error) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sipdispatch_ready",
+		Help: "1 when the node can serve traffic (GET /readyz answers 200), else 0.",
+	}, func() float64 {
+		if ready() != nil {
+			return 0
+		}
+		return 1
+	}))
+}
+
+// Capture is the SIP capture's sender (capture.Sender) as RegisterCapture
+// reads it.
+type Capture interface {
+	Sent() uint64
+	Dropped() uint64
+}
+
+// RegisterCapture exports the HEP sender's counters; with c nil (capture
+// off) both stay 0, so alerts and dashboards find the series on every node.
+func (m *Metrics) RegisterCapture(c Capture) {
+	read := func(f func(Capture) uint64) func() float64 {
+		return func() float64 {
+			if c == nil {
+				return 0
+			}
+			return float64(f(c))
+		}
+	}
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sipdispatch_hep_sent_total",
+			Help: "SIP messages sent to the HEP collector (capture.hep).",
+		}, read(Capture.Sent)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sipdispatch_hep_dropped_total",
+			Help: "Captured SIP messages not sent to the HEP collector: queue full, too large, or a failed write.",
+		}, read(Capture.Dropped)),
+	)
+}
+
 // clusterCollector turns the cluster view into series at scrape time.
 type clusterCollector struct{ c Cluster }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -218,5 +219,47 @@ func TestClusterMetrics(t *testing.T) {
 	body = scrape(t, srv.URL, "", 200)
 	if strings.Contains(body, "sipdispatch_raft_leader") || !strings.Contains(body, "sipdispatch_gossip_members{") {
 		t.Errorf("scrape with a failing raft:\n%s", body)
+	}
+}
+
+type fakeCapture struct{ sent, dropped uint64 }
+
+func (f *fakeCapture) Sent() uint64    { return f.sent }
+func (f *fakeCapture) Dropped() uint64 { return f.dropped }
+
+// The readiness gauge follows the check at each scrape; the HEP counters
+// read the sender, and stay at 0 without one.
+func TestReadyAndCaptureMetrics(t *testing.T) {
+	var notReady error = errors.New("cluster has no leader")
+	m := New(discardLog)
+	m.RegisterReady(func() error { return notReady })
+	c := &fakeCapture{sent: 12, dropped: 3}
+	m.RegisterCapture(c)
+	want := func(ready, sent, dropped int) string {
+		return strings.NewReplacer("READY", strconv.Itoa(ready), "SENT", strconv.Itoa(sent), "DROPPED", strconv.Itoa(dropped)).Replace(`
+# HELP sipdispatch_hep_dropped_total Captured SIP messages not sent to the HEP collector: queue full, too large, or a failed write.
+# TYPE sipdispatch_hep_dropped_total counter
+sipdispatch_hep_dropped_total DROPPED
+# HELP sipdispatch_hep_sent_total SIP messages sent to the HEP collector (capture.hep).
+# TYPE sipdispatch_hep_sent_total counter
+sipdispatch_hep_sent_total SENT
+# HELP sipdispatch_ready 1 when the node can serve traffic (GET /readyz answers 200), else 0.
+# TYPE sipdispatch_ready gauge
+sipdispatch_ready READY
+`)
+	}
+	names := []string{"sipdispatch_ready", "sipdispatch_hep_sent_total", "sipdispatch_hep_dropped_total"}
+	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(want(0, 12, 3)), names...); err != nil {
+		t.Error(err)
+	}
+	notReady, c.sent = nil, 20
+	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(want(1, 20, 3)), names...); err != nil {
+		t.Error(err)
+	}
+	off := New(discardLog)
+	off.RegisterReady(func() error { return nil })
+	off.RegisterCapture(nil)
+	if err := testutil.GatherAndCompare(off.reg, strings.NewReader(want(1, 0, 0)), names...); err != nil {
+		t.Error(err)
 	}
 }
