@@ -308,6 +308,14 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	} else {
 		s.obs.Request(dr.Method, "")
 	}
+	s.onRoute(req, tx, rt, &dr, mf, false)
+}
+
+// onRoute answers req as route rt says: 404 without a route, the reply of a
+// reply route, else the dispatch. fellThrough is true for a route reached
+// from one whose set had nothing active (on_empty: next): 100 Trying went
+// out already.
+func (s *Server) onRoute(req *sipmsg.Request, tx sipmsg.ServerTransaction, rt *Route, dr *dispatch.Request, mf int, fellThrough bool) {
 	switch {
 	case rt == nil:
 		s.reply(req, tx, 404, "Not Found")
@@ -323,11 +331,13 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		s.reply(req, tx, code, reason)
 		return
 	}
-	s.fw.trying(req, tx)
-	if s.fw.takeOver(req, tx, rt, &dr, mf) {
+	if !fellThrough {
+		s.fw.trying(req, tx)
+	}
+	if s.fw.takeOver(req, tx, rt, dr, mf) {
 		return
 	}
-	s.dispatchInitial(req, tx, rt, &dr, mf)
+	s.dispatchInitial(req, tx, rt, dr, mf)
 }
 
 // dispatchInitial selects the destinations of an initial request on its
@@ -352,6 +362,18 @@ func (s *Server) dispatchInitial(req *sipmsg.Request, tx sipmsg.ServerTransactio
 		return
 	case err != nil:
 		s.log.Debug("sip: no destination", "route", rt.Name, "set", d.Set, "err", err)
+		if d.OnEmptyNext && (errors.Is(err, errNoDests) || errors.Is(err, dispatch.ErrNoDestination) || errors.Is(err, dispatch.ErrUnknownSet)) {
+			// Kamailio's `if (!ds_select_dst(1, 4)) ds_select_dst(2, 4)`:
+			// the next route that matches takes the request.
+			next := s.routes.Next(rt, dr, fromSetCheck(s.d, dr))
+			if next == nil {
+				s.unavailable(req, tx)
+				return
+			}
+			s.log.Debug("sip: set empty, next route", "route", rt.Name, "next", next.Name)
+			s.onRoute(req, tx, next, dr, mf, true)
+			return
+		}
 		s.unavailable(req, tx)
 		return
 	}

@@ -195,6 +195,9 @@ func printRoutes(stdout, stderr io.Writer, c *fileConfig, r *sip.Router, sets []
 		if d.Limit > 0 {
 			fmt.Fprintf(stdout, " limit %d", d.Limit)
 		}
+		if d.OnEmptyNext {
+			fmt.Fprint(stdout, " on_empty next")
+		}
 		fmt.Fprintln(stdout)
 		if !d.Alg.Known() {
 			fmt.Fprintf(stderr, "warning: route %d %s: %s\n", i, rt.Name, unknownAlgWarning(d.Alg))
