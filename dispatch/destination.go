@@ -55,7 +55,7 @@ type Attrs struct {
 	Weight   int    // weight: percent share for algorithm 9 (and 15, 16)
 	RWeight  int    // rweight: relative weight 1..100 for algorithm 11
 	MaxLoad  int    // maxload: upper bound of concurrent calls for algorithm 10; 0 = none
-	CC       int    // cc: congestion control flag for algorithm 13
+	CC       int    // cc: congestion control for algorithm 11 (with weight) and 13
 	Latency  int    // latency: initial latency hint, ms
 	Socket   string // socket: local socket to send from, proto:host:port
 	Sockname string // sockname: name of the local socket to send from (wins over socket)
