@@ -106,6 +106,12 @@ func TestDestinationSockets(t *testing.T) {
 // that proxy with the destination's Request-URI; ds_ping_fr_timer bounds the
 // wait for an answer instead of fr_timer.
 func TestProbeSockets(t *testing.T) {
+	for _, mode := range []string{ModeStateful, ModeStateless} {
+		t.Run(mode, func(t *testing.T) { testProbeSockets(t, mode) })
+	}
+}
+
+func testProbeSockets(t *testing.T, mode string) {
 	p1, p2 := freeUDPPort(t), freeUDPPort(t)
 	gwA, gwB, obp := newGateway(t, "answer"), newGateway(t, "answer"), newGateway(t, "answer")
 	a, b := gwA.dest(1), gwB.dest(2)
@@ -118,7 +124,7 @@ func TestProbeSockets(t *testing.T) {
 
 	d := newFakeDispatcher(nil)
 	d.targets = []actors.ProbeTarget{{SetID: 1, Dest: a}, {SetID: 2, Dest: b}, {SetID: 3, Dest: c}, {SetID: 4, Dest: dead}}
-	cfg := testConfig(ModeStateful)
+	cfg := testConfig(mode)
 	cfg.Listen = []string{"udp:127.0.0.1:" + p1, "udp:127.0.0.1:" + p2 + " name second"}
 	cfg.DefaultSockname = "second"
 	cfg.PingInterval = 100 * time.Millisecond
