@@ -262,8 +262,11 @@ func (s *Server) socketAt(spec string) *socket {
 // chooses it: the sockname attribute, else socket, else ds_default_sockname
 // or ds_default_socket; with probe (a keepalive) ping_socket comes first
 // and ds_ping_socket before the defaults. A choice of another transport
-// than dest's is passed over (CheckDestination refuses such attributes at
-// load), and nil means the first listener of the transport.
+// than proto (only a default or, for a keepalive through an outbound proxy,
+// an attribute: CheckDestination refuses attributes of another transport
+// than the destination's at load) stands for a listener of proto on the
+// same address, as Kamailio's get_send_socket does on a protocol mismatch;
+// nil means the first listener of proto.
 func (s *Server) destSocket(dest *dispatch.Destination, proto string, probe bool) *socket {
 	var cands [6]*socket
 	n := 0
@@ -285,8 +288,16 @@ func (s *Server) destSocket(dest *dispatch.Destination, proto string, probe bool
 	cands[n] = s.defSock
 	n++
 	for _, k := range cands[:n] {
-		if k != nil && k.proto == proto {
+		if k == nil {
+			continue
+		}
+		if k.proto == proto {
 			return k
+		}
+		for _, l := range s.socks {
+			if l.proto == proto && l.ip.Equal(k.ip) {
+				return l
+			}
 		}
 	}
 	return nil

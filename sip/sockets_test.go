@@ -169,3 +169,37 @@ func atoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// TestDefaultSocketOtherTransport: ds_default_socket of another transport
+// than a destination's stands for the listener of its transport on the same
+// address (Kamailio's get_send_socket on a protocol mismatch), else the
+// first listener of its transport.
+func TestDefaultSocketOtherTransport(t *testing.T) {
+	p := freeUDPPort(t)
+	cfg := testConfig(ModeStateful)
+	cfg.Listen = []string{"udp:127.0.0.1:0", "tcp:127.0.0.1:0", "udp:127.0.0.2:" + p, "tcp:127.0.0.2:0"}
+	cfg.DefaultSocket = "udp:127.0.0.2:" + p
+	s, err := NewServer(cfg, newFakeDispatcher(nil), fixedRoutes{}, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.close) // close is idempotent
+	tcp := dispatch.Destination{URI: "sip:192.0.2.1;transport=tcp", Host: "192.0.2.1", Transport: "tcp"}
+	if k := s.destSocket(&tcp, "tcp", false); k != s.socks[3] {
+		t.Errorf("tcp destination leaves from %v, want %s", k, s.socks[3].addr())
+	}
+	s.close() // frees the ports for the second server
+	cfg.Listen = cfg.Listen[:3]
+	s2, err := NewServer(cfg, newFakeDispatcher(nil), fixedRoutes{}, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s2.close)
+	if k := s2.destSocket(&tcp, "tcp", false); k != nil {
+		t.Errorf("no tcp listener on 127.0.0.2: got %s, want the first tcp listener (nil)", k.addr())
+	}
+	udp := dispatch.Destination{URI: "sip:192.0.2.1", Host: "192.0.2.1"}
+	if k := s2.destSocket(&udp, "udp", false); k != s2.socks[2] {
+		t.Errorf("udp destination leaves from %v, want the default socket", k)
+	}
+}
