@@ -33,7 +33,7 @@ func TestKamailio61Fixtures(t *testing.T) {
 			"dispatcher keys mapped: db_url table_name setid_col destination_col flags_col priority_col attrs_col flags use_default hash_pvar " +
 				"ds_ping_method ds_ping_from ds_ping_interval ds_ping_fr_timer ds_ping_latency_stats ds_retain_latency_stats ds_latency_estimator_alpha " +
 				"ds_ping_reply_codes ds_probing_threshold ds_inactive_threshold ds_probing_mode ds_hash_size ds_hash_expire ds_hash_initexpire " +
-				"ds_hash_check_interval outbound_proxy ds_default_socket ds_default_sockname ds_ping_socket ds_db_extra_attrs ds_load_mode reload_delta\n" +
+				"ds_hash_check_interval outbound_proxy ds_default_socket ds_default_sockname ds_ping_socket ds_db_extra_attrs ds_load_mode reload_delta ds_dns_mode ds_dns_interval ds_dns_ttl ds_dns_match_all\n" +
 				"dispatcher keys ignored (see the warnings): force_dst xavp_dst"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
