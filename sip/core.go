@@ -463,8 +463,9 @@ func (s *Server) destHop(dest *dispatch.Destination) (hop, error) {
 
 // dispatchOutgoing builds the request for one destination of a selection,
 // sent to h (destHop): ds_select_domain's R-URI rewrite, the route's
-// headers, Record-Route.
-func (s *Server) dispatchOutgoing(req *sipmsg.Request, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, h hop, mf int, branch string) *sipmsg.Request {
+// headers, Record-Route. tx is req's server transaction, which tells the
+// listener req came in on.
+func (s *Server) dispatchOutgoing(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, h hop, mf int, branch string) *sipmsg.Request {
 	s.obs.Selected(sel.SetID, dest.URI)
 	pop, _ := s.ownRoutes(req) // a preloaded Route to us
 	fwd := s.outgoing(req, h, mf, pop, branch)
@@ -485,15 +486,54 @@ func (s *Server) dispatchOutgoing(req *sipmsg.Request, dr *dispatch.Request, d *
 		if sel.LoadAdded {
 			loadSet = sel.SetID
 		}
-		in := strings.ToLower(req.Transport())
-		if in != h.proto {
-			// Double Record-Route (RFC 5658) when the transports differ,
-			// so that each side reaches us on its own transport.
-			s.recordRoute(fwd, nil, in, loadSet)
+		in, inSock := strings.ToLower(req.Transport()), s.arrivedOn(tx)
+		inHost, inPort := s.sentFrom(inSock, in)
+		outHost, outPort := s.sentFrom(h.sock, h.proto)
+		if in != h.proto || inHost != outHost || inPort != outPort {
+			// Double Record-Route (RFC 5658) when the request leaves on
+			// another transport or listener than it came in on (a socket
+			// attribute), so that each side reaches us where it can.
+			s.recordRoute(fwd, inSock, in, loadSet)
 		}
 		s.recordRoute(fwd, h.sock, h.proto, loadSet)
 	}
 	return fwd
+}
+
+// arrivedOn is the listener a request came in on, from its server
+// transaction (stateless mode's per-listener wireTx, or sipgo's, whose
+// connection's local address is the listener's), or nil when unknown.
+func (s *Server) arrivedOn(tx sipmsg.ServerTransaction) *socket {
+	switch t := tx.(type) {
+	case *wireTx:
+		for _, k := range s.socks {
+			if k.tx == t {
+				return k
+			}
+		}
+	case interface{ Connection() sipmsg.Connection }:
+		c := t.Connection()
+		if c == nil {
+			return nil
+		}
+		var ip net.IP
+		var port int
+		udp := false
+		switch a := c.LocalAddr().(type) {
+		case *net.UDPAddr:
+			ip, port, udp = a.IP, a.Port, true
+		case *net.TCPAddr:
+			ip, port = a.IP, a.Port
+		default:
+			return nil
+		}
+		for _, k := range s.socks {
+			if (k.proto == "udp") == udp && k.port == port && (k.ip.Equal(ip) || k.ip.IsUnspecified()) {
+				return k
+			}
+		}
+	}
+	return nil
 }
 
 // recordRoute prepends our Record-Route for proto (RFC 3261 §16.6 step 4);

@@ -78,11 +78,42 @@ func TestDestinationSockets(t *testing.T) {
 				if src != g.want || via != g.want {
 					t.Errorf("%s: INVITE from port %s, Via port %s; want %s", g.name, src, via, g.want)
 				}
-				if rr := g.gw.lastInvite.Load().RecordRoute(); rr == nil || itoa(rr.Address.Port) != g.want {
-					t.Errorf("%s: Record-Route %v, want port %s", g.name, rr, g.want)
+				// Our Record-Route on top names the listener towards the
+				// gateway; when that is not the one the call came in on
+				// (p1), a second one names that (RFC 5658).
+				var rrPorts []string
+				for _, h := range g.gw.lastInvite.Load().GetHeaders("Record-Route") {
+					rrPorts = append(rrPorts, itoa(h.(*sipmsg.RecordRouteHeader).Address.Port))
+				}
+				wantRR := []string{g.want}
+				if g.want != p1 {
+					wantRR = append(wantRR, p1)
+				}
+				if strings.Join(rrPorts, ",") != strings.Join(wantRR, ",") {
+					t.Errorf("%s: Record-Route ports %v, want %v", g.name, rrPorts, wantRR)
 				}
 				if g.gw.byes.Load() != 1 {
 					t.Errorf("%s: gateway got %d BYEs, want 1", g.name, g.gw.byes.Load())
+				}
+			}
+
+			// The same three calls sent to the second listener (p2): a and
+			// b leave from where they came in (one Record-Route), c from
+			// p1, so two, the lower one naming p2.
+			for range 3 {
+				u.call(t, "127.0.0.1:"+p2)
+			}
+			for _, g := range []struct {
+				name string
+				gw   *gateway
+				want string
+			}{{"socket", gwA, p2}, {"sockname", gwB, p2}, {"no attribute", gwC, p1 + "," + p2}} {
+				var rrPorts []string
+				for _, h := range g.gw.lastInvite.Load().GetHeaders("Record-Route") {
+					rrPorts = append(rrPorts, itoa(h.(*sipmsg.RecordRouteHeader).Address.Port))
+				}
+				if got := strings.Join(rrPorts, ","); got != g.want {
+					t.Errorf("%s, in on %s: Record-Route ports %s, want %s", g.name, p2, got, g.want)
 				}
 			}
 
