@@ -56,6 +56,22 @@ func (a *Attrs) setKnown(name, v string, dup bool) error {
 			a.Socket = v
 		}
 		return nil
+	case "ping_socket":
+		if err := checkSocket(v); err != nil {
+			return fmt.Errorf("ping_socket: %w", err)
+		}
+		if !dup {
+			a.PingSocket = v
+		}
+		return nil
+	case "sockname":
+		if v == "" {
+			return fmt.Errorf("sockname: empty")
+		}
+		if !dup {
+			a.Sockname = v
+		}
+		return nil
 	case "ping_from", "obproxy":
 		if !hasSIPScheme(v) {
 			return fmt.Errorf("%s %q: must be a sip: or sips: URI", name, v)
@@ -106,6 +122,27 @@ func checkSocket(v string) error {
 		return fmt.Errorf("%q: %w", v, err)
 	}
 	return nil
+}
+
+// ParseExtraAttrs parses ds_db_extra_attrs, "aname=column;...": each
+// attribute name with the table column whose value it takes. A column is
+// an SQL identifier (letters, digits, '_'), as it is written into the query.
+func ParseExtraAttrs(s string) ([]Attr, error) {
+	pairs, err := parseParams(strings.TrimSuffix(s, ";"))
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pairs {
+		if p.Value == "" {
+			return nil, fmt.Errorf("%q has no column (want name=column)", p.Name)
+		}
+		for _, c := range p.Value {
+			if !(c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+				return nil, fmt.Errorf("column %q: only letters, digits and '_'", p.Value)
+			}
+		}
+	}
+	return pairs, nil
 }
 
 // parseParams splits `name[=value];...` as Kamailio's parse_params does, but

@@ -13,8 +13,9 @@ package dispatch
 // disabled through the API. If the source's flags for it changed, the operator
 // edited that line to change its state, so the new source flags win and the
 // counters restart. The no-DNS and never-ping bits always come from the new
-// source. Latency statistics, call-load entries, the log clock and the
-// tombstones of ended calls always carry over.
+// source. Latency statistics carry over unless ds_retain_latency_stats is 0
+// (then they restart from the source's latency attribute). Call-load
+// entries, the log clock and the tombstones of ended calls always carry over.
 //
 // Load entries on destinations that no longer exist are dropped; CarryOver
 // returns how many, for the caller to log. old is not changed.
@@ -44,7 +45,9 @@ func (s *SetState) CarryOver(old *SetState) (dropped int) {
 			st.Flags = old.State[j].Flags&markable | src&^markable
 			st.Failures, st.Successes = old.State[j].Failures, old.State[j].Successes
 		}
-		st.Latency = old.State[j].Latency
+		if s.cfg.RetainLatencyStats != 0 {
+			st.Latency = old.State[j].Latency
+		}
 	}
 	for id, e := range old.load.m {
 		i := newIndex[e.dest]

@@ -129,3 +129,23 @@ func TestCarryOverDuplicateKeys(t *testing.T) {
 	}
 	checkLoads(t, s)
 }
+
+// TestCarryOverLatency: ds_retain_latency_stats 1 (the default) keeps a
+// destination's latency statistics across a reload; 0 restarts them from the
+// source (the latency attribute), as Kamailio's default does.
+func TestCarryOverLatency(t *testing.T) {
+	for _, retain := range []int{0, 1} {
+		tweak := func(c *Config) { c.PingLatencyStats, c.RetainLatencyStats = 1, retain }
+		old := newTestSet(t, "1 sip:10.0.0.1 0 0 duid=a;latency=40\n", tweak)
+		old.State[0].Latency = LatencyStats{Count: 20, Avg: 12, Est: 11, Max: 30, Min: 5}
+		s := newTestSet(t, "1 sip:10.0.0.1 0 0 duid=a;latency=40\n", tweak)
+		s.CarryOver(old)
+		want := initialLatency(s.Dests[0].Attrs)
+		if retain == 1 {
+			want = old.State[0].Latency
+		}
+		if got := s.State[0].Latency; got != want {
+			t.Errorf("retain %d: latency %+v, want %+v", retain, got, want)
+		}
+	}
+}

@@ -66,6 +66,33 @@ type Config struct {
 	// so a value from such a config converts to 1000 minus it.
 	LatencyEstimatorAlpha int `yaml:"ds_latency_estimator_alpha"`
 
+	// PingFRTimer (ds_ping_fr_timer, also spelt ds_ping_fr_timeout) is how
+	// long a keepalive waits for its final reply, in milliseconds; 0 = the
+	// proxy's fr_timer. Default 0.
+	PingFRTimer int `yaml:"ds_ping_fr_timer"`
+	// RetainLatencyStats: 1 keeps each destination's latency statistics
+	// across a reload (matched as the rest of the runtime state), 0 restarts
+	// them from the source. Default 1 (docs/configuration.md says why).
+	RetainLatencyStats int `yaml:"ds_retain_latency_stats"`
+	// OutboundProxy is the SIP URI keepalives are sent through, unless a
+	// destination has an obproxy attribute; "" = straight to the destination.
+	OutboundProxy string `yaml:"outbound_proxy"`
+	// DefaultSocket (proto:host:port) and DefaultSockname (a listener's
+	// name) choose the listener that requests and keepalives leave from
+	// when a destination names none; the name wins. "" = the first listener
+	// of the destination's transport.
+	DefaultSocket   string `yaml:"ds_default_socket"`
+	DefaultSockname string `yaml:"ds_default_sockname"`
+	// PingSocket (proto:host:port) is the listener keepalives leave from
+	// when a destination has no ping_socket, sockname or socket attribute.
+	PingSocket string `yaml:"ds_ping_socket"`
+	// DBExtraAttrs ("aname=column;...") names extra columns of the database
+	// table appended to each row's attrs as aname=value. Default "".
+	DBExtraAttrs string `yaml:"ds_db_extra_attrs"`
+	// ReloadDelta is the minimum number of seconds between two reloads,
+	// runtime adds or removes; 0 = no limit. Default 0.
+	ReloadDelta int `yaml:"reload_delta"`
+
 	// HashSize is log2 of the call-load table's slots; > 0 enables algorithm 10.
 	HashSize int `yaml:"ds_hash_size"`
 	// HashExpire is the lifetime of a confirmed call-load entry, seconds. Default 7200.
@@ -128,6 +155,7 @@ func DefaultConfig() Config {
 		ProbingThreshold:      3,
 		InactiveThreshold:     1,
 		LatencyEstimatorAlpha: 100,
+		RetainLatencyStats:    1,
 		HashExpire:            7200,
 		HashInitExpire:        7200,
 		HashCheckInterval:     30,
@@ -187,6 +215,30 @@ func (c *Config) Validate() error {
 	}
 	if c.LatencyEstimatorAlpha < 0 || c.LatencyEstimatorAlpha > 1000 {
 		bad("ds_latency_estimator_alpha", c.LatencyEstimatorAlpha, "must be 0..1000")
+	}
+	if c.PingFRTimer < 0 {
+		bad("ds_ping_fr_timer", c.PingFRTimer, "must be >= 0 milliseconds")
+	}
+	if c.RetainLatencyStats != 0 && c.RetainLatencyStats != 1 {
+		bad("ds_retain_latency_stats", c.RetainLatencyStats, "must be 0 or 1")
+	}
+	if c.OutboundProxy != "" && !hasSIPScheme(c.OutboundProxy) {
+		bad("outbound_proxy", strconv.Quote(c.OutboundProxy), "must be a sip: or sips: URI")
+	}
+	for _, s := range []struct{ key, v string }{{"ds_default_socket", c.DefaultSocket}, {"ds_ping_socket", c.PingSocket}} {
+		if s.v != "" {
+			if err := checkSocket(s.v); err != nil {
+				bad(s.key, strconv.Quote(s.v), err.Error())
+			}
+		}
+	}
+	if c.DBExtraAttrs != "" {
+		if _, err := ParseExtraAttrs(c.DBExtraAttrs); err != nil {
+			bad("ds_db_extra_attrs", strconv.Quote(c.DBExtraAttrs), err.Error())
+		}
+	}
+	if c.ReloadDelta < 0 {
+		bad("reload_delta", c.ReloadDelta, "must be >= 0 seconds")
 	}
 	if c.HashSize < 0 || c.HashSize > 24 {
 		bad("ds_hash_size", c.HashSize, "must be 0..24 (log2 of the slots)")

@@ -55,12 +55,15 @@ type Attrs struct {
 	Weight   int    // weight: percent share for algorithm 9 (and 15, 16)
 	RWeight  int    // rweight: relative weight 1..100 for algorithm 11
 	MaxLoad  int    // maxload: upper bound of concurrent calls for algorithm 10; 0 = none
-	CC       int    // cc: congestion control flag for algorithm 13
+	CC       int    // cc: congestion control for algorithm 11 (with weight) and 13
 	Latency  int    // latency: initial latency hint, ms
 	Socket   string // socket: local socket to send from, proto:host:port
-	PingFrom string // ping_from: From URI of this destination's keepalives
-	OBProxy  string // obproxy: outbound proxy URI for this destination
-	Pairs    []Attr // every name=value pair in order
+	Sockname string // sockname: name of the local socket to send from (wins over socket)
+	// PingSocket (ping_socket) is the local socket keepalives leave from.
+	PingSocket string
+	PingFrom   string // ping_from: From URI of this destination's keepalives
+	OBProxy    string // obproxy: outbound proxy URI of this destination's keepalives
+	Pairs      []Attr // every name=value pair in order
 }
 
 // Attr is one name=value pair of an attribute string.

@@ -11,4 +11,8 @@ var (
 	ErrUnknownSet = errors.New("unknown set")
 	// ErrUnknownDestination means the set has no destination with that URI or duid.
 	ErrUnknownDestination = errors.New("unknown destination")
+	// ErrOngoingReload refuses a reload, add or remove that comes less than
+	// reload_delta seconds after the previous one; the API answers it as
+	// Kamailio does, 500 "Ongoing reload".
+	ErrOngoingReload = errors.New("Ongoing reload")
 )

@@ -236,6 +236,12 @@ func (s *SetState) Probe(i int, res ProbeResult, now time.Time) (Event, bool) {
 	st := &s.State[i]
 	if s.cfg.PingLatencyStats == 1 && st.Flags&FlagProbing != 0 {
 		s.updateLatency(&st.Latency, res)
+		if s.allCC() {
+			// Kamailio rebuilds the relative weights after a keepalive
+			// only when every destination of the set has cc=1; otherwise
+			// the congestion weights wait for the next state change.
+			s.initRelativeWeights()
+		}
 	}
 	mode := s.cfg.ProbingMode
 	if (mode == 3 && st.Flags&FlagProbing == 0) || st.Flags&FlagDisabled != 0 {
@@ -253,6 +259,16 @@ func (s *SetState) Probe(i int, res ProbeResult, now time.Time) (Event, bool) {
 		}
 	}
 	return s.update(i, set, markable, now)
+}
+
+// allCC reports whether every destination of the set has cc=1.
+func (s *SetState) allCC() bool {
+	for i := range s.Dests {
+		if s.Dests[i].Attrs.CC == 0 {
+			return false
+		}
+	}
+	return len(s.Dests) > 0
 }
 
 // ShouldProbe reports whether destination i gets a keepalive on this round

@@ -50,13 +50,14 @@ type SetState struct {
 	tmpl *Template // compiled cfg.HashPVar, nil when empty
 	rng  *rand.Rand
 
-	rr     int   // round-robin cursor (Kamailio idx->last)
-	wlist  []int // algorithm 9: 100 slots of destination indexes
-	wlast  int
-	rwlist []int // algorithm 11: 100 slots over the active destinations
-	rwlast int
-	pwlist []int // algorithm 15: 100 slots over the best live priority group
-	pwlast int
+	rr       int   // round-robin cursor (Kamailio idx->last)
+	wlist    []int // algorithm 9: 100 slots of destination indexes
+	wlast    int
+	rwlist   []int // algorithm 11: 100 slots over the active destinations
+	rwlast   int
+	rweights []int // algorithm 11: scratch for relativeWeights
+	pwlist   []int // algorithm 15: 100 slots over the best live priority group
+	pwlast   int
 
 	rrSerial  bool      // algorithm 14 round-robins (all priorities equal and > 0)
 	seeds     []uint64  // algorithm 16: per-destination rendezvous seeds

@@ -62,10 +62,11 @@ func (s *SetState) initRelativeWeights() {
 	if s.rwlist == nil {
 		s.rwlist = make([]int, 100)
 	}
+	rw := s.relativeWeights()
 	sum := 0
 	for i := range s.Dests {
 		if !s.State[i].Flags.Skip() {
-			sum += s.Dests[i].Attrs.RWeight
+			sum += rw[i]
 		}
 	}
 	if sum <= 0 {
@@ -77,7 +78,7 @@ func (s *SetState) initRelativeWeights() {
 		if s.State[j].Flags.Skip() {
 			continue
 		}
-		for k := s.Dests[j].Attrs.RWeight * 100 / sum; k > 0 && t < 100; k-- {
+		for k := rw[j] * 100 / sum; k > 0 && t < 100; k-- {
 			s.rwlist[t] = j
 			t++
 		}
@@ -91,6 +92,53 @@ func (s *SetState) initRelativeWeights() {
 	}
 	s.shuffle100(s.rwlist)
 }
+
+// relativeWeights are algorithm 11's weights: the rweight attributes, except
+// that with latency statistics on (ds_ping_latency_stats) a destination with
+// cc=1 and a weight gets Kamailio's congestion-controlled weight
+// (ds_update_latency): weight minus its congestion, the milliseconds its
+// latency estimate runs above its mean (at least 0). When every destination
+// of the set has cc=1 and more than one, and none of the weighted ones, is
+// down to 0, each gets total congestion×16 / its own congestion instead, so
+// the least congested take the most. Kamailio updates the probed
+// destination's weight at each keepalive and the others at theirs; here all
+// are recomputed from their statistics whenever the table is rebuilt.
+func (s *SetState) relativeWeights() []int {
+	if cap(s.rweights) < len(s.Dests) {
+		s.rweights = make([]int, len(s.Dests))
+	}
+	rw := s.rweights[:len(s.Dests)]
+	all, congested, normal, total := true, 0, 0, 0
+	for i := range s.Dests {
+		a := &s.Dests[i].Attrs
+		rw[i] = a.RWeight
+		if a.CC == 0 {
+			all = false
+			continue
+		}
+		if l := &s.State[i].Latency; s.cfg.PingLatencyStats != 1 || a.Weight <= 0 || l.Count == 0 && l.Timeouts == 0 {
+			continue // not probed yet: Kamailio keeps the rweight attribute until then
+		}
+		cms := s.State[i].Latency.congestion()
+		total += cms
+		rw[i] = max(0, a.Weight-cms)
+		if rw[i] == 0 {
+			congested++
+		} else {
+			normal++
+		}
+	}
+	if all && congested > 1 && normal == 0 {
+		for i := range s.Dests {
+			rw[i] = (total << 4) / max(1, s.State[i].Latency.congestion())
+		}
+	}
+	return rw
+}
+
+// congestion is Kamailio's congestion_ms: how far the latency estimate
+// runs above the mean, whole milliseconds, at least 0.
+func (l *LatencyStats) congestion() int { return max(0, int(l.Est-l.Avg)) }
 
 // initPriorityWeights rebuilds the algorithm 15 table: the best live
 // priority group is the selectable destinations with the LOWEST priority

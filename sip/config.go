@@ -10,6 +10,8 @@ import (
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
 // Proxy modes (docs/configuration.md#proxy).
@@ -58,6 +60,19 @@ type Config struct {
 	// PingFrom is the keepalive From URI (ds_ping_from), unless a destination
 	// has a ping_from attribute.
 	PingFrom string
+	// PingTimeout is how long a keepalive waits for its final reply
+	// (ds_ping_fr_timer); 0 = FRTimer.
+	PingTimeout time.Duration
+	// PingProxy is the SIP URI keepalives are sent through (outbound_proxy)
+	// unless a destination has an obproxy attribute; "" = none.
+	PingProxy string
+	// DefaultSocket (ds_default_socket, proto:host[:port]) or, winning over
+	// it, DefaultSockname (ds_default_sockname, a listener's name) is the
+	// listener requests and keepalives leave from when the destination
+	// names none and it has the destination's transport; PingSocket
+	// (ds_ping_socket) is that listener for keepalives only, ahead of both.
+	// Each must be one of Listen; "" = the first listener of the transport.
+	DefaultSocket, DefaultSockname, PingSocket string
 	// UserAgent is the User-Agent of locally generated requests and the
 	// Server header of local replies.
 	UserAgent string
@@ -93,6 +108,7 @@ type ListenAddr struct {
 	Proto string // udp, tcp or tls
 	Host  string // an IP address without brackets; "" = every address
 	Port  int    // 0 picks a free port (tests)
+	Name  string // Kamailio's socket name (`name sock1`), for sockname; "" = none
 }
 
 // Addr is the host:port to bind.
@@ -109,9 +125,26 @@ const (
 
 // ParseListen reads one listen entry, PROTO:HOST[:PORT] with PROTO udp, tcp
 // or tls (any case) and HOST an IP address, IPv6 in brackets. A missing port
-// is 5060, or 5061 for tls, as Kamailio's listen. It is the one parser of
-// SIP listen addresses: `sipdispatch check` and the server both use it.
+// is 5060, or 5061 for tls, as Kamailio's listen. A trailing ` name NAME`
+// (quotes optional) names the socket, as Kamailio's `listen=... name "NAME"`,
+// for the sockname attribute and ds_default_sockname. It is the one parser
+// of SIP listen addresses: `sipdispatch check` and the server both use it.
 func ParseListen(s string) (ListenAddr, error) {
+	name := ""
+	if f := strings.Fields(s); len(f) == 3 && strings.EqualFold(f[1], "name") {
+		s, name = f[0], strings.Trim(f[2], `"`)
+		if name == "" {
+			return ListenAddr{}, errors.New("empty socket name")
+		}
+	} else if len(f) != 1 {
+		return ListenAddr{}, errors.New(`want PROTO:HOST[:PORT] [name NAME]`)
+	}
+	la, err := parseListenAddr(s)
+	la.Name = name
+	return la, err
+}
+
+func parseListenAddr(s string) (ListenAddr, error) {
 	proto, hp, ok := strings.Cut(s, ":")
 	if !ok {
 		return ListenAddr{}, errors.New("want PROTO:HOST[:PORT] with PROTO udp, tcp or tls")
@@ -217,6 +250,36 @@ func (c *Config) Validate() error {
 	if c.PingInterval < 0 {
 		bad("dispatcher.ds_ping_interval", c.PingInterval, "must not be negative")
 	}
+	if c.PingTimeout < 0 {
+		bad("dispatcher.ds_ping_fr_timer", c.PingTimeout, "must not be negative")
+	}
+	if c.PingProxy != "" {
+		var u sipmsg.Uri
+		if err := sipmsg.ParseUri(c.PingProxy, &u); err != nil {
+			bad("dispatcher.outbound_proxy", q(c.PingProxy), err.Error())
+		}
+	}
+	names := map[string]bool{}
+	for i, l := range c.Listen {
+		if la, err := ParseListen(l); err == nil && la.Name != "" {
+			if names[la.Name] {
+				bad(fmt.Sprintf("listen[%d]", i), q(l), "socket name "+q(la.Name)+" used twice")
+			}
+			names[la.Name] = true
+		}
+	}
+	if c.DefaultSockname != "" {
+		if _, err := c.listenerNamed(c.DefaultSockname); err != nil {
+			bad("dispatcher.ds_default_sockname", q(c.DefaultSockname), err.Error())
+		}
+	}
+	for _, k := range []struct{ key, v string }{{"dispatcher.ds_default_socket", c.DefaultSocket}, {"dispatcher.ds_ping_socket", c.PingSocket}} {
+		if k.v != "" {
+			if _, err := c.listenerAt(k.v); err != nil {
+				bad(k.key, q(k.v), err.Error())
+			}
+		}
+	}
 	if c.PingInterval > 0 {
 		if c.PingMethod == "" || strings.ContainsAny(c.PingMethod, " \t\r\n") {
 			bad("dispatcher.ds_ping_method", q(c.PingMethod), "want a method token")
@@ -225,6 +288,61 @@ func (c *Config) Validate() error {
 		if err := sipmsg.ParseUri(c.PingFrom, &u); err != nil {
 			bad("dispatcher.ds_ping_from", q(c.PingFrom), err.Error())
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// listenerAt is the index in Listen of the listener a Kamailio socket
+// value (proto:host[:port]) names: same transport, address and port.
+func (c *Config) listenerAt(spec string) (int, error) {
+	want, err := parseListenAddr(spec)
+	if err != nil {
+		return -1, err
+	}
+	for i, l := range c.Listen {
+		if la, err := ParseListen(l); err == nil && la.Proto == want.Proto && la.Host == want.Host && la.Port == want.Port {
+			return i, nil
+		}
+	}
+	return -1, errors.New("not one of the listen sockets")
+}
+
+// listenerNamed is the index in Listen of the listener named name.
+func (c *Config) listenerNamed(name string) (int, error) {
+	for i, l := range c.Listen {
+		if la, err := ParseListen(l); err == nil && la.Name == name {
+			return i, nil
+		}
+	}
+	return -1, errors.New("no listen socket has this name (listen: [\"udp:IP:PORT name NAME\"])")
+}
+
+// CheckDestination reports a destination whose socket, sockname or
+// ping_socket attribute names no listener of c, or one of another transport
+// than the destination's: Kamailio refuses such a destination at load
+// (ds_add_dst), and sipdispatch must not silently send from elsewhere.
+func (c *Config) CheckDestination(d *dispatch.Destination) error {
+	proto := d.EffectiveTransport()
+	check := func(attr, v string, i int, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", attr, v, err)
+		}
+		if la, _ := ParseListen(c.Listen[i]); la.Proto != proto {
+			return fmt.Errorf("%s %q: a %s listener cannot send to this %s destination", attr, v, la.Proto, proto)
+		}
+		return nil
+	}
+	var errs []error
+	if v := d.Attrs.Sockname; v != "" {
+		i, err := c.listenerNamed(v)
+		errs = append(errs, check("sockname", v, i, err))
+	} else if v := d.Attrs.Socket; v != "" {
+		i, err := c.listenerAt(v)
+		errs = append(errs, check("socket", v, i, err))
+	}
+	if v := d.Attrs.PingSocket; v != "" {
+		i, err := c.listenerAt(v)
+		errs = append(errs, check("ping_socket", v, i, err))
 	}
 	return errors.Join(errs...)
 }

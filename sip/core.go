@@ -20,8 +20,9 @@ import (
 
 // hop is where a request goes next.
 type hop struct {
-	addr  string // host:port
-	proto string // udp, tcp, tls
+	addr  string  // host:port
+	proto string  // udp, tcp, tls
+	sock  *socket // the listener to send from; nil = the first of proto
 }
 
 // hopOf is the next hop a URI of a Route or an in-dialog Request-URI names
@@ -239,7 +240,7 @@ func (s *Server) outgoing(req *sipmsg.Request, h hop, mf, pop int, branch string
 			}
 		}
 	}
-	host, port := s.sentBy(h.proto)
+	host, port := s.sentFrom(h.sock, h.proto)
 	via := &sipmsg.ViaHeader{
 		ProtocolName:    "SIP",
 		ProtocolVersion: "2.0",
@@ -251,15 +252,29 @@ func (s *Server) outgoing(req *sipmsg.Request, h hop, mf, pop int, branch string
 	fwd.PrependHeader(via)
 	fwd.SetDestination(h.addr)
 	fwd.SetTransport(strings.ToUpper(h.proto))
-	fwd.Laddr = sipmsg.Addr{}
-	if h.proto == "udp" {
-		// Send from the listener so that replies and in-dialog requests
-		// come back to it, not to an ephemeral socket.
-		if k := s.socketFor("udp"); k != nil {
-			fwd.Laddr = sipmsg.Addr{IP: k.ip, Port: k.port}
-		}
-	}
+	fwd.Laddr = s.laddr(h.sock, h.proto)
 	return fwd
+}
+
+// laddr is the local address a request over proto leaves from. Over UDP it
+// is the listener itself, so that replies and in-dialog requests come back
+// to it, not to an ephemeral socket. Over TCP and TLS a chosen listener
+// (k) gives the connection's source address, with an ephemeral port as
+// Kamailio's; without one the system picks.
+func (s *Server) laddr(k *socket, proto string) sipmsg.Addr {
+	if proto == "udp" {
+		if k == nil {
+			k = s.socketFor("udp")
+		}
+		if k != nil {
+			return sipmsg.Addr{IP: k.ip, Port: k.port}
+		}
+		return sipmsg.Addr{}
+	}
+	if k != nil && !k.ip.IsUnspecified() {
+		return sipmsg.Addr{IP: k.ip}
+	}
+	return sipmsg.Addr{}
 }
 
 // fromSetCheck is the ds_is_from_list callback for dr's source: set id -1
@@ -293,6 +308,14 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	} else {
 		s.obs.Request(dr.Method, "")
 	}
+	s.onRoute(req, tx, rt, &dr, mf, false)
+}
+
+// onRoute answers req as route rt says: 404 without a route, the reply of a
+// reply route, else the dispatch. fellThrough is true for a route reached
+// from one whose set had nothing active (on_empty: next): 100 Trying went
+// out already.
+func (s *Server) onRoute(req *sipmsg.Request, tx sipmsg.ServerTransaction, rt *Route, dr *dispatch.Request, mf int, fellThrough bool) {
 	switch {
 	case rt == nil:
 		s.reply(req, tx, 404, "Not Found")
@@ -308,11 +331,13 @@ func (s *Server) initial(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		s.reply(req, tx, code, reason)
 		return
 	}
-	s.fw.trying(req, tx)
-	if s.fw.takeOver(req, tx, rt, &dr, mf) {
+	if !fellThrough {
+		s.fw.trying(req, tx)
+	}
+	if s.fw.takeOver(req, tx, rt, dr, mf) {
 		return
 	}
-	s.dispatchInitial(req, tx, rt, &dr, mf)
+	s.dispatchInitial(req, tx, rt, dr, mf)
 }
 
 // dispatchInitial selects the destinations of an initial request on its
@@ -337,6 +362,18 @@ func (s *Server) dispatchInitial(req *sipmsg.Request, tx sipmsg.ServerTransactio
 		return
 	case err != nil:
 		s.log.Debug("sip: no destination", "route", rt.Name, "set", d.Set, "err", err)
+		if d.OnEmptyNext && (errors.Is(err, errNoDests) || errors.Is(err, dispatch.ErrNoDestination) || errors.Is(err, dispatch.ErrUnknownSet)) {
+			// Kamailio's `if (!ds_select_dst(1, 4)) ds_select_dst(2, 4)`:
+			// the next route that matches takes the request.
+			next := s.routes.Next(rt, dr, fromSetCheck(s.d, dr))
+			if next == nil {
+				s.unavailable(req, tx)
+				return
+			}
+			s.log.Debug("sip: set empty, next route", "route", rt.Name, "next", next.Name)
+			s.onRoute(req, tx, next, dr, mf, true)
+			return
+		}
 		s.unavailable(req, tx)
 		return
 	}
@@ -405,11 +442,13 @@ func (s *Server) onAck(req *sipmsg.Request) {
 }
 
 // destHop is where a request for dest goes: its address, or for a host
-// name the first RFC 3263 target (docs/proxy.md#destinations-named-by-host-name).
+// name the first RFC 3263 target (docs/proxy.md#destinations-named-by-host-name),
+// and the listener it leaves from (docs/proxy.md#local-sockets).
 // A name not resolved yet waits for DNS up to fr_timer.
 func (s *Server) destHop(dest *dispatch.Destination) (hop, error) {
 	if !isName(dest) {
-		return hop{addr: dest.HostPort(), proto: dest.EffectiveTransport()}, nil
+		proto := dest.EffectiveTransport()
+		return hop{addr: dest.HostPort(), proto: proto, sock: s.destSocket(dest, proto, false)}, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
 	defer cancel()
@@ -419,13 +458,14 @@ func (s *Server) destHop(dest *dispatch.Destination) (hop, error) {
 		s.log.Debug("sip: destination not resolved", "uri", dest.URI, "err", err)
 		return hop{}, err
 	}
-	return hop{addr: hostPort(t), proto: t.Transport}, nil
+	return hop{addr: hostPort(t), proto: t.Transport, sock: s.destSocket(dest, t.Transport, false)}, nil
 }
 
 // dispatchOutgoing builds the request for one destination of a selection,
 // sent to h (destHop): ds_select_domain's R-URI rewrite, the route's
-// headers, Record-Route.
-func (s *Server) dispatchOutgoing(req *sipmsg.Request, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, h hop, mf int, branch string) *sipmsg.Request {
+// headers, Record-Route. tx is req's server transaction, which tells the
+// listener req came in on.
+func (s *Server) dispatchOutgoing(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, h hop, mf int, branch string) *sipmsg.Request {
 	s.obs.Selected(sel.SetID, dest.URI)
 	pop, _ := s.ownRoutes(req) // a preloaded Route to us
 	fwd := s.outgoing(req, h, mf, pop, branch)
@@ -446,21 +486,61 @@ func (s *Server) dispatchOutgoing(req *sipmsg.Request, dr *dispatch.Request, d *
 		if sel.LoadAdded {
 			loadSet = sel.SetID
 		}
-		in := strings.ToLower(req.Transport())
-		if in != h.proto {
-			// Double Record-Route (RFC 5658) when the transports differ,
-			// so that each side reaches us on its own transport.
-			s.recordRoute(fwd, in, loadSet)
+		in, inSock := strings.ToLower(req.Transport()), s.arrivedOn(tx)
+		inHost, inPort := s.sentFrom(inSock, in)
+		outHost, outPort := s.sentFrom(h.sock, h.proto)
+		if in != h.proto || inHost != outHost || inPort != outPort {
+			// Double Record-Route (RFC 5658) when the request leaves on
+			// another transport or listener than it came in on (a socket
+			// attribute), so that each side reaches us where it can.
+			s.recordRoute(fwd, inSock, in, loadSet)
 		}
-		s.recordRoute(fwd, h.proto, loadSet)
+		s.recordRoute(fwd, h.sock, h.proto, loadSet)
 	}
 	return fwd
 }
 
+// arrivedOn is the listener a request came in on, from its server
+// transaction (stateless mode's per-listener wireTx, or sipgo's, whose
+// connection's local address is the listener's), or nil when unknown.
+func (s *Server) arrivedOn(tx sipmsg.ServerTransaction) *socket {
+	switch t := tx.(type) {
+	case *wireTx:
+		for _, k := range s.socks {
+			if k.tx == t {
+				return k
+			}
+		}
+	case interface{ Connection() sipmsg.Connection }:
+		c := t.Connection()
+		if c == nil {
+			return nil
+		}
+		var ip net.IP
+		var port int
+		udp := false
+		switch a := c.LocalAddr().(type) {
+		case *net.UDPAddr:
+			ip, port, udp = a.IP, a.Port, true
+		case *net.TCPAddr:
+			ip, port = a.IP, a.Port
+		default:
+			return nil
+		}
+		for _, k := range s.socks {
+			if (k.proto == "udp") == udp && k.port == port && (k.ip.Equal(ip) || k.ip.IsUnspecified()) {
+				return k
+			}
+		}
+	}
+	return nil
+}
+
 // recordRoute prepends our Record-Route for proto (RFC 3261 §16.6 step 4);
-// ;ds=N tells the BYE which set holds the call's load.
-func (s *Server) recordRoute(fwd *sipmsg.Request, proto string, loadSet int) {
-	host, port := s.sentBy(proto)
+// ;ds=N tells the BYE which set holds the call's load. k is the listener
+// the request leaves from (nil = the first of proto).
+func (s *Server) recordRoute(fwd *sipmsg.Request, k *socket, proto string, loadSet int) {
+	host, port := s.sentFrom(k, proto)
 	u := sipmsg.Uri{Scheme: "sip", Host: host, Port: port}
 	u.UriParams.Add("transport", proto)
 	u.UriParams.Add("lr", "")
@@ -517,7 +597,17 @@ func (s *Server) relayUpstream(res *sipmsg.Response) {
 // A host name in the destination is resolved here, as the transport layer
 // would. TCP and TLS go through sipgo's transport layer.
 func (s *Server) writeStateless(msg sipmsg.Message) error {
-	if k := s.socketFor("udp"); k != nil && k.tx != nil && strings.EqualFold(msg.Transport(), "UDP") {
+	k := s.socketFor("udp")
+	if r, ok := msg.(*sipmsg.Request); ok && r.Laddr.IP != nil {
+		// A request from a chosen listener (destSocket) leaves through it.
+		for _, l := range s.socks {
+			if l.proto == "udp" && l.port == r.Laddr.Port && l.ip.Equal(r.Laddr.IP) {
+				k = l
+				break
+			}
+		}
+	}
+	if k != nil && k.tx != nil && strings.EqualFold(msg.Transport(), "UDP") {
 		if a, err := net.ResolveUDPAddr("udp", msg.Destination()); err == nil {
 			msg.SetDestination(a.String())
 			return k.tx.out.WriteMsg(msg)

@@ -44,6 +44,8 @@ type Dispatcher interface {
 // Routes decides what happens to an initial request; *Router satisfies it.
 type Routes interface {
 	Match(req *dispatch.Request, fromSet func(setID, mode int) bool) *Route
+	// Next is Match over the routes after route after (on_empty: next).
+	Next(after *Route, req *dispatch.Request, fromSet func(setID, mode int) bool) *Route
 }
 
 // Observer counts what the proxy does, for metrics. The proxy calls it on the

@@ -62,15 +62,20 @@ func (s *Server) probeAll(ctx context.Context, targets []actors.ProbeTarget) {
 	wg.Wait()
 }
 
-// probe sends one keepalive to dest and waits up to FRTimer for its final
-// reply. A transport error counts as a timeout, as in Kamailio.
+// probe sends one keepalive to dest and waits up to PingTimeout (else
+// FRTimer) for its final reply. A transport error, or a host name that does
+// not resolve, counts as a timeout, as in Kamailio.
 func (s *Server) probe(ctx context.Context, dest *dispatch.Destination) dispatch.ProbeResult {
-	h, err := s.destHop(dest)
+	h, err := s.probeHop(dest)
 	if err != nil {
 		return dispatch.ProbeResult{Timeout: true}
 	}
 	req := s.probeRequest(dest, h)
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.FRTimer)
+	timeout := s.cfg.FRTimer
+	if s.cfg.PingTimeout > 0 {
+		timeout = s.cfg.PingTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	res, err := s.cli.Do(ctx, req)
@@ -81,6 +86,29 @@ func (s *Server) probe(ctx context.Context, dest *dispatch.Destination) dispatch
 		return dispatch.ProbeResult{Timeout: true}
 	}
 	return dispatch.ProbeResult{Code: res.StatusCode, RTT: time.Since(start)}
+}
+
+// probeHop is where dest's keepalive goes: through the obproxy attribute or
+// outbound_proxy when set (the next hop only: no Route header, as Kamailio's
+// t_request with an outbound proxy), else to dest (destHop); from the
+// listener destSocket chooses for a keepalive.
+func (s *Server) probeHop(dest *dispatch.Destination) (hop, error) {
+	proxy := s.cfg.PingProxy
+	if dest.Attrs.OBProxy != "" {
+		proxy = dest.Attrs.OBProxy
+	}
+	var pu sipmsg.Uri
+	if proxy != "" && sipmsg.ParseUri(proxy, &pu) == nil {
+		h := hopOf(&pu)
+		h.sock = s.destSocket(dest, h.proto, true)
+		return h, nil
+	}
+	h, err := s.destHop(dest)
+	if err != nil {
+		return hop{}, err
+	}
+	h.sock = s.destSocket(dest, h.proto, true)
+	return h, nil
 }
 
 // probeRequest builds the keepalive sent to h: ds_ping_method to the
@@ -107,17 +135,12 @@ func (s *Server) probeRequest(dest *dispatch.Destination, h hop) *sipmsg.Request
 	fh.Params.Add("tag", sipmsg.GenerateTagN(16))
 	req.AppendHeader(fh)
 	req.AppendHeader(&sipmsg.ToHeader{Address: *ruri.Clone()})
-	proto := h.proto
-	host, port := s.sentBy(proto)
-	via := &sipmsg.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(proto), Host: host, Port: port}
+	host, port := s.sentFrom(h.sock, h.proto)
+	via := &sipmsg.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(h.proto), Host: host, Port: port}
 	via.Params.Add("branch", sipmsg.GenerateBranch())
 	req.PrependHeader(via)
 	req.SetDestination(h.addr)
-	req.SetTransport(strings.ToUpper(proto))
-	if proto == "udp" {
-		if k := s.socketFor("udp"); k != nil {
-			req.Laddr = sipmsg.Addr{IP: k.ip, Port: k.port}
-		}
-	}
+	req.SetTransport(strings.ToUpper(h.proto))
+	req.Laddr = s.laddr(h.sock, h.proto)
 	return req
 }

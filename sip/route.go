@@ -125,6 +125,11 @@ type DispatchConfig struct {
 	Limit    int               `yaml:"limit,omitempty"` // 0 = no cap on the selection length
 	Failover FailoverConfig    `yaml:"failover"`
 	Headers  map[string]string `yaml:"headers,omitempty"` // added to the forwarded request; values are templates
+	// OnEmpty is what happens when the set has no destination to select:
+	// "reply" (default) answers 503; "next" passes the request to the next
+	// route that matches, as a Kamailio script falls through to another
+	// ds_select_dst when the first returns false.
+	OnEmpty string `yaml:"on_empty,omitempty"`
 }
 
 // FailoverConfig says which final replies move a call to the next destination.
@@ -170,13 +175,16 @@ type Route struct {
 
 // Dispatch is a compiled DispatchConfig.
 type Dispatch struct {
-	Set      int
-	Alg      dispatch.Algorithm // Alg.Known() false: the first active entry (Kamailio too, except its 64); `check` warns
-	Domain   bool               // mode domain
-	Limit    int
-	Mark     *dispatch.MarkOp // nil = do not mark on failover
-	Headers  []HeaderTemplate // in name order
-	failover []codeRange
+	Set     int
+	Alg     dispatch.Algorithm // Alg.Known() false: the first active entry (Kamailio too, except its 64); `check` warns
+	Domain  bool               // mode domain
+	Limit   int
+	Mark    *dispatch.MarkOp // nil = do not mark on failover
+	Headers []HeaderTemplate // in name order
+	// OnEmptyNext: with no destination to select, the next matching route
+	// takes the request instead of a 503 (on_empty: next).
+	OnEmptyNext bool
+	failover    []codeRange
 }
 
 // HeaderTemplate is one header added to forwarded requests.
@@ -265,8 +273,23 @@ func (r *Router) Routes() []*Route { return r.routes }
 // fromSet answers ds_is_from_list for a set id (-1: any set) and mode
 // against req's source; a nil fromSet matches no set.
 func (r *Router) Match(req *dispatch.Request, fromSet func(setID, mode int) bool) *Route {
+	return r.matchFrom(0, req, fromSet)
+}
+
+// Next returns the first route after after whose conditions hold, or nil:
+// where a route with on_empty: next passes a request its set cannot take.
+func (r *Router) Next(after *Route, req *dispatch.Request, fromSet func(setID, mode int) bool) *Route {
+	for i, rt := range r.routes {
+		if rt == after {
+			return r.matchFrom(i+1, req, fromSet)
+		}
+	}
+	return nil
+}
+
+func (r *Router) matchFrom(i int, req *dispatch.Request, fromSet func(setID, mode int) bool) *Route {
 	v := requestView{req: req}
-	for _, rt := range r.routes {
+	for _, rt := range r.routes[i:] {
 		if rt.match.holds(&v, fromSet) {
 			return rt
 		}
@@ -399,6 +422,13 @@ func compileDispatch(c *DispatchConfig, bad badFunc) *Dispatch {
 	}
 	if c.Limit < 0 {
 		bad("dispatch.limit", "%d: must be >= 0 (0 = no cap)", c.Limit)
+	}
+	switch strings.ToLower(c.OnEmpty) {
+	case "", "reply":
+	case "next":
+		d.OnEmptyNext = true
+	default:
+		bad("dispatch.on_empty", "%q: must be reply or next", c.OnEmpty)
 	}
 	on := c.Failover.On
 	if on == nil {

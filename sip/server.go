@@ -16,6 +16,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
 // Server is one node's SIP proxy: its listeners, the sipgo user agent they
@@ -34,6 +36,11 @@ type Server struct {
 	parser *sipmsg.Parser // stateless mode's fast path (statelessRead)
 
 	socks []*socket
+	// byAddr and byName find a listener by the Kamailio socket value
+	// ("udp:IP:PORT", as Config.Listen wrote it) or socket name; defSock and
+	// pingSock are ds_default_socket/sockname and ds_ping_socket (nil = none).
+	byAddr, byName    map[string]*socket
+	defSock, pingSock *socket
 	// advHost/advPort come from Config.Advertise; advPort 0 = listen port.
 	advHost string
 	advPort int
@@ -120,6 +127,7 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 		s.closeSockets()
 		return nil, err
 	}
+	s.indexSockets()
 
 	sipLog := slog.New(&dropCounter{next: log.Handler(), n: &s.dropped})
 	tpOpts := []sipmsg.TransportLayerOption{sipmsg.WithTransportLayerLogger(sipLog)}
@@ -221,6 +229,81 @@ func listenUDP(addr string, n int) (net.PacketConn, []net.PacketConn, error) {
 		all = append(all, c)
 	}
 	return all[0], all[1:], nil
+}
+
+// indexSockets fills byAddr, byName, defSock and pingSock from the
+// listeners just bound (Validate checked that each named one exists).
+func (s *Server) indexSockets() {
+	s.byAddr, s.byName = map[string]*socket{}, map[string]*socket{}
+	for i, l := range s.cfg.Listen {
+		la, _ := ParseListen(l)
+		s.byAddr[la.String()] = s.socks[i]
+		if la.Name != "" {
+			s.byName[la.Name] = s.socks[i]
+		}
+	}
+	if s.cfg.DefaultSockname != "" {
+		s.defSock = s.byName[s.cfg.DefaultSockname]
+	} else if s.cfg.DefaultSocket != "" {
+		s.defSock = s.socketAt(s.cfg.DefaultSocket)
+	}
+	if s.cfg.PingSocket != "" {
+		s.pingSock = s.socketAt(s.cfg.PingSocket)
+	}
+}
+
+// socketAt is the listener a Kamailio socket value names, or nil.
+func (s *Server) socketAt(spec string) *socket {
+	la, err := parseListenAddr(spec)
+	if err != nil {
+		return nil
+	}
+	return s.byAddr[la.String()]
+}
+
+// destSocket is the listener a request to dest over proto leaves from, as Kamailio
+// chooses it: the sockname attribute, else socket, else ds_default_sockname
+// or ds_default_socket; with probe (a keepalive) ping_socket comes first
+// and ds_ping_socket before the defaults. A choice of another transport
+// than proto (only a default or, for a keepalive through an outbound proxy,
+// an attribute: CheckDestination refuses attributes of another transport
+// than the destination's at load) stands for a listener of proto on the
+// same address, as Kamailio's get_send_socket does on a protocol mismatch;
+// nil means the first listener of proto.
+func (s *Server) destSocket(dest *dispatch.Destination, proto string, probe bool) *socket {
+	var cands [6]*socket
+	n := 0
+	if probe && dest.Attrs.PingSocket != "" {
+		cands[n] = s.socketAt(dest.Attrs.PingSocket)
+		n++
+	}
+	if dest.Attrs.Sockname != "" {
+		cands[n] = s.byName[dest.Attrs.Sockname]
+		n++
+	} else if dest.Attrs.Socket != "" {
+		cands[n] = s.socketAt(dest.Attrs.Socket)
+		n++
+	}
+	if probe {
+		cands[n] = s.pingSock
+		n++
+	}
+	cands[n] = s.defSock
+	n++
+	for _, k := range cands[:n] {
+		if k == nil {
+			continue
+		}
+		if k.proto == proto {
+			return k
+		}
+		for _, l := range s.socks {
+			if l.proto == proto && l.ip.Equal(k.ip) {
+				return l
+			}
+		}
+	}
+	return nil
 }
 
 // udpReaders is how many sockets, each with its own read loop, stateless
@@ -468,9 +551,16 @@ func (s *Server) socketFor(proto string) *socket {
 // sentBy is the host and port this node writes into Via and Record-Route for
 // proto: the advertised address, else the listener's (port 0 lets sipgo
 // fill in the connection's).
-func (s *Server) sentBy(proto string) (string, int) {
+func (s *Server) sentBy(proto string) (string, int) { return s.sentFrom(nil, proto) }
+
+// sentFrom is sentBy for a request leaving from listener k (nil = the
+// first listener of proto).
+func (s *Server) sentFrom(k *socket, proto string) (string, int) {
 	host, port := "", 0
-	if k := s.socketFor(proto); k != nil {
+	if k == nil {
+		k = s.socketFor(proto)
+	}
+	if k != nil {
 		host, port = k.ip.String(), k.port
 	} else if len(s.socks) > 0 {
 		host = s.socks[0].ip.String() // no listener of proto: its address, port from the connection

@@ -138,6 +138,8 @@ type fixedRoutes struct{ r *Route }
 
 func (f fixedRoutes) Match(req *dispatch.Request, fromSet func(int, int) bool) *Route { return f.r }
 
+func (f fixedRoutes) Next(*Route, *dispatch.Request, func(int, int) bool) *Route { return nil }
+
 func dispatchRoute(set int) fixedRoutes {
 	return fixedRoutes{&Route{Name: "test", Dispatch: &Dispatch{Set: set, Alg: dispatch.AlgRoundRobin}}}
 }

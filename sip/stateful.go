@@ -100,7 +100,7 @@ func (s *statefulForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.Server
 		if h, err := s.destHop(dest); err != nil {
 			out = outcome{code: 503} // as a transport error
 		} else {
-			out = s.attempt(tx, s.dispatchOutgoing(req, dr, d, &sel, dest, h, mf, sipmsg.GenerateBranch()), c)
+			out = s.attempt(tx, s.dispatchOutgoing(req, tx, dr, d, &sel, dest, h, mf, sipmsg.GenerateBranch()), c)
 		}
 		if out.relayed || out.cancelled || !d.FailoverOn(out.code) {
 			break
@@ -362,7 +362,7 @@ func (s *statefulForwarder) statefulParallel(req *sipmsg.Request, tx sipmsg.Serv
 			outs[i] = outcome{code: 503} // as a transport error
 			continue
 		}
-		fwd := s.dispatchOutgoing(req, dr, d, &sel, &sel.Dests[i], h, mf, sipmsg.GenerateBranch())
+		fwd := s.dispatchOutgoing(req, tx, dr, d, &sel, &sel.Dests[i], h, mf, sipmsg.GenerateBranch())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -170,7 +170,7 @@ func (s *statelessForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.Serve
 			return
 		}
 	}
-	fwd := s.dispatchOutgoing(req, dr, d, &sel, dest, h, mf, branch)
+	fwd := s.dispatchOutgoing(req, tx, dr, d, &sel, dest, h, mf, branch)
 	if req.IsInvite() {
 		s.branches.put(branch, sentInvite{d: d, sel: sel, to: h}, now)
 		if sel.LoadAdded && !again && !s.loads.pending.put(dr.CallID, sel.SetID, now) {

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -68,6 +69,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	for _, w := range c.Warnings() {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
+	printKamailioKeys(stdout, &c)
 	var errs []error
 	if err := c.Preflight(); err != nil {
 		errs = append(errs, err)
@@ -90,6 +92,18 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 			lerr = fmt.Errorf("%sdispatcher.list_file: %w", c.lineOf("dispatcher.list_file"), lerr)
 		}
 	}
+	if lerr == nil && len(errs) == 0 {
+		// What serve refuses at load: socket attributes naming no listener.
+		var all []dispatch.Destination
+		for _, s := range sets {
+			all = append(all, s.Dests...)
+		}
+		var kept []dispatch.Destination
+		kept, lerr = source.Checked(all, c.checkDestination, c.Dispatcher.LoadMode, slog.New(slog.NewTextHandler(stderr, nil)))
+		if lerr == nil && len(kept) != len(all) {
+			sets = dispatch.BuildSets(kept)
+		}
+	}
 	if lerr != nil && c.Dispatcher.LoadMode == 0 && len(sets) > 0 {
 		// ds_load_mode 0: serve skips bad lines and rows, so they do not fail the check.
 		fmt.Fprintf(stderr, "warning: ds_load_mode 0 skips these:\n%v\n", lerr)
@@ -105,6 +119,42 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		errs = append(errs, printRoutes(stdout, stderr, &c, r, sets)...)
 	}
 	return errors.Join(errs...)
+}
+
+// printKamailioKeys lists the dispatcher keys the file sets: those that
+// configure sipdispatch and those accepted without effect (their warnings
+// say why).
+func printKamailioKeys(w io.Writer, c *fileConfig) {
+	type key struct {
+		name string
+		line int
+	}
+	var mapped, ignored []key
+	for p, l := range c.lines {
+		k, ok := strings.CutPrefix(p, "dispatcher.")
+		if !ok || strings.ContainsAny(k, ".[") || k == thresholdTypo || k == pingTimeoutAlias {
+			continue
+		}
+		if ignoredParams[k] != "" || noopParams[k] || k == "force_dst" && c.Dispatcher.ForceDst != 0 {
+			ignored = append(ignored, key{k, l})
+		} else {
+			mapped = append(mapped, key{k, l})
+		}
+	}
+	for _, l := range []struct {
+		what string
+		keys []key
+	}{{"mapped", mapped}, {"ignored (see the warnings)", ignored}} {
+		if len(l.keys) == 0 {
+			continue
+		}
+		slices.SortFunc(l.keys, func(a, b key) int { return a.line - b.line })
+		names := make([]string, len(l.keys))
+		for i, k := range l.keys {
+			names[i] = k.name
+		}
+		fmt.Fprintf(w, "dispatcher keys %s: %s\n", l.what, strings.Join(names, " "))
+	}
 }
 
 // checkList parses one list file; the error names every bad line.
@@ -144,6 +194,9 @@ func printRoutes(stdout, stderr io.Writer, c *fileConfig, r *sip.Router, sets []
 		fmt.Fprintf(stdout, "route %d %s:%s dispatch set %d alg %d (%s) mode %s", i, rt.Name, cond, d.Set, int(d.Alg), d.Alg, mode)
 		if d.Limit > 0 {
 			fmt.Fprintf(stdout, " limit %d", d.Limit)
+		}
+		if d.OnEmptyNext {
+			fmt.Fprint(stdout, " on_empty next")
 		}
 		fmt.Fprintln(stdout)
 		if !d.Alg.Known() {

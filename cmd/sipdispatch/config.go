@@ -120,6 +120,18 @@ var dispatcherKeys = func() map[string]bool {
 // accepted by Kamailio's documentation examples.
 const thresholdTypo = "ds_probing_threshhold"
 
+// pingTimeoutAlias is Kamailio's other name of ds_ping_fr_timer (both are
+// exported by the module for the same variable).
+const pingTimeoutAlias = "ds_ping_fr_timeout"
+
+// ignoredParams are Kamailio modparams that configure something sipdispatch
+// does not have; each is accepted with one warning saying why.
+var ignoredParams = map[string]string{
+	"ds_timer_mode":       "selects which Kamailio timer process runs keepalives and call-load expiry; sipdispatch runs them on goroutines of their own",
+	"event_callback":      "names a KEMI script function for dst-up/dst-down; sipdispatch has no script: use events.webhook_url (or the metrics)",
+	"event_callback_mode": "says when event_route/KEMI callbacks run; sipdispatch reports every state change as a dst-up/dst-down event (events.webhook_url)",
+}
+
 // noopParams name Kamailio script variables (AVPs, XAVPs, PVs) that receive
 // the selection. sipdispatch exposes the same data as the $ds.* template
 // variables, so these keys are accepted and ignored.
@@ -257,6 +269,22 @@ func (d *dispatcherConfig) checkOther(c *fileConfig) error {
 				errs = append(errs, fmt.Errorf("%sdispatcher.%s: %v", at, k, cleanYAMLError(err)))
 			}
 			c.lines["dispatcher.ds_probing_threshold"] = p.key.Line
+		case k == pingTimeoutAlias:
+			if _, both := c.lines["dispatcher.ds_ping_fr_timer"]; both {
+				errs = append(errs, fmt.Errorf("%sdispatcher.%s: ds_ping_fr_timer is set too; keep one", at, k))
+				continue
+			}
+			if err := p.value.Decode(&d.PingFRTimer); err != nil {
+				errs = append(errs, fmt.Errorf("%sdispatcher.%s: %v", at, k, cleanYAMLError(err)))
+			}
+			c.lines["dispatcher.ds_ping_fr_timer"] = p.key.Line
+		case ignoredParams[k] != "":
+			var v any
+			if err := p.value.Decode(&v); err != nil || p.value.Kind != yaml.ScalarNode {
+				errs = append(errs, fmt.Errorf("%sdispatcher.%s: want a number or a string", at, k))
+				continue
+			}
+			c.warnings = append(c.warnings, fmt.Sprintf("%sdispatcher.%s: ignored: %s", at, k, ignoredParams[k]))
 		case noopParams[k]:
 			c.warnings = append(c.warnings, fmt.Sprintf("%sdispatcher.%s: Kamailio script variable; it has no effect here (routes use $ds.set, $ds.uri, $ds.duid, $ds.attrs, $ds.count)", at, k))
 		default:

@@ -109,7 +109,7 @@ func TestLoadFullFile(t *testing.T) {
 		PriorityCol: "prio", AttrsCol: "at", ForceDst: 1, Flags: 3, UseDefault: 1, PingMethod: "INFO",
 		PingFrom: "sip:ping@example.com", PingInterval: 15, ProbingThreshold: 4, InactiveThreshold: 2,
 		ProbingMode: 1, PingLatencyStats: 1, LatencyEstimatorAlpha: 900, HashSize: 10, HashExpire: 3600,
-		HashInitExpire: 60, HashCheckInterval: 10, HashFallback: "rehash", LoadMode: 0,
+		HashInitExpire: 60, HashCheckInterval: 10, HashFallback: "rehash", LoadMode: 0, RetainLatencyStats: 1,
 		DNSMode: 13, DNSInterval: 120, DNSTTL: 30, DNSMatchAll: 1,
 	}
 	checks := []struct {

@@ -55,6 +55,10 @@ func runServe(args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("failed to create data dir: %w", err)
 	}
 	dests, err := source.Load(&c.Dispatcher.Config, log)
+	if err == nil {
+		// Socket attributes must name one of our listeners.
+		dests, err = source.Checked(dests, c.checkDestination, c.Dispatcher.LoadMode, log)
+	}
 	if err != nil {
 		return fmt.Errorf("failed to load destinations: %w", err)
 	}
@@ -75,6 +79,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("failed to create the DNS resolver: %w", err)
 	}
+	src.Check = c.checkDestination
 	// A standalone node runs the same one-node raft registry, so
 	// load_replication applies with or without cluster.enabled. Load
 	// commands that have not committed survive a restart in the data dir.
@@ -240,6 +245,10 @@ func (c *fileConfig) sipConfig() sip.Config {
 	s.PingInterval = time.Duration(c.Dispatcher.PingInterval) * time.Second
 	s.PingMethod = c.Dispatcher.PingMethod
 	s.PingFrom = c.Dispatcher.PingFrom
+	s.PingTimeout = time.Duration(c.Dispatcher.PingFRTimer) * time.Millisecond
+	s.PingProxy = c.Dispatcher.OutboundProxy
+	s.DefaultSocket, s.DefaultSockname = c.Dispatcher.DefaultSocket, c.Dispatcher.DefaultSockname
+	s.PingSocket = c.Dispatcher.PingSocket
 	s.UserAgent = "sipdispatch/" + version
 	return s
 }
@@ -253,6 +262,13 @@ func (c *fileConfig) dnsConfig() sip.DNSConfig {
 		TTL:      time.Duration(d.DNSTTL) * time.Second,
 		MatchAll: d.DNSMatchAll == 1,
 	}
+}
+
+// checkDestination refuses a destination whose socket, sockname or
+// ping_socket attribute names none of the listeners (the sip package's rule).
+func (c *fileConfig) checkDestination(d *dispatch.Destination) error {
+	sc := c.sipConfig()
+	return sc.CheckDestination(d)
 }
 
 // newLogger builds the slog logger of log.level and log.format.

@@ -274,6 +274,10 @@ var (
 )
 
 func failed(msg string, err error) *Error {
+	if errors.Is(err, dispatch.ErrOngoingReload) {
+		// reload_delta: Kamailio's fault for reload, add and remove alike.
+		return &Error{Code: 500, Message: err.Error()}
+	}
 	return &Error{Code: 500, Message: msg, Data: err.Error()}
 }
 

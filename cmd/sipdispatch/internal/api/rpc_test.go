@@ -581,3 +581,15 @@ func scrape(t *testing.T, url, token string, wantStatus int) string {
 	}
 	return string(b)
 }
+
+// A reload refused by reload_delta answers Kamailio's fault as is.
+func TestRPCOngoingReload(t *testing.T) {
+	f := apitest.NewBackend(dispatch.DefaultConfig(), apitest.SmallNode()...)
+	f.ReloadErr = dispatch.ErrOngoingReload
+	srv := newFakeServer(t, f, "")
+	status, got := apitest.Post(t, srv.URL, "", apitest.RPCBody("dispatcher.reload", 1))
+	if status != 500 {
+		t.Errorf("reload: HTTP %d", status)
+	}
+	assertJSON(t, "reload", got, `{"jsonrpc":"2.0","error":{"code":500,"message":"Ongoing reload"}}`)
+}

@@ -274,6 +274,13 @@ func LoadDB(ctx context.Context, cfg *dispatch.Config, log *slog.Logger) ([]disp
 type rowColumns struct {
 	n                                    int
 	id, set, dst, flags, priority, attrs int
+	extra                                []extraCol // ds_db_extra_attrs
+}
+
+// extraCol is one ds_db_extra_attrs column: its value joins attrs as name=value.
+type extraCol struct {
+	name string
+	col  int
 }
 
 // selectRows finds the table's columns and builds the query for them.
@@ -318,6 +325,17 @@ func (s *dbSource) selectRows(ctx context.Context, db *sql.DB, cfg *dispatch.Con
 	c.flags, _ = pick("flags_col", cfg.FlagsCol, false)
 	c.priority, _ = pick("priority_col", cfg.PriorityCol, false)
 	c.attrs, _ = pick("attrs_col", cfg.AttrsCol, false)
+	if cfg.DBExtraAttrs != "" {
+		// Validate parsed it; Kamailio's query fails on a missing column too.
+		extra, _ := dispatch.ParseExtraAttrs(cfg.DBExtraAttrs)
+		for _, e := range extra {
+			i, err := pick("ds_db_extra_attrs", e.Value, true)
+			if err != nil {
+				return "", c, err
+			}
+			c.extra = append(c.extra, extraCol{name: e.Name, col: i})
+		}
+	}
 	q := "SELECT " + strings.Join(sel, ", ")
 	if actual, ok := have[dbIDCol]; ok {
 		q += ", " + s.quote(actual) + " FROM " + table + " ORDER BY " + s.quote(actual)
@@ -384,6 +402,24 @@ func (c rowColumns) destination(vals []any, n int) (int, dispatch.Destination, e
 		if attrs, _, err = textValue(vals[c.attrs]); err != nil {
 			return fail("bad attrs: %v", err)
 		}
+	}
+	// ds_db_extra_attrs: each non-NULL, non-empty value is appended as
+	// name=value, after a ';' when attrs has none at its end, as Kamailio.
+	for _, e := range c.extra {
+		v, ok, err := textValue(vals[e.col])
+		if n, isInt := vals[e.col].(int64); isInt {
+			v, ok, err = strconv.FormatInt(n, 10), true, nil
+		}
+		if err != nil {
+			return fail("bad %s: %v", e.name, err)
+		}
+		if !ok || v == "" {
+			continue
+		}
+		if attrs != "" && !strings.HasSuffix(attrs, ";") {
+			attrs += ";"
+		}
+		attrs += e.name + "=" + v + ";"
 	}
 	d, err := dispatch.NewDestination(int(set), uri, dispatch.Flags(flags), int(prio), attrs)
 	if err != nil {

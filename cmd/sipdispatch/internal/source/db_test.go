@@ -544,3 +544,38 @@ func TestParseDBURL(t *testing.T) {
 		}
 	}
 }
+
+// TestDBExtraAttrs loads ds_db_extra_attrs columns, a text and an integer
+// one, into attrs as Kamailio does: appended as name=value after a ';',
+// NULL and empty values left out; a missing column fails the load.
+func TestDBExtraAttrs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *dbBackend) {
+		tbl := b.createTable(t, v4Columns+`, prefix VARCHAR(32), gwid INTEGER`)
+		b.exec(t, `INSERT INTO %s (id, setid, destination, attrs, prefix, gwid) VALUES
+			(1, 1, 'sip:10.0.0.1', 'duid=a', '+49', 7),
+			(2, 1, 'sip:10.0.0.2', 'duid=b;', NULL, 8),
+			(3, 1, 'sip:10.0.0.3', '', '', NULL)`, tbl)
+		cfg := b.config(tbl)
+		cfg.DBExtraAttrs = "pref=prefix;id=gwid;"
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		dests, err := LoadDB(context.Background(), &cfg, discardLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"duid=a;pref=+49;id=7", "duid=b;id=8", ""}
+		for i, d := range dests {
+			if d.Attrs.Raw != want[i] {
+				t.Errorf("row %d attrs %q, want %q", i+1, d.Attrs.Raw, want[i])
+			}
+		}
+		if v, _ := dests[0].Attrs.Get("pref"); v != "+49" {
+			t.Errorf("pref = %q", v)
+		}
+		cfg.DBExtraAttrs = "x=nosuchcol"
+		if _, err := LoadDB(context.Background(), &cfg, discardLog); err == nil || !strings.Contains(err.Error(), `no column "nosuchcol" (dispatcher.ds_db_extra_attrs)`) {
+			t.Errorf("missing column: %v", err)
+		}
+	})
+}

@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +31,14 @@ type Sources struct {
 	cfg *dispatch.Config
 	reg *actors.Registry // set once by SetRegistry, before any other call
 	log *slog.Logger
+
+	// Check, when set before use, refuses destinations the node cannot
+	// serve (a socket attribute naming no listener: sip's
+	// Config.CheckDestination) on reload and add, as Load's caller does at
+	// start (Checked).
+	Check func(*dispatch.Destination) error
+	// reloaded is when the last reload, add or remove ran (reload_delta).
+	reloaded time.Time
 
 	// mu serialises changes; dests is guarded by it.
 	mu    sync.Mutex
@@ -70,6 +80,51 @@ func Load(c *dispatch.Config, log *slog.Logger) ([]dispatch.Destination, error) 
 	return dests, nil
 }
 
+// Checked applies check to each destination. A failing one is reported as
+// its source's file:line (or table:id); with ds_load_mode 1 the load fails,
+// with 0 it is skipped with a warning, like a bad line.
+func Checked(dests []dispatch.Destination, check func(*dispatch.Destination) error, loadMode int, log *slog.Logger) ([]dispatch.Destination, error) {
+	if check == nil {
+		return dests, nil
+	}
+	var bad dispatch.ListError
+	kept := dests[:0:0]
+	for i := range dests {
+		err := check(&dests[i])
+		if err == nil {
+			kept = append(kept, dests[i])
+			continue
+		}
+		le := dispatch.LineError{File: dests[i].Source, Reason: err.Error()}
+		if j := strings.LastIndexByte(le.File, ':'); j >= 0 {
+			if n, aerr := strconv.Atoi(le.File[j+1:]); aerr == nil {
+				le.File, le.Line = le.File[:j], n
+			}
+		}
+		bad.Lines = append(bad.Lines, le)
+	}
+	if len(bad.Lines) == 0 {
+		return dests, nil
+	}
+	if loadMode != 0 {
+		return nil, &bad
+	}
+	for _, l := range bad.Lines {
+		log.Warn("skipped bad destination (ds_load_mode 0)", "err", l.Error())
+	}
+	return kept, nil
+}
+
+// rateLimit enforces reload_delta (s.mu held): it refuses a change less
+// than that many seconds after the previous one, else records this one.
+func (s *Sources) rateLimit(now time.Time) error {
+	if s.cfg.ReloadDelta > 0 && !s.reloaded.IsZero() && now.Before(s.reloaded.Add(time.Duration(s.cfg.ReloadDelta)*time.Second)) {
+		return dispatch.ErrOngoingReload
+	}
+	s.reloaded = now
+	return nil
+}
+
 // ReadListFile reads a list file in line order; a *dispatch.ListError comes
 // with the good lines.
 func ReadListFile(name string) ([]dispatch.Destination, error) {
@@ -92,12 +147,18 @@ func Name(c *dispatch.Config) string {
 
 // Reload re-reads the source and replaces the sets, keeping runtime state.
 func (s *Sources) Reload(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.rateLimit(time.Now()); err != nil {
+		return err
+	}
 	dests, err := Load(s.cfg, s.log)
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if dests, err = Checked(dests, s.Check, s.cfg.LoadMode, s.log); err != nil {
+		return err
+	}
 	if err := s.reg.Replace(ctx, dispatch.BuildSets(dests)); err != nil {
 		return err
 	}
@@ -116,6 +177,14 @@ func (s *Sources) Add(ctx context.Context, set int, uri string, flags dispatch.F
 		return err
 	}
 	d.Source = "runtime"
+	if s.Check != nil {
+		if err := s.Check(&d); err != nil {
+			return err
+		}
+	}
+	if err := s.limitChange(); err != nil {
+		return err
+	}
 	if err := s.reg.AddDest(ctx, d); err != nil {
 		return err
 	}
@@ -125,11 +194,22 @@ func (s *Sources) Add(ctx context.Context, set int, uri string, flags dispatch.F
 
 // Remove deletes every destination with uri from set (dispatcher.remove).
 func (s *Sources) Remove(ctx context.Context, set int, uri string) error {
+	if err := s.limitChange(); err != nil {
+		return err
+	}
 	if err := s.reg.RemoveDest(ctx, set, uri); err != nil {
 		return err
 	}
 	s.log.Info("destination removed", "set", set, "uri", uri)
 	return nil
+}
+
+// limitChange applies reload_delta to a runtime add or remove, which
+// Kamailio counts as reloads.
+func (s *Sources) limitChange() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rateLimit(time.Now())
 }
 
 // Sync runs on a new leader, after everything committed before has been
