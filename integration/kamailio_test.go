@@ -246,16 +246,25 @@ func randomRequest(rng *rand.Rand, callIDPrefix string, set, alg int) kamRequest
 // returns the SIP address and the path of the ctl socket kamcmd talks to.
 func startKamailio(t *testing.T, bin, listPath string, flags, useDefault int) (addr, ctl string) {
 	t.Helper()
-	ip := nextIP()
-	addr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
-	dir := t.TempDir()
-	ctl = filepath.Join(dir, "ctl.sock")
 	tmpl, err := os.ReadFile(testdata("kamailio_dispatcher.cfg"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := strings.NewReplacer("@LISTEN@", addr, "@LIST@", listPath, "@CTL@", ctl,
+	cfg := strings.NewReplacer("@LIST@", listPath,
 		"@FLAGS@", fmt.Sprint(flags), "@USE_DEFAULT@", fmt.Sprint(useDefault)).Replace(string(tmpl))
+	return runKamailio(t, bin, cfg)
+}
+
+// runKamailio runs Kamailio on the config text cfg, with @LISTEN@ replaced by
+// a fresh address (ip:port) and @CTL@ by the path of its ctl socket, which it
+// returns.
+func runKamailio(t *testing.T, bin, cfg string) (addr, ctl string) {
+	t.Helper()
+	ip := nextIP()
+	addr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
+	dir := t.TempDir()
+	ctl = filepath.Join(dir, "ctl.sock")
+	cfg = strings.NewReplacer("@LISTEN@", addr, "@CTL@", ctl).Replace(cfg)
 	cfgPath := filepath.Join(dir, "kamailio.cfg")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
