@@ -864,10 +864,14 @@ type failureWalk struct {
 	nextConds string   // the conditions around ds_next_*
 	statuses  []string // t_check_status regexes on the way to ds_next_*
 	timeout   bool
-	any       bool // a ds_next_* not guarded by a status condition
-	mark      string
-	markPos   pos
-	notes     []struct {
+	any       bool     // a ds_next_* not guarded by a status condition
+	excluded  []string // t_check_status regexes of exit guards seen so far
+	// nextExcluded are the exit guards before ds_next_*: their codes are
+	// not retried.
+	nextExcluded []string
+	mark         string
+	markPos      pos
+	notes        []struct {
 		p         pos
 		what, why string
 	}
@@ -895,10 +899,17 @@ func (f *failureWalk) block(body []stmt, conds [][]token, depth int) {
 			}
 			f.block(st.then, append(conds[:len(conds):len(conds)], st.cond), depth)
 			f.block(st.els, conds, depth)
+			// if (t_check_status("486")) exit; — those codes never reach
+			// a later ds_next_*.
+			if last := len(st.then) - 1; last >= 0 && st.then[last].kind == 'o' && st.then[last].text == "exit" &&
+				len(st.els) == 0 && len(st.cond) > 2 && st.cond[0].text == "t_check_status" {
+				f.excluded = append(f.excluded, st.cond[2].text)
+			}
 		case 'c':
 			switch st.call {
 			case "ds_next_dst", "ds_next_domain":
 				f.next, f.nextPos, f.nextConds = true, st.pos, condsText(conds)
+				f.nextExcluded = append([]string(nil), f.excluded...)
 				guarded := false
 				for _, c := range conds {
 					for i, x := range c {
@@ -949,15 +960,47 @@ func condsText(conds [][]token) string {
 
 // codes turns the collected conditions into failover.on entries.
 func (f *failureWalk) codes() []string {
+	statuses, timeout := f.statuses, f.timeout
 	if f.any {
-		return []string{"timeout", "3xx", "4xx", "5xx", "6xx"}
+		statuses, timeout = []string{"."}, true
+	}
+	matched := f.match(statuses)
+	for code := range f.match(f.nextExcluded) {
+		delete(matched, code)
+		if code == 408 {
+			timeout = false
+		}
 	}
 	var on []string
-	if f.timeout {
+	if timeout {
 		on = append(on, "timeout")
 	}
+	for class := 3; class <= 6; class++ {
+		all := true
+		for code := class * 100; code < class*100+100; code++ {
+			all = all && (matched[code] || code == 408 && timeout)
+		}
+		if all {
+			on = append(on, fmt.Sprintf("%dxx", class))
+			continue
+		}
+		for code := class * 100; code < class*100+100; code++ {
+			if matched[code] && !(code == 408 && timeout) {
+				on = append(on, strconv.Itoa(code))
+			}
+		}
+	}
+	if on == nil {
+		on = []string{}
+	}
+	return on
+}
+
+// match lists the codes 300..699 that any of the t_check_status regexes
+// matches (unanchored, as Kamailio's regexec).
+func (f *failureWalk) match(res []string) map[int]bool {
 	matched := map[int]bool{}
-	for _, s := range f.statuses {
+	for _, s := range res {
 		re, err := regexp.Compile(s)
 		if err != nil {
 			f.notes = append(f.notes, struct {
@@ -972,25 +1015,7 @@ func (f *failureWalk) codes() []string {
 			}
 		}
 	}
-	for class := 3; class <= 6; class++ {
-		all := true
-		for code := class * 100; code < class*100+100; code++ {
-			all = all && matched[code]
-		}
-		if all {
-			on = append(on, fmt.Sprintf("%dxx", class))
-			continue
-		}
-		for code := class * 100; code < class*100+100; code++ {
-			if matched[code] && !(code == 408 && f.timeout) {
-				on = append(on, strconv.Itoa(code))
-			}
-		}
-	}
-	if on == nil {
-		on = []string{}
-	}
-	return on
+	return matched
 }
 
 // yaml writes the configuration, each key with the Kamailio line it came

@@ -132,10 +132,14 @@ failure_route[MARK] {
 			yaml: []string{
 				"- name: request\n    match:\n      from_set: 2\n    dispatch:\n      set: 3\n      failover:\n        \"on\": []",
 				"name: pstn\n    match:\n      methods:\n        - INVITE\n        - MESSAGE\n      ruri_user: ^\\+49\n    dispatch:\n      set: 1\n      alg: 10\n      failover:\n        mark: ip\n        \"on\":\n          - timeout\n          - 5xx",
-				"header:\n        name: X-Tenant\n        regex: ^acme$\n    dispatch:\n      set: 4\n      alg: 9\n      mode: domain\n      limit: 2\n      failover:\n        mark: i\n        \"on\":\n          - timeout\n          - 3xx\n          - 4xx\n          - 5xx\n          - 6xx",
+				// failure_route[MARK] retries everything but the 486 its
+				// exit guard keeps.
+				"header:\n        name: X-Tenant\n        regex: ^acme$\n    dispatch:\n      set: 4\n      alg: 9\n      mode: domain\n      limit: 2\n      failover:\n        mark: i\n        \"on\":\n          - timeout\n          - 3xx\n          - \"400\"",
+				"- \"485\"\n          - \"487\"",
+				"- \"499\"\n          - 5xx\n          - 6xx",
 				"- name: request-3\n    dispatch:\n      set: 5\n      alg: 4\n      failover:\n        \"on\": []",
 			},
-			notYAML: []string{"use_default", "flags: 0"},
+			notYAML: []string{"use_default", "flags: 0", `"486"`, "4xx"},
 			report: []string{
 				`kamailio.cfg:28: not translated: condition of ds_select_dst("5", "4"): condition uri == myself: the route matches more requests than Kamailio's branch`,
 				`kamailio.cfg:39: translated: ds_mark_dst: routes "pstn": failover.mark: ip`,
