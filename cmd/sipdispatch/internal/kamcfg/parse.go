@@ -462,10 +462,10 @@ type global struct {
 }
 
 type modparam struct {
-	pos                pos
-	module, name       string
-	value              string
-	isString, isNumber bool
+	pos          pos
+	module, name string
+	value        string
+	isNumber     bool
 }
 
 // parseScript reads top-level statements: assignments (listen=...),
@@ -486,7 +486,7 @@ func parseScript(toks []token) *script {
 			if len(args) >= 3 {
 				v := args[2]
 				s.modparams = append(s.modparams, modparam{pos: t.pos, module: args[0].text, name: args[1].text,
-					value: v.text, isString: v.kind == 's', isNumber: v.kind == 'n'})
+					value: v.text, isNumber: v.kind == 'n'})
 			}
 		case t.kind == 'i' && strings.HasSuffix(t.text, "route") || t.kind == 'i' && t.text == "route":
 			kind := strings.TrimSuffix(t.text, "_route")

@@ -27,9 +27,9 @@ type Options struct {
 type KeyKind int
 
 const (
-	KeyUnknown KeyKind = iota
-	KeyMapped
-	KeyNoop
+	KeyUnknown KeyKind = iota // not a key of the configuration
+	KeyMapped                 // a dispatcher key with the modparam's name
+	KeyNoop                   // accepted, with a warning that it has no effect
 )
 
 // Note is one line of the report.
@@ -116,7 +116,6 @@ type route struct {
 	cfg     sip.RouteConfig
 	pos     pos
 	failure string
-	alg     int
 	conds   []string // the conditions it was emitted under (translated or not)
 }
 
@@ -293,21 +292,11 @@ type cond struct {
 	neg  bool
 }
 
-// site is a ds_select_* call with the conditions that lead to it.
-type site struct {
-	pos   pos
-	fn    string
-	args  []token
-	conds []cond
-	route string
-	idx   int // index in t.routes, -1 when not translated
-}
-
 // walker walks request_route and the routes it calls.
 type walker struct {
 	t       *translator
-	failure string  // last t_on_failure name
-	pending []*site // sites whose relay has not been seen yet
+	failure string // last t_on_failure name
+	pending []int  // routes whose relay has not been seen yet
 	depth   int
 }
 
@@ -412,9 +401,9 @@ func (w *walker) call(st stmt, conds []cond, rname string) bool {
 	case "t_on_failure":
 		if len(st.args) == 1 {
 			w.failure = st.args[0].text
-			for _, s := range w.pending {
-				if s.idx >= 0 && w.t.routes[s.idx].failure == "" {
-					w.t.routes[s.idx].failure = w.failure
+			for _, i := range w.pending {
+				if w.t.routes[i].failure == "" {
+					w.t.routes[i].failure = w.failure
 				}
 			}
 		}
@@ -424,9 +413,9 @@ func (w *walker) call(st stmt, conds []cond, rname string) bool {
 		} else {
 			w.t.relay["forward"] = true
 		}
-		for _, s := range w.pending {
-			if s.idx >= 0 && w.t.routes[s.idx].failure == "" {
-				w.t.routes[s.idx].failure = w.failure
+		for _, i := range w.pending {
+			if w.t.routes[i].failure == "" {
+				w.t.routes[i].failure = w.failure
 			}
 		}
 		// The relay takes the armed failure_route with it.
@@ -504,7 +493,6 @@ func valueTemplate(toks []token) string {
 
 // site translates one ds_select_* call into a route.
 func (w *walker) site(st stmt, conds []cond, rname string) {
-	s := &site{pos: st.pos, fn: st.call, args: st.args, conds: conds, route: rname, idx: -1}
 	what := st.call + "(" + joinArgs(st.args) + ")"
 	if st.call == "ds_select" {
 		w.t.r.add(st.pos, false, what, "ds_select only fills the selection for the script; sipdispatch has no script step to translate it to")
@@ -545,13 +533,10 @@ func (w *walker) site(st stmt, conds []cond, rname string) {
 			missed = append(missed, why)
 		}
 	}
-	w.t.routes = append(w.t.routes, route{cfg: rc, pos: st.pos, alg: nums[1], conds: held})
-	s.idx = len(w.t.routes) - 1
-	if w.failure != "" {
-		w.t.routes[s.idx].failure = w.failure
-	}
-	w.pending = append(w.pending, s)
-	w.t.r.add(st.pos, true, what, fmt.Sprintf("routes[%d] %q: dispatch set %d alg %d%s", s.idx, rc.Name, d.Set, d.Alg, matchText(rc.Match)))
+	w.t.routes = append(w.t.routes, route{cfg: rc, pos: st.pos, failure: w.failure, conds: held})
+	idx := len(w.t.routes) - 1
+	w.pending = append(w.pending, idx)
+	w.t.r.add(st.pos, true, what, fmt.Sprintf("routes[%d] %q: dispatch set %d alg %d%s", idx, rc.Name, d.Set, d.Alg, matchText(rc.Match)))
 	for _, m := range missed {
 		w.t.r.add(st.pos, false, "condition of "+what, m+": the route matches more requests than Kamailio's branch")
 	}
