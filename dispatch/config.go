@@ -41,7 +41,7 @@ type Config struct {
 	// text), keyed by the variable as written, e.g. {"$avp(i:273)":
 	// "$hdr(X-Account)"}. A Kamailio script assigns them; sipdispatch has no
 	// script. Default none.
-	HashPVarVars map[string]string `yaml:"hash_pvar_vars"`
+	HashPVarVars map[string]string `yaml:"hash_pvar_vars,omitempty"`
 
 	// PingMethod is the keepalive method. Default "OPTIONS".
 	PingMethod string `yaml:"ds_ping_method"`
