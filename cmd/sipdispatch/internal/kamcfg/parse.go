@@ -347,6 +347,9 @@ func (p *parser) block() []stmt {
 // balanced returns the tokens between an opening '(' (current) and its
 // match, both consumed.
 func (p *parser) balanced() []token {
+	if !p.is('p', "(") {
+		return nil // a truncated statement: nothing to take
+	}
 	start := p.i
 	depth := 0
 	for p.i < len(p.toks) {

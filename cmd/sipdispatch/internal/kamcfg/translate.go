@@ -627,7 +627,7 @@ func applyCond(m *sip.MatchConfig, c cond) string {
 	}
 	fn := toks[0].text
 	var args []string
-	if len(toks) > 1 && toks[1].text == "(" {
+	if len(toks) > 2 && toks[1].text == "(" && toks[len(toks)-1].text == ")" {
 		for _, a := range toks[2 : len(toks)-1] {
 			if a.text != "," {
 				args = append(args, a.text)

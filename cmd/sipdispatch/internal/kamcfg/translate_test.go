@@ -189,3 +189,19 @@ failure_route[MARK] {
 		})
 	}
 }
+
+// A config the translator does not understand is reported, never a panic.
+func FuzzTranslate(f *testing.F) {
+	f.Add("request_route { if (is_method(\"INVITE\") && $rU =~ \"^1\") { ds_select_dst(\"1\", \"4\"); t_relay(); } }")
+	f.Add("#!ifdef X\nlisten=udp:1.2.3.4\n#!endif\nfailure_route[F] { if (t_check_status(\"5\")) { ds_next_dst(); } }")
+	f.Add("request_route { if (!(ds_is_from_list( { } ( ) ;")
+	f.Fuzz(func(t *testing.T, cfg string) {
+		path := filepath.Join(t.TempDir(), "k.cfg")
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Translate(path, Options{DispatcherKey: keys}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
