@@ -157,6 +157,12 @@ failure_route[MARK] {
 			report:  []string{`kamailio.cfg:2: not translated: include missing.cfg: not read`, `kamailio.cfg:3: translated: forward(): proxy.mode: stateless`},
 		},
 		{
+			name:     "an exit guard restricts what follows",
+			cfg:      "request_route {\n if (!ds_is_from_list()) { sl_send_reply(\"403\", \"Forbidden\"); exit; }\n if (ds_select_dst(\"1\", \"8\")) { t_relay(); }\n}\n",
+			yaml:     []string{"match:\n      from_set: any\n    dispatch:\n      set: 1\n      alg: 8"},
+			noReport: []string{"not translated"},
+		},
+		{
 			name:    "variables as set ids are not translated",
 			cfg:     "request_route {\n ds_select_dst(\"$var(set)\", \"4\");\n ds_select(\"1\", \"4\");\n}\n",
 			report:  []string{`kamailio.cfg:2: not translated: ds_select_dst("$var(set)", "4"): argument "$var(set)" is not a number`, `kamailio.cfg:3: not translated: ds_select("1", "4"): ds_select only fills`},
