@@ -246,25 +246,25 @@ func randomRequest(rng *rand.Rand, callIDPrefix string, set, alg int) kamRequest
 // returns the SIP address and the path of the ctl socket kamcmd talks to.
 func startKamailio(t *testing.T, bin, listPath string, flags, useDefault int) (addr, ctl string) {
 	t.Helper()
-	tmpl, err := os.ReadFile(testdata("kamailio_dispatcher.cfg"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := strings.NewReplacer("@LIST@", listPath,
-		"@FLAGS@", fmt.Sprint(flags), "@USE_DEFAULT@", fmt.Sprint(useDefault)).Replace(string(tmpl))
-	return runKamailio(t, bin, cfg)
+	return startKamailioCfg(t, bin, "kamailio_dispatcher.cfg", nil, "@LIST@", listPath,
+		"@FLAGS@", fmt.Sprint(flags), "@USE_DEFAULT@", fmt.Sprint(useDefault))
 }
 
-// runKamailio runs Kamailio on the config text cfg, with @LISTEN@ replaced by
-// a fresh address (ip:port) and @CTL@ by the path of its ctl socket, which it
-// returns.
-func runKamailio(t *testing.T, bin, cfg string) (addr, ctl string) {
+// startKamailioCfg runs Kamailio on the testdata config cfgName with
+// @LISTEN@ and @CTL@ filled in, and the other placeholders by oldnew (as
+// strings.NewReplacer), through wrap (a command and its first arguments)
+// when given.
+func startKamailioCfg(t *testing.T, bin, cfgName string, wrap []string, oldnew ...string) (addr, ctl string) {
 	t.Helper()
 	ip := nextIP()
 	addr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
 	dir := t.TempDir()
 	ctl = filepath.Join(dir, "ctl.sock")
-	cfg = strings.NewReplacer("@LISTEN@", addr, "@CTL@", ctl).Replace(cfg)
+	tmpl, err := os.ReadFile(testdata(cfgName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.NewReplacer(append([]string{"@LISTEN@", addr, "@CTL@", ctl}, oldnew...)...).Replace(string(tmpl))
 	cfgPath := filepath.Join(dir, "kamailio.cfg")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -272,7 +272,8 @@ func runKamailio(t *testing.T, bin, cfg string) (addr, ctl string) {
 	// fork=no keeps the main process in the foreground; it stops its few
 	// helper processes itself on SIGTERM. Its own process group lets the
 	// fallback SIGKILL reach them too.
-	cmd := exec.Command(bin, "-E", "-f", cfgPath, "-m", "64", "-M", "8", "-w", dir, "-Y", dir)
+	args := append(append([]string(nil), wrap...), bin, "-E", "-f", cfgPath, "-m", "64", "-M", "8", "-w", dir, "-Y", dir)
+	cmd := exec.Command(args[0], args[1:]...)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -29,10 +29,6 @@ func TestHashPVarAsKamailio(t *testing.T) {
 	if err := os.WriteFile(listPath, []byte(list), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tmpl, err := os.ReadFile(testdata("kamailio_hash_pvar.cfg"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	const vars = `hash_pvar_vars: {"$avp(i:273)": "$hdr(X-Account)", "$var(x)": "$(hdr(X-Caller){nameaddr.uri}{uri.host})"}`
 	rng := rand.New(rand.NewPCG(7, 8))
 	for i, pvar := range []string{
@@ -41,7 +37,7 @@ func TestHashPVarAsKamailio(t *testing.T) {
 		"$(fu{uri.user}{s.substr,1,4})-$(tu{uri.host}{s.tolower})-$(avp(i:273){s.select,-1,-})",
 	} {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			kam, _ := runKamailio(t, kamailio, strings.NewReplacer("@LIST@", listPath, "@HASH_PVAR@", pvar).Replace(string(tmpl)))
+			kam, _ := startKamailioCfg(t, kamailio, "kamailio_hash_pvar.cfg", nil, "@LIST@", listPath, "@HASH_PVAR@", pvar)
 			node := startNode(t, nodeYAML("stateless", fmt.Sprintf("hash_pvar: '%s'\n%s", pvar, vars),
 				"- {name: all, dispatch: {set: 1, alg: 7}}"), list)
 			var reqs []kamRequest
@@ -190,7 +186,17 @@ func TestImportKamailioRoutesAsKamailio(t *testing.T) {
 			}
 			cfg = regexp.MustCompile(`(?m)^listen=.*$`).ReplaceAllString(cfg, "listen=udp:@LISTEN@")
 			cfg = strings.NewReplacer("/etc/kamailio/dispatcher.list", listPath, "fork=yes", "fork=no").Replace(cfg)
-			kam, _ := runKamailio(t, kamailio, cfg)
+			// startKamailioCfg reads its config under testdata/; the
+			// rewritten fixture lives in this test's temp dir.
+			runCfg := filepath.Join(dir, "run.cfg")
+			if err := os.WriteFile(runCfg, []byte(cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rel, err := filepath.Rel(testdata(""), runCfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kam, _ := startKamailioCfg(t, kamailio, rel, nil)
 
 			// Import the config Kamailio runs (its own address included).
 			kamCfg := filepath.Join(dir, "kamailio.cfg")
