@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/kamcfg"
 )
@@ -55,14 +59,30 @@ func runImportKamailio(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// dispatcherKeyKind tells the translator how the configuration takes a
-// dispatcher modparam (the keys are config.go's).
-func dispatcherKeyKind(name string) kamcfg.KeyKind {
+// dispatcherKeyKind asks the configuration loader how it takes
+// `dispatcher: {name: value}`: without a warning, with one (a key accepted
+// for compatibility that has no effect), or refused as an unknown key. The
+// loader owns the keys, so a key it learns is translated with no change here.
+func dispatcherKeyKind(name string, value any) kamcfg.KeyKind {
+	doc, err := yaml.Marshal(map[string]any{"dispatcher": map[string]any{name: value}})
+	if err != nil {
+		return kamcfg.KeyUnknown
+	}
+	dir, err := os.MkdirTemp("", "sipdispatch-import-")
+	if err != nil {
+		return kamcfg.KeyUnknown
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "probe.yaml")
+	if err := os.WriteFile(path, doc, 0o600); err != nil {
+		return kamcfg.KeyUnknown
+	}
+	c, err := loadConfig(path)
 	switch {
-	case dispatcherKeys[name] || name == thresholdTypo:
-		return kamcfg.KeyMapped
-	case noopParams[name]:
+	case err != nil && strings.Contains(err.Error(), "unknown key"):
+		return kamcfg.KeyUnknown
+	case len(c.Warnings()) > 0:
 		return kamcfg.KeyNoop
 	}
-	return kamcfg.KeyUnknown
+	return kamcfg.KeyMapped
 }

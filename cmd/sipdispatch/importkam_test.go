@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/kamcfg"
 )
 
 // The fixtures of integration/testdata/kamimport are real-world-style
@@ -51,5 +53,26 @@ func TestImportKamailioUsage(t *testing.T) {
 	}
 	if code := run([]string{"import-kamailio", "/nonexistent.cfg"}, &stdout, &stderr); code != exitError {
 		t.Fatalf("missing file: exit %d, want %d", code, exitError)
+	}
+}
+
+// The translator learns the dispatcher keys from the configuration loader.
+func TestDispatcherKeyKind(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		value any
+		want  kamcfg.KeyKind
+	}{
+		{"flags", 2, kamcfg.KeyMapped},
+		{"hash_pvar", "$ci", kamcfg.KeyMapped},
+		{thresholdTypo, 3, kamcfg.KeyMapped},
+		{"xavp_dst", "_dsdst_", kamcfg.KeyNoop},
+		{"force_dst", 1, kamcfg.KeyNoop},
+		{"force_dst", 0, kamcfg.KeyMapped},
+		{"no_such_param", 1, kamcfg.KeyUnknown},
+	} {
+		if got := dispatcherKeyKind(tt.name, tt.value); got != tt.want {
+			t.Errorf("%s: %v: got %v, want %v", tt.name, tt.value, got, tt.want)
+		}
 	}
 }

@@ -18,9 +18,10 @@ type Options struct {
 	// ListFile, when set, replaces the dispatcher's list_file (and db_url).
 	ListFile string
 	// DispatcherKey says how sipdispatch's configuration takes a dispatcher
-	// modparam: KeyMapped (a key with the same name), KeyNoop (accepted
-	// with a warning), KeyUnknown. The configuration loader owns that list.
-	DispatcherKey func(name string) KeyKind
+	// modparam with its value: KeyMapped (a key with the same name), KeyNoop
+	// (accepted with a warning), KeyUnknown. The configuration loader owns
+	// that list.
+	DispatcherKey func(name string, value any) KeyKind
 }
 
 // KeyKind is how the configuration takes a dispatcher modparam.
@@ -243,14 +244,6 @@ func (t *translator) modparams() {
 }
 
 func (t *translator) dispatcherParam(m modparam, what string) {
-	kind := KeyUnknown
-	if t.opt.DispatcherKey != nil {
-		kind = t.opt.DispatcherKey(m.name)
-	}
-	if kind == KeyUnknown {
-		t.r.add(m.pos, false, what, "not supported yet")
-		return
-	}
 	var v any = m.value
 	if m.isNumber {
 		n, err := strconv.Atoi(m.value)
@@ -259,6 +252,14 @@ func (t *translator) dispatcherParam(m modparam, what string) {
 			return
 		}
 		v = n
+	}
+	kind := KeyUnknown
+	if t.opt.DispatcherKey != nil {
+		kind = t.opt.DispatcherKey(m.name, v)
+	}
+	if kind == KeyUnknown {
+		t.r.add(m.pos, false, what, "not supported yet")
+		return
 	}
 	switch {
 	case m.name == "list_file" && t.opt.ListFile != "":

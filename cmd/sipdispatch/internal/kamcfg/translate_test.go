@@ -8,7 +8,7 @@ import (
 )
 
 // keys stands in for the configuration loader's list of dispatcher keys.
-func keys(name string) KeyKind {
+func keys(name string, _ any) KeyKind {
 	switch name {
 	case "list_file", "flags", "hash_pvar", "ds_ping_interval", "db_url", "use_default":
 		return KeyMapped
