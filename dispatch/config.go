@@ -3,6 +3,8 @@ package dispatch
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -34,6 +36,12 @@ type Config struct {
 	UseDefault int `yaml:"use_default"`
 	// HashPVar is the template hashed by algorithm 7, e.g. "$fU@$ci". Default "".
 	HashPVar string `yaml:"hash_pvar"`
+	// HashPVarVars gives the $avp(...) and $var(...) variables hash_pvar
+	// reads their value: a template each (a header, another variable,
+	// text), keyed by the variable as written, e.g. {"$avp(i:273)":
+	// "$hdr(X-Account)"}. A Kamailio script assigns them; sipdispatch has no
+	// script. Default none.
+	HashPVarVars map[string]string `yaml:"hash_pvar_vars,omitempty"`
 
 	// PingMethod is the keepalive method. Default "OPTIONS".
 	PingMethod string `yaml:"ds_ping_method"`
@@ -184,8 +192,16 @@ func (c *Config) Validate() error {
 	if c.ForceDst != 0 && c.ForceDst != 1 {
 		bad("force_dst", c.ForceDst, "must be 0 or 1")
 	}
+	for _, name := range slices.Sorted(maps.Keys(c.HashPVarVars)) {
+		v := c.HashPVarVars[name]
+		if !strings.HasPrefix(name, "$avp(") && !strings.HasPrefix(name, "$var(") || !strings.HasSuffix(name, ")") {
+			bad("hash_pvar_vars", strconv.Quote(name), "only $avp(...) and $var(...) variables can be declared")
+		} else if _, err := ParseTemplateVars(name, c.HashPVarVars); err != nil {
+			bad("hash_pvar_vars", strconv.Quote(name)+": "+strconv.Quote(v), err.Error())
+		}
+	}
 	if c.HashPVar != "" {
-		if _, err := ParseTemplate(c.HashPVar); err != nil {
+		if _, err := ParseTemplateVars(c.HashPVar, c.HashPVarVars); err != nil {
 			bad("hash_pvar", strconv.Quote(c.HashPVar), err.Error())
 		}
 	}

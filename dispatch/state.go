@@ -83,7 +83,7 @@ func NewSetState(set Set, cfg *Config, rng *rand.Rand) (*SetState, error) {
 		load:  newLoadTable(cfg.HashSize),
 	}
 	if cfg.HashPVar != "" {
-		t, err := ParseTemplate(cfg.HashPVar)
+		t, err := ParseTemplateVars(cfg.HashPVar, cfg.HashPVarVars)
 		if err != nil {
 			return nil, err
 		}

@@ -33,11 +33,12 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"version": {"print version, commit and Go version", runVersion},
-	"hash":    {"NSLOTS V1 [V2]: Kamailio's dispatcher.hash, computed locally", runHash},
-	"check":   {"[-config FILE] [-list FILE]: validate config and destinations, print the sets in selection order", runCheck},
-	"serve":   {"[-config FILE] [flags]: run a node (SIP proxy + management API)", runServe},
-	"certs":   {"[-dir DIR] [-days N] NODE-NAME...: CA and node certificates for cluster.raft.tls", runCerts},
+	"version":         {"print version, commit and Go version", runVersion},
+	"hash":            {"NSLOTS V1 [V2]: Kamailio's dispatcher.hash, computed locally", runHash},
+	"check":           {"[-config FILE] [-list FILE]: validate config and destinations, print the sets in selection order", runCheck},
+	"serve":           {"[-config FILE] [flags]: run a node (SIP proxy + management API)", runServe},
+	"certs":           {"[-dir DIR] [-days N] NODE-NAME...: CA and node certificates for cluster.raft.tls", runCerts},
+	"import-kamailio": {"KAMAILIO.CFG [-o OUT.yaml] [-list FILE]: translate a Kamailio dispatcher config, with a report", runImportKamailio},
 
 	// Admin commands (admin.go) call a running node's management API.
 	"list":           {"[--json]: the running node's destination sets (dispatcher.list)", runList},

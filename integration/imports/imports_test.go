@@ -39,6 +39,7 @@ var allowed = map[string][]string{
 	cmdInternal + "api":     {module + "actors", module + "cluster", module + "dispatch"},
 	cmdInternal + "source": {module + "actors", module + "cluster", module + "dispatch",
 		"github.com/go-sql-driver/mysql", "github.com/jackc/pgx/v5", "modernc.org/sqlite"},
+	cmdInternal + "kamcfg": {module + "sip", "gopkg.in/yaml.v3"},
 	cmdInternal + "replica": {module + "actors", module + "cluster", module + "dispatch", module + cmdInternal + "source",
 		"github.com/prometheus/client_golang"},
 }
