@@ -119,6 +119,7 @@ type Server struct {
 	methods map[string]rpcMethod
 	cluster ClusterInfo // nil without cluster.enabled
 	leaver  *Leaver     // nil without cluster.enabled
+	probers ProbeOwners // nil without cluster.enabled
 }
 
 // New returns the management API handler: POST /RPC (JSON-RPC 2.0
@@ -149,6 +150,7 @@ func New(b Backend, token string, log *slog.Logger, metrics http.Handler) *Serve
 		"cluster.members":           s.members,
 		"cluster.raft":              s.raftStatus,
 		"cluster.leave":             s.leave,
+		"cluster.probers":           s.probeOwners,
 		// Old MI names, kept by Kamailio's users' scripts.
 		"ds_list":      s.list,
 		"ds_set_state": s.setState,
