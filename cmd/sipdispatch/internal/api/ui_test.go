@@ -240,7 +240,8 @@ func destFlags(t *testing.T, url, token string, set int, uri string) string {
 }
 
 // The console in a real headless Chromium against a node's real actors,
-// source and metrics: the login form takes the token, the sets page shows
+// source and metrics: a node without a token needs no login from loopback;
+// with one, the login form takes the token, the sets page shows
 // the list file's destinations, a click on "inactive" (confirmed) changes
 // what dispatcher.list reports, a refused add shows the node's error, the
 // cluster and traffic pages fill in, and a bad token brings the login back.
@@ -290,7 +291,14 @@ func TestWebConsole(t *testing.T) {
 		}
 	}
 
-	// Without a token the node answers 401 and the login form shows.
+	// A node without a token file serves a loopback browser with no login.
+	open := httptest.NewServer(New(apitest.NewBackend(dispatch.DefaultConfig(), apitest.SmallNode()...), "", discardLog, nil))
+	defer open.Close()
+	do("open a node without a token", chromedp.Navigate(open.URL+"/ui/"))
+	poll("its sets page without a login", `document.querySelectorAll('#sets tr[data-uri]').length === 3 &&
+		document.querySelector('#login').hidden && document.querySelector('#logout').hidden`, 10*time.Second)
+
+	// With a token the node answers 401 and the login form shows.
 	do("open the console", chromedp.Navigate(srv.URL+"/ui"))
 	poll("the login form", `!document.querySelector('#login').hidden`, 10*time.Second)
 	// confirm() blocks the page: accept each one from another goroutine.
