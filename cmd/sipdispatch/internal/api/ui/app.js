@@ -9,6 +9,7 @@ const POLL_MS = 2000;      // sets and cluster pages
 const TRAFFIC_MS = 1000;   // live traffic page
 const SPARK_POINTS = 150;  // RTT history: 5 minutes at POLL_MS
 const RATE_POINTS = 120;   // request rate history: 2 minutes at TRAFFIC_MS
+const CALL_TIMEOUT_MS = 30000; // as the CLI's: a reload commits through raft
 
 const $ = (id) => document.getElementById(id);
 
@@ -31,7 +32,9 @@ async function call(path, opts) {
   const headers = Object.assign({}, opts.headers);
   const t = token();
   if (t) headers['Authorization'] = 'Bearer ' + t;
-  const r = await fetch(path, Object.assign({}, opts, { headers, cache: 'no-store', credentials: 'omit' }));
+  // A node that does not answer must not stall the polling for good.
+  const signal = AbortSignal.timeout(CALL_TIMEOUT_MS);
+  const r = await fetch(path, Object.assign({}, opts, { headers, signal, cache: 'no-store', credentials: 'omit' }));
   if (r.status === 401) {
     throw new AuthError(t ? 'The node refused this token.' : 'This node needs its API token.');
   }
@@ -182,7 +185,8 @@ async function act(question, method, ...params) {
     const res = await rpc(method, ...params);
     $('error').hidden = true;
     notice(typeof res === 'string' ? res : method + ': done');
-    await refreshSets();
+    // The change is made; a failed redraw is retried by the next poll.
+    await refreshSets().catch(() => {});
     return true;
   } catch (e) {
     if (e instanceof AuthError) {
@@ -201,7 +205,12 @@ const STATES = [
   ['active', 'a'], ['inactive', 'i'], ['disabled', 'd'], ['probing', 'p'],
 ];
 const rttHistory = new Map(); // "set uri" -> recent RTT estimates, ms
-let setsKey = '';
+
+// The sets page is rebuilt only when its shape (sets, destinations, duids)
+// changes; every other poll refreshes the cells in place, so a button is
+// never replaced under the pointer while RTT and load change every second.
+let setsShape = '';
+let setsView = null; // { summary, calls: Map(set -> span), rows: Map("set uri" -> cells) }
 
 function badges(flags) {
   const s = flags[0], p = flags[1] === 'P';
@@ -246,34 +255,35 @@ async function refreshSets() {
       push(rttHistory.get(k), d.LATENCY.EST, SPARK_POINTS);
     }
   }
-  // Redraw only on a change, so a button is not replaced under the pointer.
-  const key = JSON.stringify([list, load]);
-  if (key === setsKey && $('sets').childElementCount) return;
-  setsKey = key;
-  const out = [el('p', { class: 'summary' }, `${list.NRSETS} set(s), `,
-    `${load.PENDING} call-load command(s) pending on this node`)];
-  for (const r of list.RECORDS) out.push(renderSet(r.SET, calls.get(r.SET.ID) || 0, loads));
-  $('sets').replaceChildren(...out);
+  const shape = JSON.stringify(list.RECORDS.map((r) => [r.SET.ID,
+    r.SET.TARGETS.map(({ DEST: d }) => [d.URI, d.ATTRS && d.ATTRS.DUID])]));
+  if (shape !== setsShape || !setsView) {
+    setsShape = shape;
+    setsView = { summary: el('p', { class: 'summary' }), calls: new Map(), rows: new Map() };
+    $('sets').replaceChildren(setsView.summary, ...list.RECORDS.map((r) => renderSet(r.SET)));
+  }
+  setsView.summary.textContent = `${list.NRSETS} set(s), ${load.PENDING} call-load command(s) pending on this node`;
+  for (const r of list.RECORDS) {
+    setsView.calls.get(r.SET.ID).textContent = `${calls.get(r.SET.ID) || 0} call(s)`;
+    for (const { DEST: d } of r.SET.TARGETS) {
+      const k = r.SET.ID + ' ' + d.URI;
+      fillRow(setsView.rows.get(k), d, loads.get(k), rttHistory.get(k) || []);
+    }
+  }
 }
 
-function renderSet(set, ncalls, loads) {
+// renderSet builds a set's table with empty cells; fillRow fills them.
+function renderSet(set) {
   const duids = set.TARGETS.map((t) => t.DEST.ATTRS && t.DEST.ATTRS.DUID).filter(Boolean);
   const rows = set.TARGETS.map(({ DEST: d }) => {
-    const a = d.ATTRS || {};
-    const l = loads.get(set.ID + ' ' + d.URI) || { LOAD: 0, MAXLOAD: a.MAXLOAD || 0 };
-    const lat = d.LATENCY;
-    const hist = rttHistory.get(set.ID + ' ' + d.URI) || [];
-    const weight = a.WEIGHT ? String(a.WEIGHT) : a.RWEIGHT ? 'r' + a.RWEIGHT : '';
+    const c = {};
+    for (const name of ['state', 'uri', 'prio', 'weight', 'duid', 'load', 'rtt', 'spark']) c[name] = el('td');
+    c.uri.className = 'uri';
+    c.uri.textContent = d.URI;
+    c.prio.className = c.weight.className = c.rtt.className = 'n';
+    setsView.rows.set(set.ID + ' ' + d.URI, c);
     return el('tr', { 'data-set': set.ID, 'data-uri': d.URI },
-      el('td', null, badges(d.FLAGS)),
-      el('td', { class: 'uri', title: a.BODY || '' }, d.URI),
-      el('td', { class: 'n' }, d.PRIORITY),
-      el('td', { class: 'n' }, weight),
-      el('td', null, a.DUID || ''),
-      el('td', null, loadBar(l.LOAD, l.MAXLOAD)),
-      el('td', { class: 'n', title: lat ? `${lat.TIMEOUT} timeout(s), std ${ms(lat.STD)} ms` : 'ds_ping_latency_stats is off' },
-        lat ? `${ms(lat.AVG)} / ${ms(lat.EST)} / ${ms(lat.MAX)}` : '–'),
-      el('td', null, lat ? sparkline(hist, 90, 20, 'RTT estimate, last ' + Math.round(hist.length * POLL_MS / 1000) + ' s') : ''),
+      c.state, c.uri, c.prio, c.weight, c.duid, c.load, c.rtt, c.spark,
       el('td', null, el('span', { class: 'actions' },
         STATES.map(([name, st]) => el('button', {
           type: 'button', class: 'act act-' + name, 'data-state': st,
@@ -293,13 +303,30 @@ function renderSet(set, ncalls, loads) {
         onclick: () => act(`Set duid ${sel.value} in set ${set.ID} ${name}?`, 'dispatcher.set_duid_state', st, set.ID, sel.value),
       }, name)));
   }
+  const calls = el('span', { class: 'calls' });
+  setsView.calls.set(set.ID, calls);
   return el('div', { class: 'set', 'data-set': set.ID },
-    el('h2', null, `Set ${set.ID}`, el('span', { class: 'calls' }, `${ncalls} call(s)`), duidTools),
+    el('h2', null, `Set ${set.ID}`, calls, duidTools),
     el('table', null,
       el('thead', null, el('tr', null,
         ['State', 'URI', ['Priority', 'n'], ['Weight', 'n'], 'DUID', 'Calls / maxload', ['RTT avg / est / max (ms)', 'n'], 'RTT history', 'Set state']
           .map((h) => (Array.isArray(h) ? el('th', { class: h[1] }, h[0]) : el('th', null, h))))),
       el('tbody', null, rows)));
+}
+
+function fillRow(c, d, l, hist) {
+  const a = d.ATTRS || {};
+  l = l || { LOAD: 0, MAXLOAD: a.MAXLOAD || 0 };
+  const lat = d.LATENCY;
+  c.state.replaceChildren(badges(d.FLAGS));
+  c.uri.title = a.BODY || '';
+  c.prio.textContent = d.PRIORITY;
+  c.weight.textContent = a.WEIGHT ? String(a.WEIGHT) : a.RWEIGHT ? 'r' + a.RWEIGHT : '';
+  c.duid.textContent = a.DUID || '';
+  c.load.replaceChildren(loadBar(l.LOAD, l.MAXLOAD));
+  c.rtt.textContent = lat ? `${ms(lat.AVG)} / ${ms(lat.EST)} / ${ms(lat.MAX)}` : '–';
+  c.rtt.title = lat ? `${lat.TIMEOUT} timeout(s), std ${ms(lat.STD)} ms` : 'ds_ping_latency_stats is off';
+  c.spark.replaceChildren(lat ? sparkline(hist, 90, 20, 'RTT estimate, last ' + Math.round(hist.length * POLL_MS / 1000) + ' s') : '');
 }
 
 // ---- page 2: the cluster -----------------------------------------------------
