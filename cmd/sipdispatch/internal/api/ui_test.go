@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -25,7 +26,6 @@ import (
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/replica"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
-	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/testwait"
 	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
@@ -270,6 +270,17 @@ func TestWebConsole(t *testing.T) {
 		}
 		return s
 	}
+	// until waits for the node to report cond, showing the page on a timeout.
+	until := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				fail("waiting for "+what, errors.New("timed out after 10s"))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	poll := func(what, expr string, timeout time.Duration) {
 		t.Helper()
 		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(timeout))); err != nil {
@@ -309,9 +320,9 @@ func TestWebConsole(t *testing.T) {
 				return
 			}
 			dialogs.Add(1)
-			if _, err := chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}); err != nil {
-				return
-			}
+			// A failed accept leaves that dialog open and the step waiting
+			// for it fails with the page shown; later dialogs still get accepted.
+			chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
 		}
 	}()
 	do("log in", chromedp.SendKeys("#token", token), chromedp.Click(`#login-form button[type="submit"]`))
@@ -335,7 +346,7 @@ func TestWebConsole(t *testing.T) {
 		t.Fatalf("%s starts as %s, want active", target.URI, f)
 	}
 	do("click inactive", chromedp.Click(row(target)+" button.act-inactive"))
-	testwait.For(t, "dispatcher.list to report "+target.URI+" inactive", 10*time.Second, func() bool {
+	until("dispatcher.list to report "+target.URI+" inactive", func() bool {
 		return strings.HasPrefix(destFlags(t, srv.URL, token, target.SetID, target.URI), "I")
 	})
 	if dialogs.Load() == 0 {
@@ -367,16 +378,16 @@ func TestWebConsole(t *testing.T) {
 	pstn1, pstn2 := dests[2], dests[3]
 	do("disable by duid", chromedp.SetValue(`#sets div.set[data-set="2"] select.duid`, pstn1.Attrs.DUID),
 		chromedp.Click(`#sets div.set[data-set="2"] .duid-tools button.act-disabled`))
-	testwait.For(t, "dispatcher.list to report duid "+pstn1.Attrs.DUID+" disabled", 10*time.Second, func() bool {
+	until("dispatcher.list to report duid "+pstn1.Attrs.DUID+" disabled", func() bool {
 		return strings.HasPrefix(destFlags(t, srv.URL, token, pstn1.SetID, pstn1.URI), "D")
 	})
 	do("remove", chromedp.Click(row(pstn2)+" button.act-remove"))
-	testwait.For(t, "dispatcher.list without "+pstn2.URI, 10*time.Second, func() bool {
+	until("dispatcher.list without "+pstn2.URI, func() bool {
 		return destFlags(t, srv.URL, token, pstn2.SetID, pstn2.URI) == ""
 	})
 	poll("the removed row gone", fmt.Sprintf("document.querySelectorAll('#sets tr[data-uri]').length === %d", len(dests)-1), 10*time.Second)
 	do("reload", chromedp.Click("#reload"))
-	testwait.For(t, "dispatcher.list with "+pstn2.URI+" again", 10*time.Second, func() bool {
+	until("dispatcher.list with "+pstn2.URI+" again", func() bool {
 		return destFlags(t, srv.URL, token, pstn2.SetID, pstn2.URI) != ""
 	})
 	if n := dialogs.Load(); n != 5 { // inactive, add, duid, remove, reload
