@@ -187,6 +187,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 	if c.Cluster.Enabled {
 		leaver = api.NewLeaver(node, quit)
 		apiSrv.SetLeaver(leaver)
+		apiSrv.SetProbeOwners(gate.Relay)
 	}
 	go func() { apiDone <- api.Serve(ctx, apiLn, apiSrv, log) }()
 

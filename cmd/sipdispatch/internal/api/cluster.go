@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sipdispatch/sipdispatch/cluster"
+	"github.com/sipdispatch/sipdispatch/dispatch"
 )
 
 // ClusterInfo is what cluster.members and cluster.raft read; *cluster.Node
@@ -29,6 +30,38 @@ func (s *Server) SetCluster(c ClusterInfo) { s.cluster = c }
 // SetLeaver makes cluster.leave available: it asks l to leave and waits.
 // Call it before serving.
 func (s *Server) SetLeaver(l *Leaver) { s.leaver = l }
+
+// ProbeOwners tells which member probes a gateway (docs/cluster-design.md,
+// "Probing"); replica.ProbeRelay implements it. ProbeOwner is cheap and
+// never blocks.
+type ProbeOwners interface {
+	ProbeOwner(d *dispatch.Destination) string
+}
+
+// SetProbeOwners makes cluster.probers available; without it (a node that
+// runs alone probes every gateway itself) it answers "Cluster Not Enabled".
+// Call it before serving.
+func (s *Server) SetProbeOwners(p ProbeOwners) { s.probers = p }
+
+// probeOwners serves cluster.probers: for every destination, the member
+// whose keepalive rounds cover it when it is due for a probe.
+func (s *Server) probeOwners(ctx context.Context, _ params) (any, *Error) {
+	if s.probers == nil {
+		return nil, errNoCluster
+	}
+	sets, err := s.b.Status(ctx)
+	if err != nil {
+		return nil, failed("Internal error sets structure", err)
+	}
+	out := []obj{}
+	for _, set := range sets {
+		for i := range set.Dests {
+			d := &set.Dests[i]
+			out = append(out, obj{{"SET", set.ID}, {"URI", d.URI}, {"NODE", s.probers.ProbeOwner(&d.Destination)}})
+		}
+	}
+	return obj{{"PROBERS", out}}, nil
+}
 
 // members serves cluster.members: every gossip member this node knows.
 func (s *Server) members(context.Context, params) (any, *Error) {

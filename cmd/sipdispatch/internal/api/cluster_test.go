@@ -25,10 +25,10 @@ func (f *fakeCluster) Raft() (cluster.RaftStatus, error) { return f.raft, f.err 
 
 func TestClusterMethods(t *testing.T) {
 	f := apitest.NewBackend(dispatch.DefaultConfig())
-	// Without a cluster both methods say so.
+	// Without a cluster the cluster methods say so.
 	alone := httptest.NewServer(New(f, "", discardLog, nil))
 	defer alone.Close()
-	for _, m := range []string{"cluster.members", "cluster.raft", "cluster.leave"} {
+	for _, m := range []string{"cluster.members", "cluster.raft", "cluster.leave", "cluster.probers"} {
 		if _, b := apitest.Post(t, alone.URL, "", apitest.RPCBody(m, 1)); !strings.Contains(string(b), `"Cluster Not Enabled"`) {
 			t.Errorf("%s on a lone node: %s", m, b)
 		}

@@ -1,7 +1,8 @@
 // Package api is the management API of a node: JSON-RPC 2.0 on POST /RPC
 // with Kamailio's dispatcher method names and reply shapes, the cluster
 // methods, bearer-token or loopback-only auth, GET /healthz and /readyz, and
-// the /metrics handler it is given (docs/operations.md). It serves a Backend
+// the /metrics handler it is given, and the web console at /ui/ that calls
+// them from a browser (docs/operations.md). It serves a Backend
 // and knows nothing of how the node is wired. Client is the other side,
 // used by the admin commands.
 package api
@@ -119,11 +120,12 @@ type Server struct {
 	methods map[string]rpcMethod
 	cluster ClusterInfo // nil without cluster.enabled
 	leaver  *Leaver     // nil without cluster.enabled
+	probers ProbeOwners // nil without cluster.enabled
 }
 
 // New returns the management API handler: POST /RPC (JSON-RPC 2.0
 // with Kamailio's dispatcher methods), GET /metrics served by metrics when
-// it is not nil, GET /healthz and GET /readyz. With a
+// it is not nil, the web console on GET /ui/, GET /healthz and GET /readyz. With a
 // token every /RPC and /metrics call needs "Authorization: Bearer TOKEN";
 // without one only loopback clients may call them. The health endpoints are
 // open: orchestrator probes carry no credentials and the endpoints disclose
@@ -149,6 +151,7 @@ func New(b Backend, token string, log *slog.Logger, metrics http.Handler) *Serve
 		"cluster.members":           s.members,
 		"cluster.raft":              s.raftStatus,
 		"cluster.leave":             s.leave,
+		"cluster.probers":           s.probeOwners,
 		// Old MI names, kept by Kamailio's users' scripts.
 		"ds_list":      s.list,
 		"ds_set_state": s.setState,
@@ -158,6 +161,8 @@ func New(b Backend, token string, log *slog.Logger, metrics http.Handler) *Serve
 	if metrics != nil {
 		s.mux.Handle("GET /metrics", s.auth(metrics))
 	}
+	s.mux.Handle("GET /ui/", uiHandler())
+	s.mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
 	})

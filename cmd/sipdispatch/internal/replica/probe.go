@@ -157,6 +157,12 @@ func (r *ProbeRelay) owned(targets []actors.ProbeTarget) []actors.ProbeTarget {
 	return mine
 }
 
+// ProbeOwner names the member that probes d's gateway in its rounds, as
+// the live members are known right now (the API's cluster.probers).
+func (r *ProbeRelay) ProbeOwner(d *dispatch.Destination) string {
+	return dispatch.RendezvousOwner(probeKey(d), liveProbers(r.node.Members(), r.self))
+}
+
 // report takes one of this node's keepalive results: the leader proposes it,
 // any other node gossips it to the leader. A broadcast that never reaches the
 // leader is not retried: the next round probes the gateway again. Never

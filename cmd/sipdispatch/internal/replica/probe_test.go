@@ -149,6 +149,27 @@ func TestOwnedTargetsPartition(t *testing.T) {
 	}
 }
 
+// ProbeOwner, which the console shows, names the node whose rounds probe
+// each target, as seen from any node.
+func TestProbeOwnerMatchesOwnedTargets(t *testing.T) {
+	targets := targetsOf(t, 1, "sip:10.0.0.1", "sip:10.0.0.2", "sip:10.0.0.3", "sip:10.0.0.4", "sip:10.0.0.5", "sip:10.0.0.6")
+	members := []cluster.Member{alive("n1"), alive("n2"), alive("n3")}
+	for _, n := range []string{"n1", "n2", "n3"} {
+		mine := map[string]bool{}
+		for _, tg := range ownedTargets(targets, n, liveProbers(members, n)) {
+			mine[tg.Dest.URI] = true
+		}
+		for _, viewer := range []string{"n1", "n2"} {
+			r := NewProbeRelay(viewer, &probeClusterFake{members: members}, &probeSinkFake{}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+			for _, tg := range targets {
+				if got := r.ProbeOwner(&tg.Dest); (got == n) != mine[tg.Dest.URI] {
+					t.Errorf("seen from %s, %s is probed by %s; %s's own rounds say mine=%v", viewer, tg.Dest.URI, got, n, mine[tg.Dest.URI])
+				}
+			}
+		}
+	}
+}
+
 func newTestRelay(fc *probeClusterFake, sink *probeSinkFake) *ProbeRelay {
 	return NewProbeRelay("n1", fc, sink, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 }
