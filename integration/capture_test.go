@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	bin "encoding/binary"
 	"fmt"
@@ -128,18 +127,7 @@ func testHEPCapture(t *testing.T, mode, callerTransport string) {
 func startSngrep(t *testing.T, url, pcap string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "sngrep", "-N", "-q", "-L", url, "-O", pcap)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	out, done := startUntilCleanup(t, exec.CommandContext(ctx, "sngrep", "-N", "-q", "-L", url, "-O", pcap), cancel)
 	host, port, _ := strings.Cut(strings.TrimPrefix(url, "udp:"), ":")
 	var p int
 	fmt.Sscan(port, &p)

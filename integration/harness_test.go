@@ -288,17 +288,7 @@ func startSIPpGateway(t *testing.T, ip string, port int, proto string) {
 	cmd := exec.CommandContext(ctx, "sipp", "-nostdin", "-sf", testdata("uas_gateway.xml"), "-i", ip, "-p", fmt.Sprint(port),
 		"-t", proto, "-timeout", "600s", "-buff_size", "4194304")
 	cmd.Dir = t.TempDir()
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	out, done := startUntilCleanup(t, cmd, cancel)
 	waitFor(t, fmt.Sprintf("SIPp gateway on %s:%d", ip, port), 10*time.Second, func() bool {
 		select {
 		case <-done:
@@ -330,4 +320,23 @@ func tail(s string, lines int) string {
 		l = l[len(l)-lines:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// startUntilCleanup starts cmd (made with exec.CommandContext and cancel's
+// context) and stops it when the test ends. Its output is in out, to read
+// once done is closed (the process has exited).
+func startUntilCleanup(t *testing.T, cmd *exec.Cmd, cancel context.CancelFunc) (out *bytes.Buffer, done chan struct{}) {
+	t.Helper()
+	out, done = new(bytes.Buffer), make(chan struct{})
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return out, done
 }

@@ -432,17 +432,7 @@ func TestDBReload(t *testing.T) {
 		if err := errors.Join(append(Validate(&cfg), cfg.Validate())...); err != nil {
 			t.Fatal(err)
 		}
-		dests, err := Load(&cfg, discardLog)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg, err := actors.NewRegistry(&cfg, dispatch.BuildSets(dests), actors.Options{Seed: 1, Logger: discardLog})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(reg.Stop)
-		src := New(&cfg, dests, discardLog)
-		src.SetRegistry(reg)
+		src, reg := loadWithRegistry(t, &cfg)
 
 		// Runtime state that a reload must carry over.
 		op, err := dispatch.ParseMarkState("i")

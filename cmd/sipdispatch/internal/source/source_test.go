@@ -67,17 +67,7 @@ func TestReloadDelta(t *testing.T) {
 	for _, delta := range []int{0, 3600} {
 		cfg := dispatch.DefaultConfig()
 		cfg.ListFile, cfg.ReloadDelta = list, delta
-		dests, err := Load(&cfg, discardLog)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg, err := actors.NewRegistry(&cfg, dispatch.BuildSets(dests), actors.Options{Seed: 1, Logger: discardLog})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(reg.Stop)
-		src := New(&cfg, dests, discardLog)
-		src.SetRegistry(reg)
+		src, reg := loadWithRegistry(t, &cfg)
 		if err := src.Reload(ctx); err != nil {
 			t.Fatalf("delta %d: first reload: %v", delta, err)
 		}
@@ -101,4 +91,22 @@ func TestReloadDelta(t *testing.T) {
 			}
 		}
 	}
+}
+
+// loadWithRegistry loads cfg's destinations and returns a source wired to a
+// registry of them, as serve does; the registry stops when the test ends.
+func loadWithRegistry(t *testing.T, cfg *dispatch.Config) (*Sources, *actors.Registry) {
+	t.Helper()
+	dests, err := Load(cfg, discardLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := actors.NewRegistry(cfg, dispatch.BuildSets(dests), actors.Options{Seed: 1, Logger: discardLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Stop)
+	src := New(cfg, dests, discardLog)
+	src.SetRegistry(reg)
+	return src, reg
 }
