@@ -37,7 +37,7 @@ test: ## vet + every test under the race detector (.ci/setup installs and starts
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 bench: ## benchmarks (numbers go to docs/benchmarks.md)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./dispatch/... ./actors/...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./dispatch/... ./actors/... ./sip/...
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./cluster/
 
 bench-cluster: build ## SIPp A/B: alg-10 calls through one node alone vs one node of a 3-node cluster (RATE, ROUNDS)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -123,7 +124,7 @@ func validate(req *sipmsg.Request) (int, string) {
 	// Single-valued headers given twice make the request ambiguous (RFC 4475
 	// §3.3.8 multi01, §3.3.9 mcl01): which Call-ID would the call load track?
 	for _, name := range [...]string{"Call-ID", "From", "To", "CSeq", "Max-Forwards", "Content-Length"} {
-		if len(req.GetHeaders(name)) > 1 {
+		if countHeaders(req, name) > 1 {
 			return 400, "Duplicate " + name + " Header"
 		}
 	}
@@ -132,6 +133,19 @@ func validate(req *sipmsg.Request) (int, string) {
 		return 0, ""
 	}
 	return 416, "Unsupported URI Scheme"
+}
+
+// countHeaders counts m's headers named name (case-insensitive) without
+// the slice sipgo's GetHeaders allocates; the fast path asks on every
+// message.
+func countHeaders(m interface{ Headers() []sipmsg.Header }, name string) int {
+	n := 0
+	for _, h := range m.Headers() {
+		if strings.EqualFold(h.Name(), name) {
+			n++
+		}
+	}
+	return n
 }
 
 // reply answers req locally; an ACK is never answered (RFC 3261 §17.2.3).
@@ -218,7 +232,7 @@ func (s *Server) nextHop(req *sipmsg.Request) (h hop, pop int, loadSet int, ok b
 // pop leading Route values removed, received/rport on the sender's Via
 // (RFC 3261 §18.2.1, RFC 3581) and our Via with branch on top (§16.6 step 8).
 func (s *Server) outgoing(req *sipmsg.Request, h hop, mf, pop int, branch string) *sipmsg.Request {
-	fwd := req.Clone()
+	fwd := forwardCopy(req)
 	m := sipmsg.MaxForwardsHeader(mf)
 	if fwd.MaxForwards() != nil {
 		fwd.ReplaceHeader(&m)
@@ -275,6 +289,33 @@ func (s *Server) laddr(k *socket, proto string) sipmsg.Addr {
 		return sipmsg.Addr{IP: k.ip}
 	}
 	return sipmsg.Addr{}
+}
+
+// forwardCopy is the copy of req that outgoing turns into the forwarded
+// request: a message of its own that shares req's header values and body,
+// except the top Via, which outgoing edits (received, rport) and so is
+// copied. Parsed header values are never changed in place afterwards — the
+// proxy adds, removes and replaces whole headers of its own message, and
+// sipgo only fills in the port of our new Via — so sharing them is safe;
+// sipgo's deep Clone was a third of the stateless fast path's allocations
+// and doubled what a stateful proxy's transactions hold
+// (docs/benchmarks.md, "SIP path").
+func forwardCopy(req *sipmsg.Request) *sipmsg.Request {
+	fwd := sipmsg.NewRequest(req.Method, *req.Recipient.Clone())
+	fwd.SipVersion = req.SipVersion
+	top := sipmsg.Header(req.Via())
+	for _, h := range req.Headers() {
+		if h == top {
+			h = req.Via().Clone()
+		}
+		fwd.AppendHeader(h)
+	}
+	fwd.SetBody(req.Body())
+	fwd.SetTransport(req.Transport())
+	fwd.SetSource(req.Source())
+	fwd.SetDestination(req.Destination())
+	fwd.Laddr = req.Laddr
+	return fwd
 }
 
 // fromSetCheck is the ds_is_from_list callback for dr's source: set id -1
@@ -608,6 +649,9 @@ func (s *Server) writeStateless(msg sipmsg.Message) error {
 		}
 	}
 	if k != nil && k.tx != nil && strings.EqualFold(msg.Transport(), "UDP") {
+		if _, err := netip.ParseAddrPort(msg.Destination()); err == nil {
+			return k.tx.out.WriteMsg(msg) // an IP address already: nothing to resolve
+		}
 		if a, err := net.ResolveUDPAddr("udp", msg.Destination()); err == nil {
 			msg.SetDestination(a.String())
 			return k.tx.out.WriteMsg(msg)

@@ -28,27 +28,35 @@ func RequestFrom(req *sipmsg.Request, src, proto string) dispatch.Request {
 	if h := req.To(); h != nil {
 		r.To = h.Address.String()
 	}
-	if h := req.GetHeader("User-Agent"); h != nil {
-		r.UserAgent = h.Value()
-	}
-	// Kamailio's $au prefers the proxy credentials (docs/configuration.md,
-	// "Template variables").
-	for _, name := range [...]string{"Proxy-Authorization", "Authorization"} {
-		if h := req.GetHeader(name); h != nil {
-			if u, ok := digestUsername(h.Value()); ok {
-				r.AuthUser = u
-				break
-			}
-		}
-	}
 	if host, port, err := net.SplitHostPort(src); err == nil {
 		r.SrcIP = host
 		r.SrcPort, _ = strconv.Atoi(port)
 	}
+	// One pass over the headers, without sipgo's GetHeader, which lower-cases
+	// every header name it compares (an allocation each).
 	hs := req.Headers()
 	r.Headers = make([]dispatch.Header, 0, len(hs))
+	var proxyAuth, auth string
+	var hasUA, hasProxyAuth, hasAuth bool
 	for _, h := range hs {
-		r.Headers = append(r.Headers, dispatch.Header{Name: h.Name(), Value: h.Value()})
+		name, value := h.Name(), h.Value()
+		r.Headers = append(r.Headers, dispatch.Header{Name: name, Value: value})
+		switch {
+		case !hasUA && strings.EqualFold(name, "User-Agent"):
+			r.UserAgent, hasUA = value, true
+		case !hasProxyAuth && strings.EqualFold(name, "Proxy-Authorization"):
+			proxyAuth, hasProxyAuth = value, true
+		case !hasAuth && strings.EqualFold(name, "Authorization"):
+			auth, hasAuth = value, true
+		}
+	}
+	// Kamailio's $au prefers the proxy credentials (docs/configuration.md,
+	// "Template variables").
+	for _, v := range [...]string{proxyAuth, auth} {
+		if u, ok := digestUsername(v); ok {
+			r.AuthUser = u
+			break
+		}
 	}
 	return r
 }

@@ -155,7 +155,7 @@ func testConfig(mode string) Config {
 }
 
 // startProxy runs a Server until the test ends and returns its UDP address.
-func startProxy(t *testing.T, cfg Config, d Dispatcher, r Routes) (*Server, string) {
+func startProxy(t testing.TB, cfg Config, d Dispatcher, r Routes) (*Server, string) {
 	t.Helper()
 	s, err := NewServer(cfg, d, r, testLogger())
 	if err != nil {

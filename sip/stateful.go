@@ -211,6 +211,14 @@ func (s *statefulForwarder) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Req
 					s.relay(tx, r)
 				}
 			}
+			if !invite {
+				// A finished non-INVITE client transaction waits Timer K
+				// (T4, 5 s) only to absorb retransmitted finals; without it
+				// they are unmatched and dropped all the same
+				// (onUnmatchedResponse), and the request and response it
+				// holds go now.
+				clTx.Terminate()
+			}
 			if res.IsSuccess() {
 				s.relay(tx, res)
 				return outcome{code: res.StatusCode, res: res, relayed: true}
@@ -294,13 +302,32 @@ func drain(clTx sipmsg.ClientTransaction) {
 // §16.7 step 9). It works on a copy: the client transaction still reads the
 // original.
 func (s *statefulForwarder) relay(tx sipmsg.ServerTransaction, res *sipmsg.Response) {
-	r := res.Clone()
-	r.RemoveHeader("Via")
-	r.SetDestination("") // computed again from the Via now on top
+	r := relayCopy(res)
 	s.obs.Reply(r.StatusCode)
 	if err := tx.Respond(r); err != nil {
 		s.log.Debug("sip: response not relayed", "code", r.StatusCode, "err", err)
 	}
+}
+
+// relayCopy is res as it goes upstream: without our Via on top, and with no
+// destination, which the server transaction computes from the Via now on
+// top. It shares the other header values and the body with res, which the
+// client transaction keeps but never changes; the server transaction keeps
+// the copy as long (Timers J and L, 32 s), so a deep copy doubled what a
+// finished call holds (docs/benchmarks.md, "SIP path").
+func relayCopy(res *sipmsg.Response) *sipmsg.Response {
+	r := sipmsg.NewResponse(res.StatusCode, res.Reason)
+	r.SipVersion = res.SipVersion
+	top := sipmsg.Header(res.Via())
+	for _, h := range res.Headers() {
+		if h != top {
+			r.AppendHeader(h)
+		}
+	}
+	r.SetBody(res.Body())
+	r.SetTransport(res.Transport())
+	r.SetSource(res.Source())
+	return r
 }
 
 // relayFinal answers the caller with the last attempt's final reply, or a

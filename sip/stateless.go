@@ -209,7 +209,7 @@ func (s *statelessForwarder) statelessRead(p sipmsg.TransportReadProps, data []b
 	case *sipmsg.Request:
 		s.onRequest(m, k.tx)
 	case *sipmsg.Response:
-		if len(m.GetHeaders("Via")) < 2 {
+		if countHeaders(m, "Via") < 2 {
 			return data, nil // our probe's reply
 		}
 		if s.relayable(m) {
@@ -267,11 +267,10 @@ func (s *statelessForwarder) onWire(msg sipmsg.Message) {
 // (a keepalive's reply has none below). A final reply to an INVITE ends the
 // call's pending load entry.
 func (s *statelessForwarder) relayable(res *sipmsg.Response) bool {
-	vias := res.GetHeaders("Via")
-	if len(vias) < 2 || res.CSeq() == nil {
+	if countHeaders(res, "Via") < 2 || res.CSeq() == nil {
 		return false
 	}
-	if via, ok := vias[0].(*sipmsg.ViaHeader); !ok || !s.isSelf(via.Host, via.Port, "sip") {
+	if via := res.Via(); !s.isSelf(via.Host, via.Port, "sip") {
 		s.dropped.Add(1)
 		return false
 	}
