@@ -77,15 +77,17 @@ func TestFailoverOnTimeout(t *testing.T) {
 	})
 }
 
-// Without failover a gateway's 503 reaches the caller and nothing is marked.
-func TestNoFailoverRelays503(t *testing.T) {
+// Without failover a gateway's 503 reaches the caller as 500 with the
+// gateway's reason (RFC 3261 §16.7 step 6, as Kamailio's tm) and nothing is
+// marked.
+func TestNoFailoverRelays503As500(t *testing.T) {
 	bad, good := newGateway(t, "503"), newGateway(t, "answer")
 	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {bad.dest(1), good.dest(1)}})
 	_, proxy := startProxy(t, testConfig(ModeStateful), d, dispatchRoute(1))
 	u := newUAC(t)
 	rs := u.final(t, u.request(sipmsg.INVITE, proxy, nil))
-	if c := rs[len(rs)-1].StatusCode; c != 503 {
-		t.Fatalf("final %d, want the gateway's 503", c)
+	if last := rs[len(rs)-1]; last.StatusCode != 500 || last.Reason != "Service Unavailable" {
+		t.Fatalf("final %d %s, want the gateway's 503 as 500 Service Unavailable", last.StatusCode, last.Reason)
 	}
 	if good.invites.Load() != 0 {
 		t.Fatalf("next gateway got %d INVITEs without failover", good.invites.Load())

@@ -61,7 +61,7 @@ func TestParallelForkBestFinal(t *testing.T) {
 	}{
 		{[]string{"503", "486", "500"}, 486, 2},
 		{[]string{"503", "603", "ring"}, 603, 1},
-		{[]string{"503", "500"}, 503, 2},
+		{[]string{"503", "500"}, 500, 2}, // the 503 is chosen and goes upstream as 500
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprint(tc.modes), func(t *testing.T) {

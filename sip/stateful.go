@@ -302,7 +302,11 @@ func drain(clTx sipmsg.ClientTransaction) {
 // §16.7 step 9). It works on a copy: the client transaction still reads the
 // original.
 func (s *statefulForwarder) relay(tx sipmsg.ServerTransaction, res *sipmsg.Response) {
-	r := relayCopy(res)
+	s.respond(tx, relayCopy(res))
+}
+
+// respond sends r, a relayed reply, upstream.
+func (s *statefulForwarder) respond(tx sipmsg.ServerTransaction, r *sipmsg.Response) {
 	s.obs.Reply(r.StatusCode)
 	if err := tx.Respond(r); err != nil {
 		s.log.Debug("sip: response not relayed", "code", r.StatusCode, "err", err)
@@ -331,10 +335,17 @@ func relayCopy(res *sipmsg.Response) *sipmsg.Response {
 }
 
 // relayFinal answers the caller with the last attempt's final reply, or a
-// local one when the attempt produced none.
+// local one when the attempt produced none. A gateway's 503 goes upstream as
+// 500 with the gateway's reason and headers: RFC 3261 §16.7 step 6 (a 503
+// would tell the caller that this proxy, not one gateway, is unavailable),
+// and what Kamailio's tm sends.
 func (s *statefulForwarder) relayFinal(req *sipmsg.Request, tx sipmsg.ServerTransaction, out outcome) {
 	if out.res != nil {
-		s.relay(tx, out.res)
+		r := relayCopy(out.res)
+		if r.StatusCode == 503 {
+			r.StatusCode = 500
+		}
+		s.respond(tx, r)
 		return
 	}
 	s.reply(req, tx, out.code, reasonPhrase(out.code))
