@@ -26,7 +26,7 @@ test: ## vet + every test under the race detector (.ci/setup installs and starts
 
 bench: ## benchmarks (numbers go to docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./dispatch/... ./actors/...
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./cluster/
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./cluster/ ./cmd/sipdispatch/internal/replica/
 
 bench-ab: build ## SIPp A/B against Kamailio 5.6, one table (SCENARIOS, CALLS, ROUNDS; MODE=step: max rate + PNG plot)
 	integration/bench/ab.sh
