@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -32,11 +33,12 @@ func (s *benchSource) WarnDrift(source.RaftView) {}
 // the registry over a standalone one-node raft with its log on disk (fsync
 // on) and the pending-load file, with set 1 of three destinations and call
 // load on (ds_hash_size 14), load_replication sync.
-func startBenchNode(b *testing.B) *actors.Registry {
+func startBenchNode(b *testing.B) (*actors.Registry, *cluster.Node) {
 	b.Helper()
 	dir := b.TempDir()
 	ncfg := cluster.DefaultConfig()
 	ncfg.NodeName, ncfg.DataDir, ncfg.Standalone = "bench", dir+"/raft", true
+	ncfg.BatchDelay = cluster.StandaloneBatchDelay // as `sipdispatch serve` sets it
 	dcfg := dispatch.DefaultConfig()
 	dcfg.HashSize = 14
 	var dests []dispatch.Destination
@@ -59,7 +61,7 @@ func startBenchNode(b *testing.B) *actors.Registry {
 		}
 		reg.Stop()
 	})
-	return reg
+	return reg, node
 }
 
 // cpuNanos is the CPU time (user + system) this process has used.
@@ -116,7 +118,7 @@ func inviteReq(callID string) *dispatch.Request {
 func BenchmarkLoadAdd(b *testing.B) {
 	for _, conc := range []int{1, 64} {
 		b.Run("conc="+strconv.Itoa(conc), func(b *testing.B) {
-			reg := startBenchNode(b)
+			reg, _ := startBenchNode(b)
 			benchCalls(b, conc, "add-", func(ctx context.Context, id string) error {
 				_, err := reg.Select(ctx, 1, dispatch.AlgCallLoad, inviteReq(id), 0)
 				return err
@@ -130,7 +132,7 @@ func BenchmarkLoadAdd(b *testing.B) {
 // (its BYE) through the load queue, the pending-load file and raft, until
 // every command has committed.
 func BenchmarkLoadConfirmRemove(b *testing.B) {
-	reg := startBenchNode(b)
+	reg, _ := startBenchNode(b)
 	ctx := context.Background()
 	ids := make([]string, b.N)
 	for i := range ids {
@@ -158,7 +160,7 @@ func BenchmarkLoadConfirmRemove(b *testing.B) {
 // it, 64 calls in flight: Select (add committed), LoadConfirm at the 2xx,
 // LoadRemove at the BYE; the timer stops once every command has committed.
 func BenchmarkLoadCall(b *testing.B) {
-	reg := startBenchNode(b)
+	reg, _ := startBenchNode(b)
 	cpu0 := cpuNanos(b)
 	benchCalls(b, 64, "call-", func(ctx context.Context, id string) error {
 		if _, err := reg.Select(ctx, 1, dispatch.AlgCallLoad, inviteReq(id), 0); err != nil {
@@ -176,4 +178,58 @@ func BenchmarkLoadCall(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(cpuNanos(b)-cpu0)/1e3/float64(b.N), "cpu-µs/op")
+}
+
+// BenchmarkLoadCallPaced offers calls at a fixed rate, as SIPp does, so
+// that group commit sees what a proxy sees at that rate (few commands per
+// raft entry) rather than 64 calls always waiting: each call is its Select,
+// then 20 ms later (the 180 and 200) its LoadConfirm, and its LoadRemove
+// (the BYE) at once. ns/op is the pace; cpu-µs/op is the cost per call,
+// entries/op the raft entries (group commits) per call, and p50/p99 the
+// time an INVITE's Select waits for its entry to commit.
+func BenchmarkLoadCallPaced(b *testing.B) {
+	for _, rate := range []int{400, 800} {
+		b.Run("rate="+strconv.Itoa(rate), func(b *testing.B) {
+			reg, node := startBenchNode(b)
+			before := node.Stats()
+			ctx := context.Background()
+			errs := make(chan error, b.N)
+			lat := make([]time.Duration, b.N)
+			tick := time.NewTicker(time.Second / time.Duration(rate))
+			defer tick.Stop()
+			cpu0 := cpuNanos(b)
+			b.ResetTimer()
+			for i := range b.N {
+				<-tick.C
+				go func() {
+					id := "paced-" + strconv.Itoa(i)
+					t0 := time.Now()
+					_, err := reg.Select(ctx, 1, dispatch.AlgCallLoad, inviteReq(id), 0)
+					lat[i] = time.Since(t0)
+					if err == nil {
+						time.Sleep(20 * time.Millisecond)
+						reg.LoadConfirm(1, id)
+						reg.LoadRemove(1, id)
+					}
+					errs <- err
+				}()
+			}
+			for range b.N {
+				if err := <-errs; err != nil {
+					b.Fatal(err)
+				}
+			}
+			wctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			if err := reg.WaitLoads(wctx); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpuNanos(b)-cpu0)/1e3/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64(node.Stats().Entries-before.Entries)/float64(b.N), "entries/op")
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[b.N/2].Microseconds()), "p50-select-µs")
+			b.ReportMetric(float64(lat[b.N*99/100].Microseconds()), "p99-select-µs")
+		})
+	}
 }
