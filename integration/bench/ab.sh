@@ -55,11 +55,11 @@ for s in $SCENARIOS; do
             cmd=$kam; [ $side = sipdispatch ] && cmd=$sd
             # shellcheck disable=SC2086
             HOLD_MS=$hold PROXY_CMD=$cmd LABEL=$side OUT=$OUT/$s-$side \
-                flock /tmp/sipbench.lock "$HERE/run.sh" step $rates
+                flock /tmp/sipbench.lock "$HERE/run.sh" step $rates || echo "ab.sh: step $s $side failed (see $OUT/$s-$side/run.log)" >&2
         done
     else
         HOLD_MS=$hold PROXY_A_CMD=$kam PROXY_B_CMD=$sd LABEL_A=kamailio LABEL_B=sipdispatch OUT=$OUT/$s \
-            flock /tmp/sipbench.lock "$HERE/run.sh" ab "$rate" "$ROUNDS"
+            flock /tmp/sipbench.lock "$HERE/run.sh" ab "$rate" "$ROUNDS" || echo "ab.sh: scenario $s failed (see $OUT/$s/run.log)" >&2
     fi
 done
 

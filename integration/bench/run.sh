@@ -190,8 +190,8 @@ PY
     echo "${line##*$'\t'}"
 }
 
-smoke() {  # 200 calls at 100 cps must all succeed
-    local v; v=$(load_run 100 200 "smoke-$1" "$1-smoke")
+smoke() {  # 200 calls at 100 cps must all succeed (the achieved rate is not judged: a hold skews it)
+    local v; v=$(MIN_RATE_FRAC=0 load_run 100 200 "smoke-$1" "$1-smoke")
     if [ "$v" != OK ]; then log "ERROR: smoke test failed for '$1' - calls do not complete through the proxy"; return 1; fi
     sleep "$SETTLE"
 }
