@@ -8,7 +8,7 @@ FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 PKGS     := ./...
 
-.PHONY: help build run test bench bench-cluster fuzz lint cover clean chaos deb
+.PHONY: help build run test bench bench-ab bench-cluster fuzz lint cover clean chaos deb
 
 # make deb: the package's version (a v* tag without the v, else 0.0.0~git + commit),
 # its architecture and where the .deb goes.
@@ -38,7 +38,10 @@ test: ## vet + every test under the race detector (.ci/setup installs and starts
 
 bench: ## benchmarks (numbers go to docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./dispatch/... ./actors/... ./sip/...
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./cluster/
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./cluster/ ./cmd/sipdispatch/internal/replica/
+
+bench-ab: build ## SIPp A/B against Kamailio 5.6, one table (SCENARIOS, CALLS, ROUNDS; MODE=step: max rate + PNG plot)
+	integration/bench/ab.sh
 
 bench-cluster: build ## SIPp A/B: alg-10 calls through one node alone vs one node of a 3-node cluster (RATE, ROUNDS)
 	docs/examples/bench-cluster.sh $(or $(RATE),1000) $(or $(ROUNDS),2)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench-cluster.sh — stateful alg-10 calls through one sipdispatch node alone (A) and through one
 # node of a three-node cluster (B), A,B,A,B on fresh proxy processes with the SIPp harness
-# (../shared/bench/run.sh, see its README). `make bench-cluster` runs it from the repository root.
+# (integration/bench/run.sh, see its README). `make bench-cluster` runs it from the repository root.
 #
 #   SIPp UAC -> 127.0.0.1:5060 -> 3 SIPp gateways 127.0.0.1:5081-5083
 #   A: sipdispatch alone (no cluster).  B: cluster node n1 on 127.0.0.1; n2 and n3 run for the
@@ -13,7 +13,7 @@
 #        MODE=step docs/examples/bench-cluster.sh [RATE ...] the cluster node only, run.sh's step
 #                                                          mode: the highest rate with < 0.1 % failed
 #        MODE=step-single ... [RATE ...]                   the same for the node alone
-# Env:   BENCH=../shared/bench  BIN=bin/sipdispatch  WORK=/tmp/sipdispatch-bench-cluster
+# Env:   BENCH=integration/bench  BIN=bin/sipdispatch  WORK=/tmp/sipdispatch-bench-cluster
 #        STEP_SECS=10 (seconds of calls per run) and every other run.sh knob.
 # run.sh measures the CPU of the proxy process (n1) only; this script adds the CPU that n2 and n3
 # spent during the whole A/B (printed at the end), so the cluster's total cost per call is known.
@@ -23,7 +23,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 MODE=${MODE:-ab}
 RATE=${1:-1000}
 ROUNDS=${2:-2}
-BENCH=${BENCH:-$ROOT/../shared/bench}
+BENCH=${BENCH:-$ROOT/integration/bench}
 BIN=${BIN:-$ROOT/bin/sipdispatch}
 WORK=${WORK:-/tmp/sipdispatch-bench-cluster}
 export STEP_SECS=${STEP_SECS:-10}
@@ -92,26 +92,17 @@ N1=${PIDS[2]}; kill -TERM "$N1"; wait "$N1" || true; PIDS=("${PIDS[@]:0:2}")
 wait_ready 127.0.0.2 127.0.0.3
 echo "cluster formed: n2, n3 running; n1 stopped until run.sh starts it"
 
-# A copy of run.sh with two changes: its port check looks at 127.0.0.1 only (it matches the port
-# on any address, and other tests on a shared machine use 127.0.0.x:5060), and after starting a
-# proxy it waits for its /readyz (a restarted cluster node binds 5060 before it has rejoined; the
-# harness would start calls 1 s after the bind).
-mkdir -p "$WORK/harness"
-for d in lib scenarios kamailio; do ln -s "$BENCH/$d" "$WORK/harness/$d"; done
-sed -e 's/ss -Hlun "sport = :$1"/ss -Hlun "src 127.0.0.1:$1"/' \
-    -e 's|^    sleep 1$|    for i in $(seq 300); do curl -fsS -o /dev/null http://127.0.0.1:19060/readyz \&\& break; sleep 0.1; done; sleep 1|' \
-    "$BENCH/run.sh" > "$WORK/harness/run.sh"
-grep -q 19060/readyz "$WORK/harness/run.sh" || { echo "could not patch $BENCH/run.sh" >&2; exit 1; }
-chmod +x "$WORK/harness/run.sh"
+# A restarted cluster node binds 5060 before it has rejoined: run.sh waits for its /readyz.
+export READY_URL=http://127.0.0.1:19060/readyz
 
 t0=$(ticks "${PIDS[@]}")
 if [ "$MODE" = step ]; then
-    PROXY_CMD="$BIN serve -config $WORK/n1.yaml" LABEL=cluster-n1 OUT=$WORK/out "$WORK/harness/run.sh" step "$@"
+    PROXY_CMD="$BIN serve -config $WORK/n1.yaml" LABEL=cluster-n1 OUT=$WORK/out flock /tmp/sipbench.lock "$BENCH/run.sh" step "$@"
 elif [ "$MODE" = step-single ]; then
-    PROXY_CMD="$BIN serve -config $WORK/single.yaml" LABEL=single OUT=$WORK/out "$WORK/harness/run.sh" step "$@"
+    PROXY_CMD="$BIN serve -config $WORK/single.yaml" LABEL=single OUT=$WORK/out flock /tmp/sipbench.lock "$BENCH/run.sh" step "$@"
 else
     PROXY_A_CMD="$BIN serve -config $WORK/single.yaml" PROXY_B_CMD="$BIN serve -config $WORK/n1.yaml" \
-        LABEL_A=single LABEL_B=cluster-n1 OUT=$WORK/out "$WORK/harness/run.sh" ab "$RATE" "$ROUNDS"
+        LABEL_A=single LABEL_B=cluster-n1 OUT=$WORK/out flock /tmp/sipbench.lock "$BENCH/run.sh" ab "$RATE" "$ROUNDS"
 fi
 t1=$(ticks "${PIDS[@]}")
 echo "n2+n3 CPU during the whole run: $(( (t1 - t0) * 1000 / $(getconf CLK_TCK) )) ms" | tee -a "$WORK/out/run.log"
