@@ -111,7 +111,14 @@ func TestMembership(t *testing.T) {
 // than commands, every proposer gets its own result, and every node ends with
 // the same state.
 func TestGroupCommit(t *testing.T) {
-	t.Run("3 nodes", func(t *testing.T) { testGroupCommit(t, 3, nil) })
+	// This test is about batching, not failover: 2,000 proposals under -race
+	// with the integration tests beside it can starve a leader past
+	// LocalConfig's 400 ms lease, and a leader change fails its in-flight
+	// proposals. Steadier timings keep one leader through the burst.
+	steady := func(c *Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
+	}
+	t.Run("3 nodes", func(t *testing.T) { testGroupCommit(t, 3, steady) })
 	// BatchDelay makes a busy leader wait a little for more proposals.
 	t.Run("1 node with batch delay", func(t *testing.T) {
 		testGroupCommit(t, 1, func(c *Config) { c.BatchDelay = 2 * time.Millisecond })
