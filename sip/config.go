@@ -42,6 +42,11 @@ type Config struct {
 	// FRInvTimer is how long an INVITE waits for a final reply once a
 	// provisional reply has arrived (Kamailio fr_inv_timer).
 	FRInvTimer time.Duration
+	// WaitTimer is how long a finished UDP transaction stays to absorb
+	// retransmissions (proxy.wt_timer, Kamailio tm's wt_timer); 0 = RFC
+	// 3261's 64×T1 (32 s). Process-wide: see SetWaitTimer, which cmd calls;
+	// Validate only checks the range.
+	WaitTimer time.Duration
 	// UDPReaders is, in stateless mode, how many sockets share each UDP
 	// listen address (SO_REUSEPORT, Linux), each read by its own goroutine
 	// that parses and routes what it reads: the kernel spreads datagrams by
@@ -240,6 +245,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FRInvTimer <= 0 {
 		bad("proxy.fr_inv_timer", c.FRInvTimer, "must be > 0")
+	}
+	if c.WaitTimer != 0 && (c.WaitTimer < sipmsg.T4 || c.WaitTimer > MaxWaitTimer) {
+		bad("proxy.wt_timer", c.WaitTimer, fmt.Sprintf("must be 0 (RFC 3261: %v) or %v..%v", MaxWaitTimer, sipmsg.T4, MaxWaitTimer))
 	}
 	if c.UDPReaders < 0 || c.UDPReaders > MaxUDPReaders {
 		bad("proxy.udp_readers", c.UDPReaders, fmt.Sprintf("must be 0..%d", MaxUDPReaders))

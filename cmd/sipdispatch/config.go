@@ -61,6 +61,7 @@ type proxyConfig struct {
 	MaxForwards int           `yaml:"max_forwards"` // set on requests without Max-Forwards
 	FrTimer     time.Duration `yaml:"fr_timer"`     // final reply timeout (tm fr_timer)
 	FrInvTimer  time.Duration `yaml:"fr_inv_timer"` // INVITE final reply timeout after a provisional (tm fr_inv_timer)
+	WtTimer     time.Duration `yaml:"wt_timer"`     // how long a finished UDP transaction stays (tm wt_timer); 0 = RFC 3261's 32 s
 	TLSCert     string        `yaml:"tls_cert"`     // PEM certificate for tls: listeners
 	TLSKey      string        `yaml:"tls_key"`      // PEM key for tls: listeners
 	UDPReaders  int           `yaml:"udp_readers"`  // stateless: sockets per UDP address (SO_REUSEPORT); 0 = one per CPU

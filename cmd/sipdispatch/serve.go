@@ -143,6 +143,7 @@ func runServe(args []string, _, stderr io.Writer) error {
 		gate.Relay = replica.NewProbeRelay(c.Node.Name, node, reg, m.Registry(), log)
 		node.OnMessage(gate.Relay.Receive)
 	}
+	sip.SetWaitTimer(sipCfg.WaitTimer) // process-wide (sipgo's timers), before the server starts
 	srv, err := sip.NewServer(sipCfg, gate, router, log)
 	if err != nil {
 		return fmt.Errorf("failed to create SIP server: %w", err)
@@ -241,6 +242,7 @@ func (c *fileConfig) sipConfig() sip.Config {
 	s.MaxForwards = c.Proxy.MaxForwards
 	s.FRTimer = c.Proxy.FrTimer
 	s.FRInvTimer = c.Proxy.FrInvTimer
+	s.WaitTimer = c.Proxy.WtTimer
 	s.UDPReaders = c.Proxy.UDPReaders
 	s.TLSCert, s.TLSKey = c.Proxy.TLSCert, c.Proxy.TLSKey
 	s.PingInterval = time.Duration(c.Dispatcher.PingInterval) * time.Second
