@@ -8,6 +8,7 @@
 #   stateful        800   0     kamailio/stateful_load.cfg sipdispatch/stateful_load.yaml (alg 10 + failover,
 #                                                                   default durable single node)
 #   stateful-hold   400   2 s   the same stateful configs
+#   stateful-hold-wt5 400 2 s   the same, sipdispatch with proxy.wt_timer: 5s (stateful_load_wt5.yaml)
 #
 # Usage: integration/bench/ab.sh             A/B: Kamailio, sipdispatch, ... ROUNDS pairs per scenario
 #        MODE=step integration/bench/ab.sh   step mode per scenario and proxy: highest sustained rate,
@@ -40,6 +41,7 @@ scenario() {
     stateless) echo "1500 0 stateless_rr.cfg stateless_rr.yaml" ;;
     stateful) echo "800 0 stateful_load.cfg stateful_load.yaml" ;;
     stateful-hold) echo "400 2000 stateful_load.cfg stateful_load.yaml" ;;
+    stateful-hold-wt5) echo "400 2000 stateful_load.cfg stateful_load_wt5.yaml" ;;
     *) echo "ab.sh: unknown scenario $1" >&2; exit 2 ;;
     esac
 }
