@@ -147,13 +147,7 @@ func BenchmarkLoadConfirmRemove(b *testing.B) {
 		reg.LoadConfirm(1, id)
 		reg.LoadRemove(1, id)
 	}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := reg.WaitLoads(wctx); err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(cpuNanos(b)-cpu0)/1e3/float64(b.N), "cpu-µs/op")
+	waitLoadsAndReport(b, reg, cpu0)
 }
 
 // BenchmarkLoadCall is a whole call's load path as the stateful proxy drives
@@ -171,13 +165,7 @@ func BenchmarkLoadCall(b *testing.B) {
 		return nil
 	})
 	b.StartTimer()
-	wctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := reg.WaitLoads(wctx); err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(cpuNanos(b)-cpu0)/1e3/float64(b.N), "cpu-µs/op")
+	waitLoadsAndReport(b, reg, cpu0)
 }
 
 // BenchmarkLoadCallPaced offers calls at a fixed rate, as SIPp does, so
@@ -219,17 +207,24 @@ func BenchmarkLoadCallPaced(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			wctx, cancel := context.WithTimeout(ctx, time.Minute)
-			defer cancel()
-			if err := reg.WaitLoads(wctx); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(cpuNanos(b)-cpu0)/1e3/float64(b.N), "cpu-µs/op")
+			waitLoadsAndReport(b, reg, cpu0)
 			b.ReportMetric(float64(node.Stats().Entries-before.Entries)/float64(b.N), "entries/op")
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[b.N/2].Microseconds()), "p50-select-µs")
 			b.ReportMetric(float64(lat[b.N*99/100].Microseconds()), "p99-select-µs")
 		})
 	}
+}
+
+// waitLoadsAndReport waits until every queued load command has committed,
+// stops the timer and reports the process CPU per op since cpu0.
+func waitLoadsAndReport(b *testing.B, reg *actors.Registry, cpu0 int64) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := reg.WaitLoads(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpuNanos(b)-cpu0)/1e3/float64(b.N), "cpu-µs/op")
 }
