@@ -34,7 +34,7 @@ run: build ## run one node on the embedded defaults (docs/examples)
 test: ## vet + every test under the race detector (.ci/setup installs and starts what they need)
 	.ci/setup
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 bench: ## benchmarks (numbers go to docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./dispatch/... ./actors/... ./sip/...
