@@ -219,8 +219,21 @@ func TestFailedLoadAddCommittingLateIsRemoved(t *testing.T) {
 				t.Fatalf("%d reservations after the failure", st[0].Reserved)
 			}
 			waitLoads(t, r)
-			// One removal, the add's own (addressed to its set, after it).
+			// The add's own removal (addressed to its set, after it). In
+			// async mode the removal by Call-ID (set -1) can reach the queue
+			// before the add's proposal is in flight and then commits too,
+			// as a harmless tombstone (seen in CI; the end state below is
+			// the same). Anything else is wrong.
 			cmds := p.commands(t)
+			if mode == LoadCommitAsync && len(cmds) == 2 {
+				byCallID := func(c dispatch.Command) bool {
+					return c.Kind == dispatch.CmdLoadRemove && c.Set == -1 && c.CallID == "lost"
+				}
+				if i := slices.IndexFunc(cmds, byCallID); i >= 0 {
+					t.Logf("the removal by Call-ID committed too: %+v", cmds[i])
+					cmds = slices.Delete(cmds, i, i+1)
+				}
+			}
 			if len(cmds) != 1 || cmds[0].Kind != dispatch.CmdLoadRemove || cmds[0].Set != 1 || cmds[0].CallID != "lost" {
 				t.Fatalf("log %+v, want the failed add's removal", cmds)
 			}
