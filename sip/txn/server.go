@@ -31,11 +31,11 @@ type ServerTx struct {
 
 	mu        sync.Mutex
 	state     srvState
-	gen       uint32           // the current timer's generation
-	req       *sipmsg.Request  // while proceeding: the 487 on CANCEL is built from it
-	last      []byte           // the last response sent, replayed to a retransmission
-	interval  time.Duration    // Timer G
-	endAt     time.Time        // Timer H
+	gen       uint32          // the current timer's generation
+	req       *sipmsg.Request // while proceeding: the 487 on CANCEL is built from it
+	last      []byte          // the last response sent, replayed to a retransmission
+	interval  time.Duration   // Timer G
+	endAt     time.Time       // Timer H
 	onCancel  sipmsg.FnTxCancel
 	onEnd     []sipmsg.FnTxTerminate
 	done      chan struct{}
