@@ -333,10 +333,11 @@ func (s *statefulForwarder) statefulRead(p sipmsg.TransportReadProps, data []byt
 			go s.onRequest(m, tx)
 		}
 	case *sipmsg.Response:
-		if countHeaders(m, "Via") < 2 {
+		switch {
+		case s.txl.Response(m):
+		case countHeaders(m, "Via") < 2:
 			return data, nil // our probe's reply
-		}
-		if !s.txl.Response(m) {
+		default:
 			s.onUnmatchedResponse(m)
 		}
 	}
@@ -422,8 +423,9 @@ func (s *statefulForwarder) respond(tx sipmsg.ServerTransaction, r *sipmsg.Respo
 // destination, which the server transaction computes from the Via now on
 // top. It shares the other header values and the body with res, which the
 // client transaction keeps but never changes; the server transaction keeps
-// the copy as long (Timers J and L, 32 s), so a deep copy doubled what a
-// finished call holds (docs/benchmarks.md, "SIP path").
+// the copy while it is pending (over UDP only its bytes after the final;
+// sipgo's, over TCP and TLS, keeps it for Timers J and L, 32 s), so a deep
+// copy doubled what a finished call held (docs/benchmarks.md, "SIP path").
 func relayCopy(res *sipmsg.Response) *sipmsg.Response {
 	r := sipmsg.NewResponse(res.StatusCode, res.Reason)
 	r.SipVersion = res.SipVersion

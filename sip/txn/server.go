@@ -166,7 +166,7 @@ func (tx *ServerTx) respondLocked(b []byte, code int) error {
 		tx.state, tx.last = sCompleted, b
 		tx.schedule(now.Add(tx.l.t.Wait)) // Timer J
 	}
-	tx.req = nil
+	tx.req, tx.onCancel = nil, nil
 	return err
 }
 
