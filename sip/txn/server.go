@@ -2,6 +2,7 @@ package txn
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -26,7 +27,8 @@ type ServerTx struct {
 	l      *Layer
 	key    string // "" for a request too broken to key: not stored, no state
 	conn   net.PacketConn
-	to     net.Addr // where responses go: the request's source (RFC 3581 symmetric response)
+	src    string   // the request's source, host:port
+	to     net.Addr // where the last response went (first: the source)
 	invite bool
 
 	mu        sync.Mutex
@@ -66,7 +68,7 @@ func (l *Layer) Request(req *sipmsg.Request, conn net.PacketConn, src net.Addr) 
 			}
 		}
 	}
-	tx = &ServerTx{l: l, conn: conn, to: src, invite: req.IsInvite(), req: req}
+	tx = &ServerTx{l: l, conn: conn, src: req.Source(), to: src, invite: req.IsInvite(), req: req}
 	key, ok := serverKey(req, "")
 	if !ok {
 		return tx, true // the TU answers it (400) through a transaction without state
@@ -130,21 +132,30 @@ func (tx *ServerTx) cancel(c *sipmsg.Request, src net.Addr) {
 // Respond sends res and moves the state machine: a provisional response is
 // kept for retransmissions; a 2xx to an INVITE leads to Accepted, where only
 // further 2xx pass (RFC 6026 §8.7: another branch's); any other final to
-// Completed, kept as bytes to send again.
+// Completed, kept as bytes to send again. res goes to its Destination: a
+// local reply's is the request's source, a relayed one's comes from the Via
+// (RFC 3261 §18.2.2: received, rport), as sipgo sends them.
 func (tx *ServerTx) Respond(res *sipmsg.Response) error {
 	b := wire(res)
+	to := tx.to
+	if d := res.Destination(); d != "" && d != tx.src {
+		if ap, err := netip.ParseAddrPort(d); err == nil {
+			to = net.UDPAddrFromAddrPort(ap)
+		}
+	}
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
 	if tx.key == "" {
-		return writeTo(tx.conn, tx.to, b)
+		return writeTo(tx.conn, to, b)
 	}
 	switch {
 	case tx.state == sProceeding:
 	case tx.state == sAccepted && res.IsSuccess():
-		return writeTo(tx.conn, tx.to, b)
+		return writeTo(tx.conn, to, b)
 	default:
 		return ErrTerminated
 	}
+	tx.to = to
 	return tx.respondLocked(b, res.StatusCode)
 }
 
