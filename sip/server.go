@@ -318,8 +318,9 @@ func (s *Server) destSocket(dest *dispatch.Destination, proto string, probe bool
 
 // udpReaders is how many sockets, each with its own read loop, stateless
 // mode opens per UDP listen address: Config.UDPReaders, 0 meaning one per
-// CPU. Stateful mode reads one socket (sipgo hands each message to a
-// goroutine anyway).
+// CPU. Stateful mode reads one socket: its read loop only matches
+// transactions (sip/txn) and hands new requests to goroutines; more readers
+// would be safe but are not measured.
 func (s *Server) udpReaders() int {
 	if s.cfg.Mode != ModeStateless || !reusePortSupported {
 		return 1
