@@ -330,7 +330,10 @@ func (s *statefulForwarder) statefulRead(p sipmsg.TransportReadProps, data []byt
 		case tx == nil:
 			s.onRequest(m, nil) // an ACK of its own: forwarded at once
 		default:
-			go s.onRequest(m, tx)
+			go func() {
+				s.onRequest(m, tx)
+				tx.Release()
+			}()
 		}
 	case *sipmsg.Response:
 		switch {

@@ -233,6 +233,21 @@ func (tx *ServerTx) terminateLocked() func() {
 	}
 }
 
+// Release ends the transaction if it never sent a final response: the TU
+// is done with it and will send none (a request it dropped, or a panic), and
+// a pending transaction has no timer to end it. One that did answer stays
+// for its timers.
+func (tx *ServerTx) Release() {
+	tx.mu.Lock()
+	if tx.state != sProceeding {
+		tx.mu.Unlock()
+		return
+	}
+	f := tx.terminateLocked()
+	tx.mu.Unlock()
+	f()
+}
+
 // Terminate implements sipmsg.Transaction.
 func (tx *ServerTx) Terminate() {
 	tx.mu.Lock()

@@ -280,6 +280,26 @@ func TestServerCancel(t *testing.T) {
 	}
 }
 
+func TestServerReleaseUnanswered(t *testing.T) {
+	l, caller, conn := newLayer(t), newPeer(t), serverConn(t)
+	src := caller.pc.LocalAddr()
+	inv := request(t, "INVITE", "z9hG4bKrel", "")
+	tx, _ := l.Request(inv, conn, src)
+	tx.Release() // the TU dropped it: nothing would ever end it
+	if s, _ := l.Len(); s != 0 {
+		t.Fatal("an unanswered transaction was kept after Release")
+	}
+	if tx, pass := l.Request(request(t, "INVITE", "z9hG4bKrel", ""), conn, src); !pass || tx == nil {
+		t.Fatal("the same INVITE after Release is not a new transaction")
+	} else {
+		_ = tx.Respond(sipmsg.NewResponseFromRequest(inv, 200, "OK", nil))
+		tx.Release() // answered: stays for Timer L
+	}
+	if s, _ := l.Len(); s != 1 {
+		t.Fatal("Release ended an answered transaction")
+	}
+}
+
 func TestServerNonInviteReplaysFinal(t *testing.T) {
 	l, caller, conn := newLayer(t), newPeer(t), serverConn(t)
 	src := caller.pc.LocalAddr()
