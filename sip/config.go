@@ -44,8 +44,9 @@ type Config struct {
 	FRInvTimer time.Duration
 	// WaitTimer is how long a finished UDP transaction stays to absorb
 	// retransmissions (proxy.wt_timer, Kamailio tm's wt_timer); 0 = RFC
-	// 3261's 64×T1 (32 s). Process-wide: see SetWaitTimer, which cmd calls;
-	// Validate only checks the range.
+	// 3261's 64×T1 (32 s). The stateful proxy's UDP transactions (sip/txn)
+	// take it from here; sipgo's, over TCP and TLS, from the process-wide
+	// SetWaitTimer, which cmd calls. Validate only checks the range.
 	WaitTimer time.Duration
 	// UDPReaders is, in stateless mode, how many sockets share each UDP
 	// listen address (SO_REUSEPORT, Linux), each read by its own goroutine

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip/txn"
 )
 
 // This file is the proxy's RFC 3261 §16 core, the same in both modes:
@@ -552,6 +553,8 @@ func (s *Server) arrivedOn(tx sipmsg.ServerTransaction) *socket {
 				return k
 			}
 		}
+	case *txn.ServerTx:
+		return s.udpListener(t.LocalAddr())
 	case interface{ Connection() sipmsg.Connection }:
 		c := t.Connection()
 		if c == nil {
@@ -630,7 +633,7 @@ func (s *Server) relayUpstream(res *sipmsg.Response) {
 
 // writeStateless sends msg (a forwarded request or a relayed response)
 // without a transaction. Over UDP everything leaves through the one writer of
-// our UDP listener (statelessListeners), requests and responses alike: the
+// our UDP listener (udpWriters), requests and responses alike: the
 // fast path keeps that socket out of sipgo's connection pool until ServeUDP
 // registers it, and before then sipgo's transport layer, not finding it,
 // would bind a second socket to the listen address and fail with "address
@@ -638,17 +641,7 @@ func (s *Server) relayUpstream(res *sipmsg.Response) {
 // A host name in the destination is resolved here, as the transport layer
 // would. TCP and TLS go through sipgo's transport layer.
 func (s *Server) writeStateless(msg sipmsg.Message) error {
-	k := s.socketFor("udp")
-	if r, ok := msg.(*sipmsg.Request); ok && r.Laddr.IP != nil {
-		// A request from a chosen listener (destSocket) leaves through it.
-		for _, l := range s.socks {
-			if l.proto == "udp" && l.port == r.Laddr.Port && l.ip.Equal(r.Laddr.IP) {
-				k = l
-				break
-			}
-		}
-	}
-	if k != nil && k.tx != nil && strings.EqualFold(msg.Transport(), "UDP") {
+	if k := s.udpSocket(msg); k != nil {
 		if _, err := netip.ParseAddrPort(msg.Destination()); err == nil {
 			return k.tx.out.WriteMsg(msg) // an IP address already: nothing to resolve
 		}
@@ -658,6 +651,28 @@ func (s *Server) writeStateless(msg sipmsg.Message) error {
 		}
 	}
 	return s.ua.TransportLayer().WriteMsg(msg)
+}
+
+// udpSocket is the listener a message over UDP leaves from: a request's
+// chosen one (Laddr, from destSocket), else the first; nil when msg is not
+// for UDP or there is no UDP listener.
+func (s *Server) udpSocket(msg sipmsg.Message) *socket {
+	if !strings.EqualFold(msg.Transport(), "UDP") {
+		return nil
+	}
+	k := s.socketFor("udp")
+	if r, ok := msg.(*sipmsg.Request); ok && r.Laddr.IP != nil {
+		for _, l := range s.socks {
+			if l.proto == "udp" && l.port == r.Laddr.Port && l.ip.Equal(r.Laddr.IP) {
+				k = l
+				break
+			}
+		}
+	}
+	if k == nil || k.tx == nil {
+		return nil
+	}
+	return k
 }
 
 // viaDestination is where a response to the hop that wrote v goes (RFC

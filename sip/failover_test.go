@@ -100,7 +100,7 @@ func TestCancelRingingCall(t *testing.T) {
 	gw := newGateway(t, "ring")
 	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw.dest(1)}})
 	d.loadAdded = true
-	_, proxy := startProxy(t, testConfig(ModeStateful), d, dispatchRoute(1))
+	s, proxy := startProxy(t, testConfig(ModeStateful), d, dispatchRoute(1))
 	u := newUAC(t)
 	inv, tx, callID := ringing(t, u, proxy)
 
@@ -114,6 +114,13 @@ func TestCancelRingingCall(t *testing.T) {
 		t.Fatalf("INVITE final %d, want 487", c)
 	}
 	waitFor(t, "CANCEL at the gateway", 10*time.Second, func() bool { return gw.cancels.Load() == 1 })
+	// The gateway's 200 (one Via: the CANCEL's) reaches our CANCEL's client
+	// transaction, which then ends after Timer K (T4, 500 ms here), not
+	// retransmitting until Timer F (6.4 s); the INVITE's stays for Timer D.
+	waitFor(t, "the CANCEL's transaction to take its 200", 4*time.Second, func() bool {
+		_, c := s.txl.Len()
+		return c == 1
+	})
 	waitFor(t, "load removed", 10*time.Second, func() bool {
 		return slices.Equal(d.snapshot(&d.removes), []string{"1 " + callID})
 	})

@@ -1,6 +1,8 @@
 package sip
 
 import (
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -217,5 +219,45 @@ func TestDispatchHeadersAndDomain(t *testing.T) {
 	}
 	if got := inv.Recipient; got.Host != "127.0.0.1" || got.Port != gw.port || got.User != "+15550100" {
 		t.Fatalf("R-URI %s, want the gateway's host:port with the user kept", got.String())
+	}
+}
+
+// Over UDP the stateful proxy's own transactions (sip/txn) absorb a
+// retransmitted INVITE: the caller gets the last provisional reply again and
+// the gateway sees one INVITE.
+func TestStatefulRetransmittedInviteAbsorbed(t *testing.T) {
+	gw := newGateway(t, "ring")
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {gw.dest(1)}})
+	_, proxy := startProxy(t, testConfig(ModeStateful), d, dispatchRoute(1))
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	to, _ := net.ResolveUDPAddr("udp", proxy)
+	inv := benchInvite(nil, 1, pc.LocalAddr().String())
+	buf := make([]byte, 65535)
+	// next returns the status code of the next response to the caller.
+	next := func() int {
+		pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no response: %v", err)
+		}
+		m, err := sipmsg.ParseMessage(slices.Clone(buf[:n]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.(*sipmsg.Response).StatusCode
+	}
+	pc.WriteTo(inv, to)
+	for next() != 180 {
+	}
+	pc.WriteTo(inv, to)
+	if c := next(); c != 180 {
+		t.Fatalf("the retransmission got %d, want the 180 again", c)
+	}
+	if n := gw.invites.Load(); n != 1 {
+		t.Fatalf("the gateway got %d INVITEs, want 1", n)
 	}
 }

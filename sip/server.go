@@ -18,6 +18,7 @@ import (
 	sipmsg "github.com/emiago/sipgo/sip"
 
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip/txn"
 )
 
 // Server is one node's SIP proxy: its listeners, the sipgo user agent they
@@ -33,7 +34,8 @@ type Server struct {
 	ua     *sipgo.UserAgent
 	srv    *sipgo.Server
 	cli    *sipgo.Client
-	parser *sipmsg.Parser // stateless mode's fast path (statelessRead)
+	parser *sipmsg.Parser // the UDP read filters (statelessRead, statefulRead)
+	txl    *txn.Layer     // stateful mode: the transactions of the UDP listeners
 
 	socks []*socket
 	// byAddr and byName find a listener by the Kamailio socket value
@@ -65,7 +67,7 @@ type socket struct {
 	// more are further sockets on pc's address (stateless mode, UDP,
 	// Config.UDPReaders > 1), each read by its own goroutine.
 	more []net.PacketConn
-	tx   *wireTx // stateless mode, UDP: answers and relays from this listener
+	tx   *wireTx // UDP: the listener's writer (udpWriters)
 	ln   net.Listener
 	ip   net.IP
 	port int
@@ -134,13 +136,20 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 	tpOpts := []sipmsg.TransportLayerOption{sipmsg.WithTransportLayerLogger(sipLog)}
 	// The one place the proxy mode is chosen (besides udpReaders, which
 	// sizes the UDP listeners bound above).
+	s.udpWriters()
 	if cfg.Mode == ModeStateless {
 		fw := &statelessForwarder{Server: s}
 		s.fw = fw
-		s.statelessListeners()
 		tpOpts = append(tpOpts, sipmsg.WithTransportLayerReadFilter(fw.statelessRead))
 	} else {
-		s.fw = &statefulForwarder{Server: s}
+		fw := &statefulForwarder{Server: s}
+		s.fw = fw
+		wait := cfg.WaitTimer
+		if wait == 0 {
+			wait = 64 * sipmsg.T1
+		}
+		s.txl = txn.New(txn.Timers{T1: sipmsg.T1, T2: sipmsg.T2, T4: sipmsg.T4, Wait: wait})
+		tpOpts = append(tpOpts, sipmsg.WithTransportLayerReadFilter(fw.statefulRead))
 	}
 	if cfg.Tap != nil {
 		s.tapSockets(cfg.Tap)
@@ -309,8 +318,9 @@ func (s *Server) destSocket(dest *dispatch.Destination, proto string, probe bool
 
 // udpReaders is how many sockets, each with its own read loop, stateless
 // mode opens per UDP listen address: Config.UDPReaders, 0 meaning one per
-// CPU. Stateful mode reads one socket (sipgo hands each message to a
-// goroutine anyway).
+// CPU. Stateful mode reads one socket: its read loop only matches
+// transactions (sip/txn) and hands new requests to goroutines; more readers
+// would be safe but are not measured.
 func (s *Server) udpReaders() int {
 	if s.cfg.Mode != ModeStateless || !reusePortSupported {
 		return 1
@@ -345,10 +355,10 @@ func (s *Server) raiseReadBuffers() {
 	}
 }
 
-// statelessListeners prepares the UDP listeners for stateless mode's fast
-// path (statelessRead): a parser, and a writer on each socket that needs no
-// entry in sipgo's connection pool.
-func (s *Server) statelessListeners() {
+// udpWriters prepares the UDP listeners for the read filters
+// (statelessRead, statefulRead): a parser, and a writer on each socket that
+// needs no entry in sipgo's connection pool.
+func (s *Server) udpWriters() {
 	s.parser = sipmsg.NewParser()
 	for _, k := range s.socks {
 		if k.pc != nil {
@@ -463,6 +473,9 @@ func (s *Server) close() {
 		s.closeSockets()
 		if s.ua != nil {
 			s.ua.Close()
+		}
+		if s.txl != nil {
+			s.txl.Close()
 		}
 	})
 }

@@ -3,6 +3,9 @@ package sip
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip/txn"
 )
 
 // statefulForwarder is the stateful proxy (proxy.mode: stateful): each
@@ -144,23 +148,35 @@ func (s *statefulForwarder) trying(req *sipmsg.Request, tx sipmsg.ServerTransact
 }
 
 // attempt sends fwd in a client transaction and relays its provisional
-// replies and a 2xx upstream in the order they came off the wire. sipgo
-// hands each message to the transaction in its own goroutine, so a 200 can
-// reach the transaction before its 180 (which the state machine then drops);
-// provisional replies are therefore taken from the read loop (onWire), and
-// when the final one arrives every provisional read before it is relayed
-// first. Timers are Kamailio's: fr_timer until the first reply, fr_inv_timer
-// after a provisional one for an INVITE.
+// replies and a 2xx upstream in the order they came off the wire. Over UDP
+// the transaction is our own (sip/txn), which delivers in wire order. Over
+// TCP and TLS it is sipgo's, which hands each message to the transaction in
+// its own goroutine, so a 200 can reach the transaction before its 180
+// (which the state machine then drops); for those, provisional replies are
+// taken from the read loop (onWire), and when the final one arrives every
+// provisional read before it is relayed first. Timers are Kamailio's:
+// fr_timer until the first reply, fr_inv_timer after a provisional one for
+// an INVITE.
 func (s *statefulForwarder) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Request, c *cancelWatch) outcome {
 	invite := fwd.IsInvite()
-	branch, _ := fwd.Via().Params.Get("branch")
-	early := make(chan *sipmsg.Response, earlyQueue)
-	s.early.Store(branch, early)
-	defer s.early.Delete(branch)
-
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
-	clTx, err := s.cli.TransactionRequest(ctx, fwd)
-	cancel()
+	var (
+		clTx  clientTx
+		early chan *sipmsg.Response // sipgo's transactions only; nil, never ready, for ours
+	)
+	ours, err := s.udpClientTx(fwd)
+	ordered := ours != nil
+	switch {
+	case ordered:
+		clTx = ours
+	case err == nil:
+		early = make(chan *sipmsg.Response, earlyQueue)
+		branch, _ := fwd.Via().Params.Get("branch")
+		s.early.Store(branch, early)
+		defer s.early.Delete(branch)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
+		clTx, err = s.cli.TransactionRequest(ctx, fwd)
+		cancel()
+	}
 	if err != nil {
 		s.log.Debug("sip: forward failed", "to", fwd.Destination(), "err", err)
 		return outcome{code: 503, cancelled: c.fired()}
@@ -203,7 +219,10 @@ func (s *statefulForwarder) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Req
 			}
 		case res := <-clTx.Responses():
 			if res.IsProvisional() {
-				gotProvisional() // relayed from early, in wire order
+				gotProvisional()
+				if ordered && res.StatusCode > 100 && !c.fired() {
+					s.relay(tx, res) // else relayed from early, in wire order
+				}
 				continue
 			}
 			for len(early) > 0 {
@@ -240,13 +259,92 @@ func (s *statefulForwarder) attempt(tx sipmsg.ServerTransaction, fwd *sipmsg.Req
 				// fr_inv_timer: cancel the ringing branch, answer 408; the
 				// branch's 487 is absorbed by its transaction.
 				s.cancelDownstream(fwd)
-				go drain(clTx)
+				abandon(clTx)
 				return outcome{code: 408, cancelled: c.fired()}
 			}
 			clTx.Terminate()
 			return outcome{code: 408, cancelled: c.fired()}
 		}
 	}
+}
+
+// clientTx is what attempt needs of a client transaction: the txn layer's
+// (*txn.ClientTx) over UDP, sipgo's over TCP and TLS.
+type clientTx interface {
+	Responses() <-chan *sipmsg.Response
+	Done() <-chan struct{}
+	Err() error
+	Terminate()
+	OnRetransmission(f sipmsg.FnTxResponse) bool
+}
+
+// udpClientTx starts fwd's client transaction in our own layer when fwd
+// goes over UDP from one of our listeners; nil, nil when it does not (TCP,
+// TLS: sipgo's transaction layer).
+func (s *statefulForwarder) udpClientTx(fwd *sipmsg.Request) (*txn.ClientTx, error) {
+	k := s.udpSocket(fwd)
+	if k == nil || s.txl == nil {
+		return nil, nil
+	}
+	to, err := udpAddr(fwd.Destination())
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", fwd.Destination(), err)
+	}
+	return s.txl.Send(fwd, k.pc, to)
+}
+
+// udpAddr is dest (host:port) as a UDP address, a host name resolved.
+func udpAddr(dest string) (*net.UDPAddr, error) {
+	if ap, err := netip.ParseAddrPort(dest); err == nil {
+		return net.UDPAddrFromAddrPort(ap), nil
+	}
+	return net.ResolveUDPAddr("udp", dest)
+}
+
+// statefulRead is stateful mode's read filter, run by sipgo's UDP read loop
+// on every datagram: our transaction layer (sip/txn) matches it in place.
+// A retransmission, the ACK for a non-2xx and a CANCEL are absorbed there;
+// a response goes to its client transaction without a goroutine; a new
+// request starts a server transaction and is handled on a goroutine of its
+// own (selection may wait for a raft commit, and the attempt waits for the
+// gateway), an ACK for a 2xx on the read loop (it is forwarded without
+// state). What sipgo must still see goes back to it, as in statelessRead:
+// datagrams that do not parse, keepalives, the replies to our probes, and
+// anything read off a socket that is not one of our listeners.
+func (s *statefulForwarder) statefulRead(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
+	k := s.udpListener(p.LocalAddr)
+	if k == nil {
+		return data, nil
+	}
+	msg, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return data, nil
+	}
+	msg.SetTransport(p.Transport)
+	msg.SetSource(p.RemoteAddr.String())
+	switch m := msg.(type) {
+	case *sipmsg.Request:
+		tx, pass := s.txl.Request(m, k.pc, p.RemoteAddr)
+		switch {
+		case !pass:
+		case tx == nil:
+			s.onRequest(m, nil) // an ACK of its own: forwarded at once
+		default:
+			go func() {
+				s.onRequest(m, tx)
+				tx.Release()
+			}()
+		}
+	case *sipmsg.Response:
+		switch {
+		case s.txl.Response(m):
+		case countHeaders(m, "Via") < 2:
+			return data, nil // our probe's reply
+		default:
+			s.onUnmatchedResponse(m)
+		}
+	}
+	return nil, nil
 }
 
 // earlyQueue bounds the provisional replies waiting for one attempt.
@@ -286,8 +384,19 @@ func (s *statefulForwarder) onUnmatchedResponse(res *sipmsg.Response) {
 	s.forwardResponse(res)
 }
 
-// drain consumes what an abandoned client transaction still delivers, so its
-// state machine never blocks on the unbuffered Responses channel.
+// abandon leaves a cancelled INVITE client transaction to absorb the rest
+// (its 487 and our ACK for it) without anyone reading its responses.
+func abandon(clTx clientTx) {
+	switch t := clTx.(type) {
+	case *txn.ClientTx:
+		t.Abandon()
+	case sipmsg.ClientTransaction:
+		go drain(t)
+	}
+}
+
+// drain consumes what an abandoned sipgo client transaction still delivers,
+// so its state machine never blocks on the unbuffered Responses channel.
 func drain(clTx sipmsg.ClientTransaction) {
 	for {
 		select {
@@ -317,8 +426,9 @@ func (s *statefulForwarder) respond(tx sipmsg.ServerTransaction, r *sipmsg.Respo
 // destination, which the server transaction computes from the Via now on
 // top. It shares the other header values and the body with res, which the
 // client transaction keeps but never changes; the server transaction keeps
-// the copy as long (Timers J and L, 32 s), so a deep copy doubled what a
-// finished call holds (docs/benchmarks.md, "SIP path").
+// the copy while it is pending (over UDP only its bytes after the final;
+// sipgo's, over TCP and TLS, keeps it for Timers J and L, 32 s), so a deep
+// copy doubled what a finished call held (docs/benchmarks.md, "SIP path").
 func relayCopy(res *sipmsg.Response) *sipmsg.Response {
 	r := sipmsg.NewResponse(res.StatusCode, res.Reason)
 	r.SipVersion = res.SipVersion
@@ -370,6 +480,14 @@ func (s *statefulForwarder) cancelDownstream(inv *sipmsg.Request) {
 	c.SetDestination(inv.Destination())
 	c.SetTransport(inv.Transport())
 	c.Laddr = inv.Laddr
+	if tx, err := s.udpClientTx(c); tx != nil || err != nil {
+		if err != nil {
+			s.log.Debug("sip: CANCEL downstream failed", "to", c.Destination(), "err", err)
+			return
+		}
+		tx.Abandon() // its 200 needs no reading: the transaction absorbs it
+		return
+	}
 	s.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FRTimer)
 		defer cancel()

@@ -30,6 +30,8 @@ var allowed = map[string][]string{
 		"github.com/hashicorp/raft-boltdb", "github.com/hashicorp/memberlist", "github.com/vmihailenco/msgpack/v5",
 		"github.com/hashicorp/go-hclog"},
 	"sip": {module + "dispatch", module + "actors", "github.com/emiago/sipgo", "github.com/icholy/digest", "golang.org/x/sys/unix", "gopkg.in/yaml.v3"},
+	// The stateful proxy's UDP transaction layer: SIP messages, no routing.
+	"sip/txn": {"github.com/emiago/sipgo"},
 	// The resolver stands alone: DNS and its cache, nothing of the proxy.
 	"sip/resolve": {"github.com/miekg/dns"},
 	// cmd/sipdispatch's sub-packages, one job each; cmd itself wires them
