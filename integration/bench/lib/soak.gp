@@ -2,10 +2,11 @@
 # gnuplot -e "dir='OUT'; out='x.png'; title='...'" soak.gp
 set terminal pngcairo size 1000,450 font ",10"
 set output out
-set title title
+set title title noenhanced
 set datafile separator "\t"
-set key top left
+set key bottom right
 set grid
+set autoscale xfix
 set xlabel "minutes since the proxy started"
 set ylabel "MB"
 set yrange [0:*]
@@ -15,5 +16,5 @@ sd = dir."/sipdispatch/memory.tsv"
 # the Kamailio line only when KAMAILIO=1 ran
 kamline = has_kam ? sprintf(", '%s' skip 1 using ($1/60):2 with lines lw 2 title 'Kamailio 5.6 PSS (processes summed)'", kam) : ""
 eval "plot sd skip 1 using ($1/60):2 with lines lw 2 title 'sipdispatch PSS', ".\
-     "sd skip 1 using ($1/60):4 with lines title 'sipdispatch Go heap in use', ".\
+     "sd skip 1 using ($1/60):4 with lines title 'sipdispatch Go heap in use' noenhanced, ".\
      "sd skip 1 using ($1/60):6 with lines dt 2 title 'sipdispatch Go runtime total (sys)'".kamline
