@@ -60,6 +60,10 @@ chaos: ## nemesis test (faults under alg-10 calls), DURATION (10m) per seed for 
 	done; \
 	if [ -n "$$failed" ]; then echo "chaos: failed seeds:$$failed"; exit 1; fi; echo "chaos: every seed passed"
 
+.PHONY: soak
+soak: build ## SIPp soak, not part of test: stateful alg 10, 400 calls/s held 2 s for DURATION (30m); memory over time, flatness verdict (SD_CONFIG, KAMAILIO=1)
+	DURATION=$(or $(DURATION),30m) integration/bench/soak.sh
+
 fuzz: ## a short run of every fuzz target (FUZZTIME each)
 	@set -e; for pkg in ./dispatch ./sip ./cluster ./cmd/sipdispatch/internal/replica; do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
