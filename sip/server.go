@@ -427,13 +427,17 @@ func (s *Server) Serve(ctx context.Context) error {
 			var err error
 			switch k.proto {
 			case "udp":
-				// Each socket: our read loop, and sipgo's reading what
-				// that loop hands back to it.
+				// Each socket: sipgo's read loop and, with a hook, ours
+				// before it (udpConn).
 				for _, c := range k.more {
-					go func() { errc <- c.serve() }()
+					if c.hook != nil {
+						go func() { errc <- c.serve() }()
+					}
 					go func() { errc <- s.srv.ServeUDP(c) }()
 				}
-				go func() { errc <- k.pc.serve() }()
+				if k.pc.hook != nil {
+					go func() { errc <- k.pc.serve() }()
+				}
 				err = s.srv.ServeUDP(k.pc)
 			case "tcp":
 				err = s.srv.ServeTCP(k.ln)

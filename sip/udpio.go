@@ -19,17 +19,19 @@ type udpHook = sipmsg.TransportReadFilter
 // (recvmmsg on Linux).
 const udpBatch = 8
 
-// udpConn is one UDP listening socket with a read loop of our own (serve):
-// it takes datagrams off the socket in batches, gives each to the hook and
-// passes what the hook hands back to sipgo, which reads this conn as its
-// listener (sipgo.Server.ServeUDP) and gets those datagrams from ReadFrom.
-// Writes — ours and sipgo's — go straight to the socket. The loop replaces
-// sipgo's own read loop, which woke a goroutine through the netpoller for
-// every datagram (docs/benchmarks.md, "Batched UDP reads").
+// udpConn is one UDP listening socket, which sipgo serves as its listener
+// (sipgo.Server.ServeUDP). With a hook, a read loop of our own (serve)
+// takes the datagrams off the socket in batches, gives each to the hook on
+// the loop itself and passes what the hook hands back to sipgo, which gets
+// it from ReadFrom: a stateless proxy handles a datagram without waking a
+// second goroutine, and reads batches (docs/benchmarks.md, "Batched UDP
+// reads"). Without a hook sipgo reads the socket itself through ReadFrom:
+// the hand-over to its goroutine would only add a wake-up per datagram.
+// Writes — ours and sipgo's — go straight to the socket.
 type udpConn struct {
 	*net.UDPConn // the socket: writes, local address, buffers
 
-	hook udpHook // nil: every datagram goes to sipgo
+	hook udpHook // nil: no loop of ours, sipgo reads the socket
 	tap  Tap     // nil: no capture
 
 	back chan []datagram // batches handed back to sipgo, in read order
@@ -55,8 +57,8 @@ func newUDPConn(pc net.PacketConn) (*udpConn, error) {
 	return &udpConn{UDPConn: uc, back: make(chan []datagram, 64), done: make(chan struct{})}, nil
 }
 
-// serve reads the socket until Close: each datagram goes to the tap, then
-// the hook; what the hook hands back goes to sipgo as one batch per read,
+// serve reads the socket until Close (only with a hook): each datagram
+// goes to the tap, then the hook; what the hook hands back goes to sipgo as one batch per read,
 // so that sipgo's reader is woken once per batch, not per datagram.
 func (c *udpConn) serve() error {
 	r := newBatchReader(udpBatch, int(sipmsg.TransportBufferReadSize))
@@ -80,14 +82,11 @@ func (c *udpConn) handle(r *batchReader, n int) bool {
 		if len(bytes.Trim(data, "\x00")) == 0 {
 			continue // as sipgo's loop: padding, nothing to parse
 		}
-		if c.hook != nil {
-			rest, err := c.hook(sipmsg.TransportReadProps{Transport: "UDP", LocalAddr: local, RemoteAddr: from}, data)
-			if err != nil || len(rest) == 0 {
-				continue
-			}
-			data = rest
+		rest, err := c.hook(sipmsg.TransportReadProps{Transport: "UDP", LocalAddr: local, RemoteAddr: from}, data)
+		if err != nil || len(rest) == 0 {
+			continue
 		}
-		back = append(back, datagram{data: bytes.Clone(data), from: from})
+		back = append(back, datagram{data: bytes.Clone(rest), from: from})
 	}
 	if len(back) == 0 {
 		return !c.closed()
@@ -100,9 +99,17 @@ func (c *udpConn) handle(r *batchReader, n int) bool {
 	}
 }
 
-// ReadFrom returns the next datagram handed back to sipgo (its listener's
-// read loop is the only caller).
+// ReadFrom returns the next datagram handed back to sipgo, or without a
+// hook the next one on the socket (sipgo's listener read loop is the only
+// caller).
 func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	if c.hook == nil {
+		n, from, err := c.UDPConn.ReadFrom(b)
+		if err == nil && c.tap != nil && isMessage(b[:n]) {
+			c.tap.Capture("udp", from, c.LocalAddr(), b[:n])
+		}
+		return n, from, err
+	}
 	for len(c.rest) == 0 {
 		select {
 		case c.rest = <-c.back:
