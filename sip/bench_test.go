@@ -71,7 +71,7 @@ func (c *discardConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 
 // benchStateless is a stateless proxy whose UDP listener writes into a
 // discardConn; nothing reads its socket, the benchmark calls the read
-// filter itself.
+// loop's hook (statelessRead) itself.
 func benchStateless(b *testing.B, d Dispatcher) (*statelessForwarder, *discardConn, sipmsg.TransportReadProps) {
 	b.Helper()
 	cfg := testConfig(ModeStateless)

@@ -63,10 +63,10 @@ type Server struct {
 // socket is one bound listener.
 type socket struct {
 	proto string // udp, tcp, tls
-	pc    net.PacketConn
+	pc    *udpConn
 	// more are further sockets on pc's address (stateless mode, UDP,
-	// Config.UDPReaders > 1), each read by its own goroutine.
-	more []net.PacketConn
+	// Config.UDPReaders > 1), each read by its own loop.
+	more []*udpConn
 	tx   *wireTx // UDP: the listener's writer (udpWriters)
 	ln   net.Listener
 	ip   net.IP
@@ -140,7 +140,7 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 	if cfg.Mode == ModeStateless {
 		fw := &statelessForwarder{Server: s}
 		s.fw = fw
-		tpOpts = append(tpOpts, sipmsg.WithTransportLayerReadFilter(fw.statelessRead))
+		s.hookUDP(fw.statelessRead)
 	} else {
 		fw := &statefulForwarder{Server: s}
 		s.fw = fw
@@ -149,7 +149,7 @@ func NewServer(cfg Config, d Dispatcher, routes Routes, log *slog.Logger) (*Serv
 			wait = 64 * sipmsg.T1
 		}
 		s.txl = txn.New(txn.Timers{T1: sipmsg.T1, T2: sipmsg.T2, T4: sipmsg.T4, Wait: wait})
-		tpOpts = append(tpOpts, sipmsg.WithTransportLayerReadFilter(fw.statefulRead))
+		s.hookUDP(fw.statefulRead)
 	}
 	if cfg.Tap != nil {
 		s.tapSockets(cfg.Tap)
@@ -191,7 +191,7 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 		var local net.Addr
 		switch la.Proto {
 		case "udp":
-			k.pc, k.more, err = listenUDP(la.Addr(), s.udpReaders())
+			k.pc, k.more, err = bindUDP(la.Addr(), s.udpReaders())
 			if err == nil {
 				local = k.pc.LocalAddr()
 			}
@@ -212,6 +212,31 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 		s.socks = append(s.socks, k)
 	}
 	return nil
+}
+
+// bindUDP binds addr with n sockets (listenUDP), each read by a loop of
+// its own (udpConn).
+func bindUDP(addr string, n int) (*udpConn, []*udpConn, error) {
+	pc, more, err := listenUDP(addr, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	var all []*udpConn
+	for _, p := range append([]net.PacketConn{pc}, more...) {
+		c, err := newUDPConn(p)
+		if err != nil {
+			for _, c := range all {
+				c.Close()
+			}
+			pc.Close()
+			for _, p := range more {
+				p.Close()
+			}
+			return nil, nil, err
+		}
+		all = append(all, c)
+	}
+	return all[0], all[1:], nil
 }
 
 // listenUDP binds addr with n sockets sharing it (n > 1: SO_REUSEPORT). A
@@ -341,17 +366,30 @@ const udpReadBuffer = 1 << 20
 
 // raiseReadBuffers asks for udpReadBuffer on every UDP socket.
 func (s *Server) raiseReadBuffers() {
+	for _, c := range s.udpConns() {
+		if err := c.SetReadBuffer(udpReadBuffer); err != nil {
+			s.log.Debug("sip: receive buffer not raised", "listen", c.LocalAddr().String(), "err", err)
+		}
+	}
+}
+
+// udpConns is every UDP socket of every listener.
+func (s *Server) udpConns() []*udpConn {
+	var all []*udpConn
 	for _, k := range s.socks {
-		if k.pc == nil {
-			continue
+		if k.pc != nil {
+			all = append(all, k.pc)
+			all = append(all, k.more...)
 		}
-		for _, pc := range append([]net.PacketConn{k.pc}, k.more...) {
-			if uc, ok := pc.(*net.UDPConn); ok {
-				if err := uc.SetReadBuffer(udpReadBuffer); err != nil {
-					s.log.Debug("sip: receive buffer not raised", "listen", k.addr(), "err", err)
-				}
-			}
-		}
+	}
+	return all
+}
+
+// hookUDP has every UDP socket's read loop give its datagrams to h first
+// (udpConn.serve), in whichever mode.
+func (s *Server) hookUDP(h udpHook) {
+	for _, c := range s.udpConns() {
+		c.hook = h
 	}
 }
 
@@ -388,7 +426,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 	n := 0
 	for _, k := range s.socks {
-		n += 1 + len(k.more)
+		n += 1 + 2*len(k.more)
+		if k.pc != nil {
+			n++
+		}
 	}
 	errc := make(chan error, n)
 	serve := func(k *socket) {
@@ -396,8 +437,16 @@ func (s *Server) Serve(ctx context.Context) error {
 			var err error
 			switch k.proto {
 			case "udp":
-				for _, pc := range k.more {
-					go func() { errc <- s.srv.ServeUDP(pc) }()
+				// Each socket: sipgo's read loop and, with a hook, ours
+				// before it (udpConn).
+				for _, c := range k.more {
+					if c.hook != nil {
+						go func() { errc <- c.serve() }()
+					}
+					go func() { errc <- s.srv.ServeUDP(c) }()
+				}
+				if k.pc.hook != nil {
+					go func() { errc <- k.pc.serve() }()
 				}
 				err = s.srv.ServeUDP(k.pc)
 			case "tcp":
@@ -481,13 +530,10 @@ func (s *Server) close() {
 }
 
 func (s *Server) closeSockets() {
+	for _, c := range s.udpConns() {
+		c.Close()
+	}
 	for _, k := range s.socks {
-		if k.pc != nil {
-			k.pc.Close()
-		}
-		for _, pc := range k.more {
-			pc.Close()
-		}
 		if k.ln != nil {
 			k.ln.Close()
 		}

@@ -184,16 +184,17 @@ func (s *statelessForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.Serve
 	}
 }
 
-// statelessRead is stateless mode's fast path, a read filter run by sipgo's
-// UDP read loop on every datagram. A stateless proxy keeps no transaction
+// statelessRead is stateless mode's fast path, the hook (udpHook) that every
+// UDP socket's read loop (udpConn.serve) runs on each datagram it reads.
+// A stateless proxy keeps no transaction
 // (RFC 3261 §16.11), so requests and the responses it relays are handled
 // here, in arrival order, instead of going through sipgo's transaction
 // layer, which would start a goroutine and a server transaction for each.
 // It hands back to sipgo what sipgo must still see: datagrams that do not
 // parse (sipgo drops and counts them), keepalive CRLFs, the replies to our
 // own probes, which their client transactions wait for, and anything read
-// off a socket that is not one of our listeners. TCP and TLS pass through:
-// their filter sees stream chunks, not messages.
+// off a socket that is not one of our listeners. TCP and TLS do not come
+// here: sipgo reads them.
 func (s *statelessForwarder) statelessRead(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
 	k := s.udpListener(p.LocalAddr)
 	if k == nil {

@@ -12,53 +12,27 @@ import (
 // udp, tcp or tls. Capture runs on the read loops and writers of the proxy:
 // it must not block and must not keep msg.
 //
-// The tap wraps the listening sockets, the one place every message of a
+// The tap sits on the listening sockets, the one place every message of a
 // listener passes in each direction whatever the proxy mode: UDP
-// datagrams both ways, and the TCP and TLS connections peers open to us
+// datagrams both ways (udpConn's read loop and writes), and the TCP and TLS connections peers open to us
 // (TLS in clear). Connections that sipgo dials itself, to a destination over
 // TCP or TLS, do not pass through a listener and are not captured.
 type Tap interface {
 	Capture(transport string, src, dst net.Addr, msg []byte)
 }
 
-// tapSockets wraps every listener so that its messages go to tap.
+// tapSockets has every listener give its messages to tap: a UDP socket
+// from its read loop and writes (udpConn), a stream listener through
+// tapListener.
 func (s *Server) tapSockets(tap Tap) {
+	for _, c := range s.udpConns() {
+		c.tap = tap
+	}
 	for _, k := range s.socks {
-		if k.pc != nil {
-			k.pc = &tapPacketConn{PacketConn: k.pc, tap: tap}
-			for i, pc := range k.more {
-				k.more[i] = &tapPacketConn{PacketConn: pc, tap: tap}
-			}
-			if k.tx != nil {
-				k.tx.out.PacketConn = k.pc
-			}
-		}
 		if k.ln != nil {
 			k.ln = &tapListener{Listener: k.ln, proto: k.proto, tap: tap}
 		}
 	}
-}
-
-// tapPacketConn is a UDP socket whose datagrams go to the tap.
-type tapPacketConn struct {
-	net.PacketConn
-	tap Tap
-}
-
-func (c *tapPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, addr, err := c.PacketConn.ReadFrom(b)
-	if err == nil && isMessage(b[:n]) {
-		c.tap.Capture("udp", addr, c.LocalAddr(), b[:n])
-	}
-	return n, addr, err
-}
-
-func (c *tapPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	n, err := c.PacketConn.WriteTo(b, addr)
-	if err == nil && isMessage(b) {
-		c.tap.Capture("udp", c.LocalAddr(), addr, b)
-	}
-	return n, err
 }
 
 // isMessage leaves out keepalives (CRLFs, zero bytes) that are no SIP message.
