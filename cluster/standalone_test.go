@@ -36,7 +36,7 @@ func openSockets(t *testing.T) int {
 }
 
 // A standalone node opens no socket, elects itself, keeps every committed
-// command across a restart (replayed from raft.db) and runs leader work
+// command across a restart (replayed from the log) and runs leader work
 // again after it.
 func TestStandaloneRestartKeepsState(t *testing.T) {
 	dir := t.TempDir()
