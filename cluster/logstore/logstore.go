@@ -256,7 +256,7 @@ func (s *Store) load(g *segment, newest bool) error {
 	if _, err := io.ReadFull(f, data); err != nil {
 		return fmt.Errorf("logstore: read %s: %w", path, err)
 	}
-	if newest && len(data) < len(segMagic) {
+	if newest && (len(data) < len(segMagic) || string(data[:len(segMagic)]) == string(make([]byte, len(segMagic)))) {
 		return nil // torn at creation: holds nothing, removed by recover
 	}
 	if string(data[:len(segMagic)]) != segMagic {

@@ -371,7 +371,7 @@ func TestCorruptSealedSegment(t *testing.T) {
 // A segment created just before a crash (no header, or a header and no
 // record) holds nothing and is removed.
 func TestEmptyNewestSegmentRemoved(t *testing.T) {
-	for _, content := range [][]byte{nil, []byte("sdw"), []byte(segMagic)} {
+	for _, content := range [][]byte{nil, []byte("sdw"), make([]byte, 8), []byte(segMagic)} {
 		dir := t.TempDir()
 		s := open(t, dir, 0)
 		if err := fill(s, 1, 5, 1); err != nil {
