@@ -61,7 +61,7 @@ chaos: ## nemesis test (faults under alg-10 calls), DURATION (10m) per seed for 
 	if [ -n "$$failed" ]; then echo "chaos: failed seeds:$$failed"; exit 1; fi; echo "chaos: every seed passed"
 
 fuzz: ## a short run of every fuzz target (FUZZTIME each)
-	@set -e; for pkg in ./dispatch ./sip ./cluster ./cmd/sipdispatch/internal/replica; do \
+	@set -e; for pkg in ./dispatch ./sip ./cluster ./cluster/logstore ./cmd/sipdispatch/internal/replica; do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done

@@ -505,3 +505,52 @@ func TestConcurrentReads(t *testing.T) {
 		}
 	}
 }
+
+// Whatever a crash leaves after the last synced record of the newest
+// segment, Open keeps every synced entry and never panics; it may refuse
+// only an intact record out of order (ErrCorrupt).
+func FuzzTornTail(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(make([]byte, 40))
+	f.Add(appendRecord(nil, entry(6, 1))[:20])
+	f.Add(appendRecord(nil, entry(6, 1)))
+	f.Add(appendRecord(nil, entry(9, 1)))
+	f.Fuzz(func(t *testing.T, tail []byte) {
+		dir := t.TempDir()
+		opts := Options{NoSync: true} // what is checked is the parsing
+		s, err := Open(dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.StoreLogs(entries(1, 5, 1)); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		fd, err := os.OpenFile(segFiles(t, dir)[0], os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd.Write(tail)
+		fd.Close()
+		s, err = Open(dir, opts)
+		if errors.Is(err, ErrCorrupt) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if f, _ := s.FirstIndex(); f != 1 {
+			t.Fatalf("first index %d", f)
+		}
+		last, _ := s.LastIndex()
+		if last < 5 {
+			t.Fatalf("lost synced entries: last index %d", last)
+		}
+		for i := uint64(1); i <= last; i++ {
+			if err := s.GetLog(i, new(raft.Log)); err != nil {
+				t.Fatalf("GetLog(%d): %v", i, err)
+			}
+		}
+	})
+}
