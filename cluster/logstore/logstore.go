@@ -57,7 +57,9 @@ const (
 	// Head compaction removes whole segments only, so a smaller segment
 	// frees disk sooner; 16 MiB holds tens of thousands of entries.
 	DefaultSegmentSize = 16 << 20
-	// maxSegmentSize keeps record offsets and lengths well inside uint32.
+	// maxSegmentSize caps SegmentSize; maxRecBytes caps what one StoreLogs
+	// call writes, so a record length (uint32) read back is plausible only
+	// below it.
 	maxSegmentSize = 1 << 30
 
 	segMagic    = "sdwal001"
