@@ -65,7 +65,7 @@ soak: build ## SIPp soak, not part of test: stateful alg 10, 400 calls/s held 2 
 	DURATION=$(or $(DURATION),30m) integration/bench/soak.sh
 
 fuzz: ## a short run of every fuzz target (FUZZTIME each)
-	@set -e; for pkg in ./dispatch ./sip ./cluster ./cmd/sipdispatch/internal/replica; do \
+	@set -e; for pkg in ./dispatch ./sip ./cluster ./cluster/logstore ./cmd/sipdispatch/internal/replica; do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done

@@ -34,8 +34,9 @@ type Config struct {
 	// another server or of a multi-node cluster is refused at Start.
 	Standalone bool
 
-	// DataDir holds raft.db (raft log and stable store, bbolt) and the
-	// snapshots/ directory. Required; created if missing.
+	// DataDir holds raft-log/ (the raft log, cluster/logstore), raft.db
+	// (raft's term and vote, bbolt) and the snapshots/ directory. Required;
+	// created if missing.
 	DataDir string
 
 	// GossipBind is the host:port memberlist listens on (UDP and TCP). Port 0
@@ -130,7 +131,7 @@ type Config struct {
 	// TrailingLogs is how many entries are kept after a snapshot so slow
 	// followers can catch up without a snapshot transfer. 0 means 10240.
 	TrailingLogs uint64
-	// RaftNoSync skips fsync in the raft log store. Only for tests and
+	// RaftNoSync skips fsync in the raft stores. Only for tests and
 	// benchmarks: a crash can lose committed entries. false means fsync.
 	RaftNoSync bool
 

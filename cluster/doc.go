@@ -1,5 +1,5 @@
 // Package cluster replicates sipdispatch's state between nodes: a raft log
-// (hashicorp/raft on raft-boltdb under the data dir) orders every state
+// (hashicorp/raft; its log in cluster/logstore under the data dir) orders every state
 // change, and memberlist gossip finds the nodes, detects failures and carries
 // small best-effort facts such as probe results.
 //
@@ -11,7 +11,7 @@
 //	n, err := cluster.New(cfg, applier, logger) // validate, allocate
 //	n.OnLeadership(sweepExpired)                // leader-only loops
 //	n.OnMessage(handleProbeResult)              // gossip receivers
-//	err = n.Start(ctx)                          // open raft.db, bind ports, join
+//	err = n.Start(ctx)                          // open the raft log, bind ports, join
 //	res, err := n.Propose(ctx, cmd)             // on any node
 //	n.Broadcast("gw:"+uri, result)              // latest fact per name
 //	n.Close()                                   // restart: stay a member
@@ -36,7 +36,7 @@
 //
 // Standalone. With Config.Standalone the same code runs as a one-node
 // cluster without any network (an in-process raft transport, no gossip, no
-// listener): a lone server keeps its state in raft.db across restarts and
+// listener): a lone server keeps its state in its data dir across restarts and
 // runs the same Applier, Propose and leader work as a cluster member.
 //
 // TLS. With Config.TLS every raft-port connection (raft and forwarding) is

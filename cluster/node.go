@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // closingTransport is a raft transport the node closes at teardown; both
@@ -65,7 +63,7 @@ type Node struct {
 
 	// Set by Start before started is true; read-only afterwards.
 	raft     *raft.Raft
-	store    *raftboltdb.BoltStore
+	stores   raftStores       // term and vote in raft.db, the log in raft-log/
 	trans    closingTransport // network, or in-process when standalone
 	mux      *mux
 	ml       atomic.Pointer[memberlist.Memberlist]
@@ -175,18 +173,20 @@ func (n *Node) start() error {
 		return err
 	}
 
-	if n.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.RaftNoSync}); err != nil {
-		return fmt.Errorf("open raft.db: %w", err)
-	}
-	logs, err := raft.NewLogCache(512, n.store)
-	if err != nil {
-		return fmt.Errorf("raft log cache: %w", err)
-	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog)
 	if err != nil {
 		return fmt.Errorf("snapshot store: %w", err)
 	}
-	hasState, err := raft.HasExistingState(logs, n.store, snaps)
+	if n.stores, err = openRaftStores(cfg.DataDir, cfg.RaftNoSync, snaps, n.log); err != nil {
+		return err
+	}
+	// Recent entries are read back at once (replication, apply): keep
+	// them in memory rather than pread them.
+	logs, err := raft.NewLogCache(512, n.stores.log)
+	if err != nil {
+		return fmt.Errorf("raft log cache: %w", err)
+	}
+	hasState, err := raft.HasExistingState(logs, n.stores.stable, snaps)
 	if err != nil {
 		return fmt.Errorf("read raft state: %w", err)
 	}
@@ -211,7 +211,7 @@ func (n *Node) start() error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft config: %w", err)
 	}
-	if n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.store, snaps, n.trans); err != nil {
+	if n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.stores.stable, snaps, n.trans); err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	var local net.Addr // standalone: no mux, and nothing is ever forwarded
@@ -593,10 +593,8 @@ func (n *Node) teardown(handOver bool) error {
 		n.mux.close()
 	}
 	n.wg.Wait()
-	if n.store != nil {
-		if err := n.store.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close raft.db: %w", err))
-		}
+	if err := n.stores.close(); err != nil {
+		errs = append(errs, err)
 	}
 	if n.lock != nil {
 		n.lock.Close() // releases the flock

@@ -36,7 +36,7 @@ func openSockets(t *testing.T) int {
 }
 
 // A standalone node opens no socket, elects itself, keeps every committed
-// command across a restart (replayed from raft.db) and runs leader work
+// command across a restart (replayed from the log) and runs leader work
 // again after it.
 func TestStandaloneRestartKeepsState(t *testing.T) {
 	dir := t.TempDir()
@@ -58,13 +58,35 @@ func TestStandaloneRestartKeepsState(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	tb := restartSolo(t, cfg)
+	if got := tb.app.state(); got.N != want.N || got.Hash != want.Hash {
+		t.Fatalf("after restart: %+v, want %+v", got, want)
+	}
+	if tb.Stats().Bootstrapped {
+		t.Error("restarted node bootstrapped again")
+	}
+	if got := propose(t, tb, "cmd-0"); got != want.Counts["cmd-0"]+1 {
+		t.Fatalf("count after restart %d, want %d", got, want.Counts["cmd-0"]+1)
+	}
+}
+
+// restartSolo starts a standalone node on an existing data dir and returns
+// once its leader work runs, which is after a barrier: everything committed
+// before is applied.
+func restartSolo(t *testing.T, cfg Config) *tnode {
+	t.Helper()
 	app := newTestApp()
 	b, err := New(cfg, app, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	led := make(chan struct{}, 1)
-	b.OnLeadership(func(context.Context) { led <- struct{}{} })
+	b.OnLeadership(func(context.Context) {
+		select {
+		case led <- struct{}{}:
+		default:
+		}
+	})
 	if err := b.Start(context.Background()); err != nil {
 		t.Fatalf("restart: %v", err)
 	}
@@ -74,17 +96,7 @@ func TestStandaloneRestartKeepsState(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("leader work did not run after the restart")
 	}
-	// Leader work runs after a barrier: everything committed was applied.
-	if got := app.state(); got.N != want.N || got.Hash != want.Hash {
-		t.Fatalf("after restart: %+v, want %+v", got, want)
-	}
-	if b.Stats().Bootstrapped {
-		t.Error("restarted node bootstrapped again")
-	}
-	tb := &tnode{Node: b, app: app, cfg: cfg}
-	if got := propose(t, tb, "cmd-0"); got != want.Counts["cmd-0"]+1 {
-		t.Fatalf("count after restart %d, want %d", got, want.Counts["cmd-0"]+1)
-	}
+	return &tnode{Node: b, app: app, cfg: cfg}
 }
 
 // Members, Raft and Leader describe a one-node cluster; Join and Leave

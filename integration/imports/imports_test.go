@@ -29,7 +29,9 @@ var allowed = map[string][]string{
 	"cluster": {"github.com/hashicorp/raft",
 		"github.com/hashicorp/raft-boltdb", "github.com/hashicorp/memberlist", "github.com/vmihailenco/msgpack/v5",
 		"github.com/hashicorp/go-hclog"},
-	"sip": {module + "dispatch", module + "actors", "github.com/emiago/sipgo", "github.com/icholy/digest", "golang.org/x/sys/unix", "gopkg.in/yaml.v3"},
+	// The raft log store: files and raft's types, nothing of the node.
+	"cluster/logstore": {"github.com/hashicorp/raft"},
+	"sip":              {module + "dispatch", module + "actors", "github.com/emiago/sipgo", "github.com/icholy/digest", "golang.org/x/sys/unix", "gopkg.in/yaml.v3"},
 	// The stateful proxy's UDP transaction layer: SIP messages, no routing.
 	"sip/txn": {"github.com/emiago/sipgo"},
 	// The resolver stands alone: DNS and its cache, nothing of the proxy.
