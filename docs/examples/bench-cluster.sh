@@ -13,6 +13,9 @@
 #        MODE=step docs/examples/bench-cluster.sh [RATE ...] the cluster node only, run.sh's step
 #                                                          mode: the highest rate with < 0.1 % failed
 #        MODE=step-single ... [RATE ...]                   the same for the node alone
+#        (the cluster keeps its replicated destination states from step to step: after a step that
+#        failed by overload, the next ones measure gateways marked inactive, so probe the rates
+#        above it one per invocation with REFINE=0, each on a fresh cluster)
 # Env:   BENCH=integration/bench  BIN=bin/sipdispatch  WORK=/tmp/sipdispatch-bench-cluster
 #        STEP_SECS=10 (seconds of calls per run) and every other run.sh knob.
 # run.sh measures the CPU of the proxy process (n1) only; this script adds the CPU that n2 and n3
@@ -95,13 +98,23 @@ echo "cluster formed: n2, n3 running; n1 stopped until run.sh starts it"
 # A restarted cluster node binds 5060 before it has rejoined: run.sh waits for its /readyz.
 export READY_URL=http://127.0.0.1:19060/readyz
 
+# The node alone starts each run on an empty data dir, as a fresh Kamailio would: a standalone node
+# keeps destination states across restarts, and one overloaded step (408s marking every gateway
+# inactive, with probing off) would otherwise fail every step after it.
+cat > "$WORK/single.sh" <<SH
+#!/bin/sh
+rm -rf "$WORK/single-data"
+exec "$BIN" serve -config "$WORK/single.yaml"
+SH
+chmod +x "$WORK/single.sh"
+
 t0=$(ticks "${PIDS[@]}")
 if [ "$MODE" = step ]; then
     PROXY_CMD="$BIN serve -config $WORK/n1.yaml" LABEL=cluster-n1 OUT=$WORK/out flock /tmp/sipbench.lock "$BENCH/run.sh" step "$@"
 elif [ "$MODE" = step-single ]; then
-    PROXY_CMD="$BIN serve -config $WORK/single.yaml" LABEL=single OUT=$WORK/out flock /tmp/sipbench.lock "$BENCH/run.sh" step "$@"
+    PROXY_CMD="$WORK/single.sh" LABEL=single OUT=$WORK/out flock /tmp/sipbench.lock "$BENCH/run.sh" step "$@"
 else
-    PROXY_A_CMD="$BIN serve -config $WORK/single.yaml" PROXY_B_CMD="$BIN serve -config $WORK/n1.yaml" \
+    PROXY_A_CMD="$WORK/single.sh" PROXY_B_CMD="$BIN serve -config $WORK/n1.yaml" \
         LABEL_A=single LABEL_B=cluster-n1 OUT=$WORK/out flock /tmp/sipbench.lock "$BENCH/run.sh" ab "$RATE" "$ROUNDS"
 fi
 t1=$(ticks "${PIDS[@]}")
