@@ -393,6 +393,24 @@ func (s *Server) hookUDP(h udpHook) {
 	}
 }
 
+// ownDatagram parses a datagram read off one of our UDP listeners for the
+// mode's hook (statelessRead, statefulRead). A nil message means the hook
+// hands the datagram back to sipgo: another socket, or data that does not
+// parse (sipgo drops and counts it).
+func (s *Server) ownDatagram(p sipmsg.TransportReadProps, data []byte) (*socket, sipmsg.Message) {
+	k := s.udpListener(p.LocalAddr)
+	if k == nil {
+		return nil, nil
+	}
+	msg, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return nil, nil
+	}
+	msg.SetTransport(p.Transport)
+	msg.SetSource(p.RemoteAddr.String())
+	return k, msg
+}
+
 // udpWriters prepares the UDP listeners for the read filters
 // (statelessRead, statefulRead): a parser, and a writer on each socket that
 // needs no entry in sipgo's connection pool.

@@ -301,8 +301,8 @@ func udpAddr(dest string) (*net.UDPAddr, error) {
 	return net.ResolveUDPAddr("udp", dest)
 }
 
-// statefulRead is stateful mode's read filter, run by sipgo's UDP read loop
-// on every datagram: our transaction layer (sip/txn) matches it in place.
+// statefulRead is stateful mode's UDP hook, run by the listener's read loop
+// (udpConn.serve) on every datagram: our transaction layer (sip/txn) matches it in place.
 // A retransmission, the ACK for a non-2xx and a CANCEL are absorbed there;
 // a response goes to its client transaction without a goroutine; a new
 // request starts a server transaction and is handled on a goroutine of its
@@ -312,16 +312,10 @@ func udpAddr(dest string) (*net.UDPAddr, error) {
 // datagrams that do not parse, keepalives, the replies to our probes, and
 // anything read off a socket that is not one of our listeners.
 func (s *statefulForwarder) statefulRead(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
-	k := s.udpListener(p.LocalAddr)
-	if k == nil {
+	k, msg := s.ownDatagram(p, data)
+	if msg == nil {
 		return data, nil
 	}
-	msg, err := s.parser.ParseSIP(data)
-	if err != nil {
-		return data, nil
-	}
-	msg.SetTransport(p.Transport)
-	msg.SetSource(p.RemoteAddr.String())
 	switch m := msg.(type) {
 	case *sipmsg.Request:
 		tx, pass := s.txl.Request(m, k.pc, p.RemoteAddr)

@@ -196,16 +196,10 @@ func (s *statelessForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.Serve
 // off a socket that is not one of our listeners. TCP and TLS do not come
 // here: sipgo reads them.
 func (s *statelessForwarder) statelessRead(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
-	k := s.udpListener(p.LocalAddr)
-	if k == nil {
+	k, msg := s.ownDatagram(p, data)
+	if msg == nil {
 		return data, nil
 	}
-	msg, err := s.parser.ParseSIP(data)
-	if err != nil {
-		return data, nil
-	}
-	msg.SetTransport(p.Transport)
-	msg.SetSource(p.RemoteAddr.String())
 	switch m := msg.(type) {
 	case *sipmsg.Request:
 		s.onRequest(m, k.tx)
