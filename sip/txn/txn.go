@@ -40,7 +40,7 @@ type Layer struct {
 
 // New starts a Layer; Close stops its timer goroutine.
 func New(t Timers) *Layer {
-	l := &Layer{t: t, timers: newTimers()}
+	l := &Layer{t: t, timers: newTimers(t.T1 / 32)}
 	l.srv.init()
 	l.cli.init()
 	return l
