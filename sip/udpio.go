@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 
 	sipmsg "github.com/emiago/sipgo/sip"
@@ -127,6 +128,16 @@ func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	n, err := c.UDPConn.WriteTo(b, addr)
 	if err == nil && c.tap != nil && isMessage(b) {
 		c.tap.Capture("udp", c.LocalAddr(), addr, b)
+	}
+	return n, err
+}
+
+// WriteToUDPAddrPort is WriteTo without a net.Addr (the byte relay,
+// relayBytes); it shadows the socket's own, which would miss the tap.
+func (c *udpConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	n, err := c.UDPConn.WriteToUDPAddrPort(b, to)
+	if err == nil && c.tap != nil && isMessage(b) {
+		c.tap.Capture("udp", c.LocalAddr(), net.UDPAddrFromAddrPort(to), b)
 	}
 	return n, err
 }
