@@ -353,6 +353,15 @@ func alnum(b []byte) bool {
 	return true
 }
 
+func letters(b []byte) bool {
+	for _, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
 func hostChars(b []byte) bool {
 	for _, c := range b {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
@@ -452,7 +461,7 @@ func plainAddress(b []byte) bool {
 // IPv6) and a numeric port if any; another scheme needs only a name.
 func plainURI(b []byte) bool {
 	colon := bytes.IndexByte(b, ':')
-	if len(b) < 3 || colon < 1 || !alnum(b[:colon]) {
+	if len(b) < 3 || colon < 1 || !letters(b[:colon]) { // sipgo's scheme: letters only
 		return false
 	}
 	var buf [16]byte
