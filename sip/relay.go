@@ -22,7 +22,7 @@ import (
 // scannedResponse is what scanResponse reads off a response.
 type scannedResponse struct {
 	status int
-	via    [2]int   // the top Via's line in the datagram, its CRLF included
+	via    [2]int   // the bytes to cut: the top Via's line, or its value and comma when others follow
 	top    viaValue // the top Via: ours or not
 	next   viaValue // the second: where the response goes
 	callID []byte
