@@ -12,8 +12,9 @@ import (
 
 // udpHook handles a datagram a UDP listener read, on that listener's read
 // loop, before sipgo sees it (the signature of sipgo's transport read
-// filter): it returns nil when it has dealt with the datagram, else the
-// bytes to hand to sipgo. Stateless mode's is statelessRead.
+// filter): it returns nil when it has dealt with the datagram, and may then
+// have rewritten it in place (the byte relay), else the bytes to hand to
+// sipgo. Stateless mode's is statelessRead.
 type udpHook = sipmsg.TransportReadFilter
 
 // udpBatch is how many datagrams one read takes off a socket at most
