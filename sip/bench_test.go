@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"strings"
@@ -65,6 +66,11 @@ type discardConn struct {
 }
 
 func (c *discardConn) WriteTo(b []byte, _ net.Addr) (int, error) {
+	c.writes.Add(1)
+	return len(b), nil
+}
+
+func (c *discardConn) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) {
 	c.writes.Add(1)
 	return len(b), nil
 }

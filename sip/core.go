@@ -675,21 +675,11 @@ func (s *Server) udpSocket(msg sipmsg.Message) *socket {
 	return k
 }
 
-// viaDestination is where a response to the hop that wrote v goes (RFC
-// 3261 §18.2.2, RFC 3581 §4): received, else the sent-by host; rport, else
-// the sent-by port, else the transport's default.
+// viaDestination is where a response to the hop that wrote v goes
+// (viaTarget).
 func viaDestination(v *sipmsg.ViaHeader, proto string) string {
-	host, port := v.Host, v.Port
-	if r, ok := v.Params.Get("received"); ok && r != "" {
-		host = r
-	}
-	if rp, ok := v.Params.Get("rport"); ok && rp != "" {
-		if n, err := strconv.Atoi(rp); err == nil {
-			port = n
-		}
-	}
-	if port == 0 {
-		port = sipmsg.DefaultPort(proto)
-	}
-	return net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
+	received, _ := v.Params.Get("received")
+	rport, _ := v.Params.Get("rport")
+	host, port := viaTarget(v.Host, v.Port, received, rport, proto)
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }

@@ -576,20 +576,25 @@ func reservedHeader(name string) bool {
 }
 
 // isToken reports whether s is a non-empty RFC 3261 §25.1 token.
-func isToken(s string) bool {
-	if s == "" {
+func isToken[T string | []byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("-.!%*_+`'~", c) >= 0:
-		default:
+		if !tokenChar(s[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// tokenChar reports whether c may appear in a token.
+func tokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-.!%*_+`'~", c) >= 0
 }
 
 func (m *compiledMatch) holds(v *requestView, fromSet func(setID, mode int) bool) bool {

@@ -196,6 +196,9 @@ func (s *statelessForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.Serve
 // off a socket that is not one of our listeners. TCP and TLS do not come
 // here: sipgo reads them.
 func (s *statelessForwarder) statelessRead(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
+	if r, ok := scanResponse(data); ok && s.udpListener(p.LocalAddr) != nil && s.relayBytes(data, &r) {
+		return nil, nil
+	}
 	k, msg := s.ownDatagram(p, data)
 	if msg == nil {
 		return data, nil
@@ -259,21 +262,31 @@ func (s *statelessForwarder) onWire(msg sipmsg.Message) {
 
 // relayable checks a response for relaying back by Via (RFC 3261 §16.11,
 // §18.2.2): only responses with our Via on top and another below it go back
-// (a keepalive's reply has none below). A final reply to an INVITE ends the
-// call's pending load entry.
+// (a keepalive's reply has none below); relayFrom does the rest.
 func (s *statelessForwarder) relayable(res *sipmsg.Response) bool {
 	if countHeaders(res, "Via") < 2 || res.CSeq() == nil {
 		return false
 	}
-	if via := res.Via(); !s.isSelf(via.Host, via.Port, "sip") {
+	callID := ""
+	if id := res.CallID(); id != nil {
+		callID = id.Value()
+	}
+	via := res.Via()
+	return s.relayFrom(via.Host, via.Port, res.CSeq().MethodName == sipmsg.INVITE, res.StatusCode, callID)
+}
+
+// relayFrom is what both relay paths (relayable, relayBytes) do with a
+// response whose top Via names viaHost:viaPort: false, counted as dropped,
+// unless that is us; a final reply to an INVITE ends the call's pending
+// load entry.
+func (s *statelessForwarder) relayFrom(viaHost string, viaPort int, invite bool, status int, callID string) bool {
+	if !s.isSelf(viaHost, viaPort, "sip") {
 		s.dropped.Add(1)
 		return false
 	}
-	if res.CSeq().MethodName == sipmsg.INVITE && res.StatusCode >= 200 {
-		if id := res.CallID(); id != nil {
-			if set, ok := s.loads.pending.take(id.Value()); ok {
-				s.finalLoad(set, id.Value(), res.StatusCode)
-			}
+	if invite && status >= 200 && callID != "" {
+		if set, ok := s.loads.pending.take(callID); ok {
+			s.finalLoad(set, callID, status)
 		}
 	}
 	return true

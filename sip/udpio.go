@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 
 	sipmsg "github.com/emiago/sipgo/sip"
@@ -11,8 +12,9 @@ import (
 
 // udpHook handles a datagram a UDP listener read, on that listener's read
 // loop, before sipgo sees it (the signature of sipgo's transport read
-// filter): it returns nil when it has dealt with the datagram, else the
-// bytes to hand to sipgo. Stateless mode's is statelessRead.
+// filter): it returns nil when it has dealt with the datagram, and may then
+// have rewritten it in place (the byte relay), else the bytes to hand to
+// sipgo. Stateless mode's is statelessRead.
 type udpHook = sipmsg.TransportReadFilter
 
 // udpBatch is how many datagrams one read takes off a socket at most
@@ -127,6 +129,16 @@ func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	n, err := c.UDPConn.WriteTo(b, addr)
 	if err == nil && c.tap != nil && isMessage(b) {
 		c.tap.Capture("udp", c.LocalAddr(), addr, b)
+	}
+	return n, err
+}
+
+// WriteToUDPAddrPort is WriteTo without a net.Addr (the byte relay,
+// relayBytes); it shadows the socket's own, which would miss the tap.
+func (c *udpConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	n, err := c.UDPConn.WriteToUDPAddrPort(b, to)
+	if err == nil && c.tap != nil && isMessage(b) {
+		c.tap.Capture("udp", c.LocalAddr(), net.UDPAddrFromAddrPort(to), b)
 	}
 	return n, err
 }
