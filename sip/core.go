@@ -12,6 +12,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip/sipenc"
 	"github.com/sipdispatch/sipdispatch/sip/txn"
 )
 
@@ -642,15 +643,28 @@ func (s *Server) relayUpstream(res *sipmsg.Response) {
 // would. TCP and TLS go through sipgo's transport layer.
 func (s *Server) writeStateless(msg sipmsg.Message) error {
 	if k := s.udpSocket(msg); k != nil {
-		if _, err := netip.ParseAddrPort(msg.Destination()); err == nil {
-			return k.tx.out.WriteMsg(msg) // an IP address already: nothing to resolve
+		if ap, err := netip.ParseAddrPort(msg.Destination()); err == nil {
+			return writeUDP(k, msg, net.UDPAddrFromAddrPort(ap)) // an IP address already: nothing to resolve
 		}
 		if a, err := net.ResolveUDPAddr("udp", msg.Destination()); err == nil {
 			msg.SetDestination(a.String())
-			return k.tx.out.WriteMsg(msg)
+			return writeUDP(k, msg, a)
 		}
 	}
 	return s.ua.TransportLayer().WriteMsg(msg)
+}
+
+// writeUDP sends msg from listener k to to. It is sipgo's
+// UDPConnection.WriteMsg with sipenc's serialisation, which writes the
+// same bytes without an allocation per port and parameter list.
+func writeUDP(k *socket, msg sipmsg.Message, to *net.UDPAddr) error {
+	return sipenc.WithBytes(msg, func(b []byte) error {
+		if len(b) > sipmsg.UDPMTUSize-200 {
+			return sipmsg.ErrUDPMTUCongestion
+		}
+		_, err := k.tx.out.WriteTo(b, to)
+		return err
+	})
 }
 
 // udpSocket is the listener a message over UDP leaves from: a request's

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipdispatch/sipdispatch/sip/sipenc"
 )
 
 // Timers are the RFC 3261 §17 timer values (Table 4) the layer uses over UDP.
@@ -195,16 +197,14 @@ func clientKey(m sipmsg.Message) (string, bool) {
 	return branch + "|" + string(method), true
 }
 
-var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
 // wire serialises m into bytes of its own, exactly as long as the message,
 // which a transaction may keep.
 func wire(m sipmsg.Message) []byte {
-	b := bufs.Get().(*bytes.Buffer)
-	b.Reset()
-	m.StringWrite(b)
-	out := bytes.Clone(b.Bytes())
-	bufs.Put(b)
+	var out []byte
+	_ = sipenc.WithBytes(m, func(b []byte) error {
+		out = bytes.Clone(b)
+		return nil
+	})
 	return out
 }
 
