@@ -257,17 +257,18 @@ func (s *Server) outgoing(req *sipmsg.Request, h hop, mf, pop int, branch string
 		}
 	}
 	host, port := s.sentFrom(h.sock, h.proto)
+	proto := upperProto(h.proto)
 	via := &sipmsg.ViaHeader{
 		ProtocolName:    "SIP",
 		ProtocolVersion: "2.0",
-		Transport:       strings.ToUpper(h.proto),
+		Transport:       proto,
 		Host:            host,
 		Port:            port,
+		Params:          sipmsg.HeaderParams{{K: "branch", V: branch}},
 	}
-	via.Params.Add("branch", branch)
 	fwd.PrependHeader(via)
 	fwd.SetDestination(h.addr)
-	fwd.SetTransport(strings.ToUpper(h.proto))
+	fwd.SetTransport(proto)
 	fwd.Laddr = s.laddr(h.sock, h.proto)
 	return fwd
 }
@@ -302,22 +303,41 @@ func (s *Server) laddr(k *socket, proto string) sipmsg.Addr {
 // sipgo's deep Clone was a third of the stateless fast path's allocations
 // and doubled what a stateful proxy's transactions hold
 // (docs/benchmarks.md, "SIP path").
+//
+// NewRequest gives the copy a Request-URI of its own (it clones the
+// parameter lists), and the top Via's copy has room for received and rport;
+// no destination is set, outgoing sets it.
 func forwardCopy(req *sipmsg.Request) *sipmsg.Request {
-	fwd := sipmsg.NewRequest(req.Method, *req.Recipient.Clone())
+	fwd := sipmsg.NewRequest(req.Method, req.Recipient)
 	fwd.SipVersion = req.SipVersion
-	top := sipmsg.Header(req.Via())
+	top := req.Via()
 	for _, h := range req.Headers() {
-		if h == top {
-			h = req.Via().Clone()
+		if h == sipmsg.Header(top) {
+			via := *top
+			via.Params = append(make(sipmsg.HeaderParams, 0, len(top.Params)+2), top.Params...)
+			h = &via
 		}
 		fwd.AppendHeader(h)
 	}
 	fwd.SetBody(req.Body())
 	fwd.SetTransport(req.Transport())
 	fwd.SetSource(req.Source())
-	fwd.SetDestination(req.Destination())
 	fwd.Laddr = req.Laddr
 	return fwd
+}
+
+// upperProto is strings.ToUpper for our transport names, without an
+// allocation per request.
+func upperProto(p string) string {
+	switch p {
+	case "udp":
+		return "UDP"
+	case "tcp":
+		return "TCP"
+	case "tls":
+		return "TLS"
+	}
+	return strings.ToUpper(p)
 }
 
 // fromSetCheck is the ds_is_from_list callback for dr's source: set id -1
@@ -586,9 +606,8 @@ func (s *Server) arrivedOn(tx sipmsg.ServerTransaction) *socket {
 // the request leaves from (nil = the first of proto).
 func (s *Server) recordRoute(fwd *sipmsg.Request, k *socket, proto string, loadSet int) {
 	host, port := s.sentFrom(k, proto)
-	u := sipmsg.Uri{Scheme: "sip", Host: host, Port: port}
-	u.UriParams.Add("transport", proto)
-	u.UriParams.Add("lr", "")
+	u := sipmsg.Uri{Scheme: "sip", Host: host, Port: port,
+		UriParams: append(make(sipmsg.HeaderParams, 0, 3), sipmsg.HeaderKV{K: "transport", V: proto}, sipmsg.HeaderKV{K: "lr"})}
 	if loadSet >= 0 {
 		u.UriParams.Add("ds", strconv.Itoa(loadSet))
 	}

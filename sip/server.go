@@ -70,6 +70,7 @@ type socket struct {
 	tx   *wireTx // UDP: the listener's writer (udpWriters)
 	ln   net.Listener
 	ip   net.IP
+	host string // ip.String(), which sentFrom writes into every Via and Record-Route
 	port int
 }
 
@@ -208,6 +209,7 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 		}
 		host, port, _ := net.SplitHostPort(local.String())
 		k.ip = net.ParseIP(host)
+		k.host = k.ip.String()
 		k.port, _ = strconv.Atoi(port)
 		s.socks = append(s.socks, k)
 	}
@@ -651,9 +653,9 @@ func (s *Server) sentFrom(k *socket, proto string) (string, int) {
 		k = s.socketFor(proto)
 	}
 	if k != nil {
-		host, port = k.ip.String(), k.port
+		host, port = k.host, k.port
 	} else if len(s.socks) > 0 {
-		host = s.socks[0].ip.String() // no listener of proto: its address, port from the connection
+		host = s.socks[0].host // no listener of proto: its address, port from the connection
 	}
 	if s.advHost != "" {
 		host = s.advHost
