@@ -62,9 +62,7 @@ func Append(dst []byte, m sipmsg.Message) []byte {
 		if i > 0 {
 			dst = append(dst, "\r\n"...)
 		}
-		dst = append(dst, h.Name()...)
-		dst = append(dst, ": "...)
-		dst = appendValue(dst, h)
+		dst = AppendHeader(dst, h)
 	}
 	dst = append(dst, "\r\n\r\n"...)
 	if b := m.Body(); b != nil {
@@ -86,6 +84,13 @@ type byteWriter struct{ b []byte }
 func (w *byteWriter) WriteString(s string) (int, error) {
 	w.b = append(w.b, s...)
 	return len(s), nil
+}
+
+// AppendHeader appends h as h.StringWrite writes it: "Name: value".
+func AppendHeader(dst []byte, h sipmsg.Header) []byte {
+	dst = append(dst, h.Name()...)
+	dst = append(dst, ": "...)
+	return appendValue(dst, h)
 }
 
 // appendValue appends a header's value as sipgo's valueStringWrite does.

@@ -38,6 +38,11 @@ func TestAppendTorture(t *testing.T) {
 		parsed++
 		name := filepath.Base(f)
 		same(t, name, m)
+		for _, h := range m.(interface{ Headers() []sipmsg.Header }).Headers() {
+			if got := string(AppendHeader(nil, h)); got != h.String() {
+				t.Errorf("%s: AppendHeader %q, sipgo %q", name, got, h.String())
+			}
+		}
 		via := &sipmsg.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "192.0.2.1", Port: 5060}
 		via.Params.Add("branch", "z9hG4bKsd1")
 		via.Params.Add("received", "198.51.100.7")

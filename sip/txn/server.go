@@ -3,6 +3,7 @@ package txn
 import (
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -52,29 +53,30 @@ type ServerTx struct {
 // handle req: with tx, the new transaction, or with tx nil for an ACK that is
 // not the transaction's (the ACK for a 2xx, a transaction of its own).
 func (l *Layer) Request(req *sipmsg.Request, conn net.PacketConn, src net.Addr) (tx *ServerTx, pass bool) {
+	var buf keyBuf
 	switch {
 	case req.IsAck():
-		if key, ok := serverKey(req, sipmsg.INVITE); ok {
-			if tx, found := l.srv.get(key); found && tx.ack() {
+		if key, ok := serverKey(buf[:0], req, sipmsg.INVITE); ok {
+			if tx, found := l.srv.getKey(key); found && tx.ack() {
 				return nil, false
 			}
 		}
 		return nil, true
 	case req.IsCancel():
-		if key, ok := serverKey(req, sipmsg.INVITE); ok {
-			if tx, found := l.srv.get(key); found {
+		if key, ok := serverKey(buf[:0], req, sipmsg.INVITE); ok {
+			if tx, found := l.srv.getKey(key); found {
 				tx.cancel(req, src)
 				return nil, false
 			}
 		}
 	}
 	tx = &ServerTx{l: l, conn: conn, src: req.Source(), to: src, invite: req.IsInvite(), req: req}
-	key, ok := serverKey(req, "")
+	key, ok := serverKey(buf[:0], req, "")
 	if !ok {
 		return tx, true // the TU answers it (400) through a transaction without state
 	}
-	tx.key = key
-	if old, fresh := l.srv.putNew(key, tx); !fresh {
+	tx.key = string(key)
+	if old, fresh := l.srv.putNew(tx.key, tx); !fresh {
 		old.retransmission()
 		return nil, false
 	}
@@ -138,8 +140,9 @@ func (tx *ServerTx) cancel(c *sipmsg.Request, src net.Addr) {
 func (tx *ServerTx) Respond(res *sipmsg.Response) error {
 	b := wire(res)
 	to := tx.to
-	if d := res.Destination(); d != "" && d != tx.src {
-		if ap, err := netip.ParseAddrPort(d); err == nil {
+	var buf [80]byte
+	if d := destination(buf[:0], res); len(d) > 0 && string(d) != tx.src {
+		if ap, err := netip.ParseAddrPort(string(d)); err == nil {
 			to = net.UDPAddrFromAddrPort(ap)
 		}
 	}
@@ -157,6 +160,35 @@ func (tx *ServerTx) Respond(res *sipmsg.Response) error {
 	}
 	tx.to = to
 	return tx.respondLocked(b, res.StatusCode)
+}
+
+// destination appends res.Destination() to dst: the destination set on
+// res, else sipgo's "host:port" from the top Via (received and rport, RFC
+// 3581 §4), written without the fmt.Sprintf sipgo formats it with on every
+// response.
+func destination(dst []byte, res *sipmsg.Response) []byte {
+	if d := res.MessageData.Destination(); d != "" {
+		return append(dst, d...)
+	}
+	via := res.Via()
+	if via == nil {
+		return dst
+	}
+	host, port := via.Host, via.Port
+	if port <= 0 {
+		port = int(sipmsg.DefaultPort(res.Transport()))
+	}
+	if r, ok := via.Params.Get("received"); ok && r != "" {
+		host = r
+	}
+	if rp, ok := via.Params.Get("rport"); ok && rp != "" {
+		if p, err := strconv.Atoi(rp); err == nil {
+			port = p
+		}
+	}
+	dst = append(dst, host...)
+	dst = append(dst, ':')
+	return strconv.AppendInt(dst, int64(port), 10)
 }
 
 func (tx *ServerTx) respondLocked(b []byte, code int) error {
