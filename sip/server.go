@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"strings"
@@ -409,8 +410,22 @@ func (s *Server) ownDatagram(p sipmsg.TransportReadProps, data []byte) (*socket,
 		return nil, nil
 	}
 	msg.SetTransport(p.Transport)
-	msg.SetSource(p.RemoteAddr.String())
+	msg.SetSource(sourceString(p.RemoteAddr))
 	return k, msg
+}
+
+// sourceString is a.String(), for an IPv4 source in one allocation instead
+// of net.UDPAddr.String's two (the address, then the join with the port).
+func sourceString(a net.Addr) string {
+	if u, ok := a.(*net.UDPAddr); ok && u.Zone == "" {
+		if ip4 := u.IP.To4(); ip4 != nil {
+			var buf [len("255.255.255.255:65535")]byte
+			b := netip.AddrFrom4([4]byte(ip4)).AppendTo(buf[:0])
+			b = append(b, ':')
+			return string(strconv.AppendInt(b, int64(u.Port), 10))
+		}
+	}
+	return a.String()
 }
 
 // udpWriters prepares the UDP listeners for the read filters
