@@ -2,6 +2,8 @@ package sip
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	sipmsg "github.com/emiago/sipgo/sip"
 
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip/sipenc"
 )
 
 // Requests the proxy answers itself (docs/proxy.md, "How the proxy handles a
@@ -148,5 +151,54 @@ func TestCallLoadRemovedOnFailure(t *testing.T) {
 				return slices.Equal(d.snapshot(&d.removes), []string{"1 " + inv.CallID().Value()})
 			})
 		})
+	}
+}
+
+// The stateful proxy's 100 Trying over its own transactions (tryingFor) is
+// sipgo's NewResponseFromRequest byte for byte, for the RFC 4475 INVITEs and
+// for a caller asking for rport, with Timestamp copied; and it leaves the
+// request as it was.
+func TestTryingIsSipgos(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(tortureDir, "*.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raws [][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raws = append(raws, b)
+	}
+	raws = append(raws, []byte("INVITE sip:bob@example.com SIP/2.0\r\n"+
+		"Via: SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bK-r\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-s\r\n"+
+		"From: <sip:a@b>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: r@h\r\nCSeq: 1 INVITE\r\n"+
+		"timestamp: 54\r\nRecord-Route: <sip:p.example.com;lr>\r\nContent-Length: 0\r\n\r\n"))
+	n := 0
+	for _, raw := range raws {
+		m, err := sipmsg.ParseMessage(raw)
+		req, ok := m.(*sipmsg.Request)
+		if err != nil || !ok || !req.IsInvite() {
+			continue
+		}
+		n++
+		req.SetSource("192.0.2.7:6000")
+		req.SetTransport("UDP")
+		before := sipenc.Append(nil, req)
+		want := sipmsg.NewResponseFromRequest(req, 100, "Trying", nil)
+		got := tryingFor(req)
+		if g, w := sipenc.Append(nil, got), sipenc.Append(nil, want); !bytes.Equal(g, w) {
+			t.Errorf("%s:\n got %q\nwant %q", req.CallID().Value(), g, w)
+		}
+		if got.Destination() != want.Destination() || got.Transport() != want.Transport() {
+			t.Errorf("%s: to %s over %s, sipgo %s over %s", req.CallID().Value(), got.Destination(), got.Transport(), want.Destination(), want.Transport())
+		}
+		if after := sipenc.Append(nil, req); !bytes.Equal(before, after) {
+			t.Errorf("%s: request changed:\n%q\n%q", req.CallID().Value(), before, after)
+		}
+	}
+	if n < 5 {
+		t.Fatalf("only %d INVITEs", n)
 	}
 }
