@@ -2,9 +2,12 @@ package sip
 
 import (
 	"bytes"
+	"encoding/hex"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -201,4 +204,54 @@ func TestTryingIsSipgos(t *testing.T) {
 	if n < 5 {
 		t.Fatalf("only %d INVITEs", n)
 	}
+}
+
+// statelessBranch is the hash it always was (hash/fnv over the branch and
+// sent-by, or RFC 2543's fields), so that a retransmission, CANCEL or ACK
+// read by another build of the proxy maps to the same branch.
+func TestStatelessBranchStable(t *testing.T) {
+	reference := func(req *sipmsg.Request) string {
+		h := fnv.New64a()
+		via := req.Via()
+		if b, _ := via.Params.Get("branch"); len(b) > len("z9hG4bK") && strings.HasPrefix(b, "z9hG4bK") {
+			h.Write([]byte(b))
+			h.Write([]byte(via.SentBy()))
+		} else {
+			h.Write([]byte(req.CallID().Value()))
+			ft, _ := req.From().Params.Get("tag")
+			h.Write([]byte(ft))
+			h.Write([]byte(req.Recipient.String()))
+			h.Write([]byte(via.Value()))
+			h.Write([]byte(strconv.FormatUint(uint64(req.CSeq().SeqNo), 10)))
+		}
+		return "z9hG4bKsd" + hex.EncodeToString(h.Sum(nil))
+	}
+	files, err := filepath.Glob(filepath.Join(tortureDir, "*.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := sipmsg.ParseMessage(raw)
+		req, ok := m.(*sipmsg.Request)
+		if err != nil || !ok || validateCode(req) != 0 {
+			continue
+		}
+		n++
+		if got, want := statelessBranch(req), reference(req); got != want {
+			t.Errorf("%s: %s, was %s", filepath.Base(f), got, want)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d requests", n)
+	}
+}
+
+func validateCode(req *sipmsg.Request) int {
+	code, _ := validate(req)
+	return code
 }

@@ -90,11 +90,12 @@ func (w *byteWriter) WriteString(s string) (int, error) {
 func AppendHeader(dst []byte, h sipmsg.Header) []byte {
 	dst = append(dst, h.Name()...)
 	dst = append(dst, ": "...)
-	return appendValue(dst, h)
+	return AppendValue(dst, h)
 }
 
-// appendValue appends a header's value as sipgo's valueStringWrite does.
-func appendValue(dst []byte, h sipmsg.Header) []byte {
+// AppendValue appends h's value as h.Value returns it (sipgo's
+// valueStringWrite).
+func AppendValue(dst []byte, h sipmsg.Header) []byte {
 	switch h := h.(type) {
 	case *sipmsg.ViaHeader:
 		dst = append(dst, h.ProtocolName...)
