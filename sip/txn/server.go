@@ -1,6 +1,7 @@
 package txn
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"strconv"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipdispatch/sipdispatch/sip/sipenc"
 )
 
 // srvState is a server transaction's state (RFC 3261 §17.2, RFC 6026 §8.7).
@@ -116,7 +119,9 @@ func (tx *ServerTx) ack() bool {
 // INVITE 487 (RFC 3261 §9.2), then tells the TU.
 func (tx *ServerTx) cancel(c *sipmsg.Request, src net.Addr) {
 	// The 200 first, so that the caller stops retransmitting the CANCEL.
-	_ = writeTo(tx.conn, src, wire(sipmsg.NewResponseFromRequest(c, 200, "OK", nil)))
+	_ = sipenc.WithBytes(sipmsg.NewResponseFromRequest(c, 200, "OK", nil), func(b []byte) error {
+		return writeTo(tx.conn, src, b)
+	})
 	tx.mu.Lock()
 	if !tx.invite || tx.state != sProceeding {
 		tx.mu.Unlock()
@@ -124,7 +129,9 @@ func (tx *ServerTx) cancel(c *sipmsg.Request, src net.Addr) {
 	}
 	tx.cancelled = true
 	f := tx.onCancel
-	_ = tx.respondLocked(wire(sipmsg.NewResponseFromRequest(tx.req, 487, "Request Terminated", nil)), 487)
+	_ = sipenc.WithBytes(sipmsg.NewResponseFromRequest(tx.req, 487, "Request Terminated", nil), func(b []byte) error {
+		return tx.respondLocked(b, 487)
+	})
 	tx.mu.Unlock()
 	if f != nil {
 		f(c)
@@ -138,7 +145,6 @@ func (tx *ServerTx) cancel(c *sipmsg.Request, src net.Addr) {
 // local reply's is the request's source, a relayed one's comes from the Via
 // (RFC 3261 §18.2.2: received, rport), as sipgo sends them.
 func (tx *ServerTx) Respond(res *sipmsg.Response) error {
-	b := wire(res)
 	to := tx.to
 	var buf [80]byte
 	if d := destination(buf[:0], res); len(d) > 0 && string(d) != tx.src {
@@ -146,20 +152,22 @@ func (tx *ServerTx) Respond(res *sipmsg.Response) error {
 			to = net.UDPAddrFromAddrPort(ap)
 		}
 	}
-	tx.mu.Lock()
-	defer tx.mu.Unlock()
-	if tx.key == "" {
-		return writeTo(tx.conn, to, b)
-	}
-	switch {
-	case tx.state == sProceeding:
-	case tx.state == sAccepted && res.IsSuccess():
-		return writeTo(tx.conn, to, b)
-	default:
-		return ErrTerminated
-	}
-	tx.to = to
-	return tx.respondLocked(b, res.StatusCode)
+	return sipenc.WithBytes(res, func(b []byte) error {
+		tx.mu.Lock()
+		defer tx.mu.Unlock()
+		if tx.key == "" {
+			return writeTo(tx.conn, to, b)
+		}
+		switch {
+		case tx.state == sProceeding:
+		case tx.state == sAccepted && res.IsSuccess():
+			return writeTo(tx.conn, to, b)
+		default:
+			return ErrTerminated
+		}
+		tx.to = to
+		return tx.respondLocked(b, res.StatusCode)
+	})
 }
 
 // destination appends res.Destination() to dst: the destination set on
@@ -191,22 +199,25 @@ func destination(dst []byte, res *sipmsg.Response) []byte {
 	return strconv.AppendInt(dst, int64(port), 10)
 }
 
+// respondLocked sends b, a response with status code, and moves the state
+// machine; b is borrowed, what the transaction keeps to send again is a
+// copy (a 2xx to an INVITE keeps nothing).
 func (tx *ServerTx) respondLocked(b []byte, code int) error {
 	err := writeTo(tx.conn, tx.to, b)
 	now := time.Now()
 	switch {
 	case code < 200:
-		tx.last = b
+		tx.last = bytes.Clone(b)
 		return err
 	case tx.invite && code < 300:
 		tx.state, tx.last = sAccepted, nil
 		tx.schedule(now.Add(tx.l.t.Wait)) // Timer L
 	case tx.invite:
-		tx.state, tx.last = sCompleted, b
+		tx.state, tx.last = sCompleted, bytes.Clone(b)
 		tx.interval, tx.endAt = tx.l.t.T1, now.Add(64*tx.l.t.T1) // Timers G, H
 		tx.schedule(now.Add(tx.interval))
 	default:
-		tx.state, tx.last = sCompleted, b
+		tx.state, tx.last = sCompleted, bytes.Clone(b)
 		tx.schedule(now.Add(tx.l.t.Wait)) // Timer J
 	}
 	tx.req, tx.onCancel = nil, nil
