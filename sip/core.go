@@ -180,9 +180,25 @@ func (s *Server) nextMaxForwards(req *sipmsg.Request) (int, bool) {
 	return int(mf.Val()) - 1, true
 }
 
+// routeHeaders appends req's Route headers to dst, as sipgo's
+// GetHeaders("Route") lists them (names compared ASCII case-insensitively),
+// without its slice and its lower-casing of every other header's name.
+func routeHeaders(dst []sipmsg.Header, req *sipmsg.Request) []sipmsg.Header {
+	for _, h := range req.Headers() {
+		if dispatch.HeaderNameEqual(h.Name(), "Route") {
+			dst = append(dst, h)
+		}
+	}
+	return dst
+}
+
+// routeBuf is the stack room for a request's Route headers.
+type routeBuf [4]sipmsg.Header
+
 // hasForeignRoute reports whether a Route header names another element.
 func (s *Server) hasForeignRoute(req *sipmsg.Request) bool {
-	for _, h := range req.GetHeaders("Route") {
+	var rb routeBuf
+	for _, h := range routeHeaders(rb[:0], req) {
 		r, ok := h.(*sipmsg.RouteHeader)
 		if !ok || !s.isSelf(r.Address.Host, r.Address.Port, r.Address.Scheme) {
 			return true
@@ -191,12 +207,12 @@ func (s *Server) hasForeignRoute(req *sipmsg.Request) bool {
 	return false
 }
 
-// ownRoutes counts the leading Route values naming this node, which RFC 3261
-// §16.4 says to remove, and returns the set id our Record-Route carried in
-// them (;ds=N), -1 when none.
-func (s *Server) ownRoutes(req *sipmsg.Request) (pop, loadSet int) {
+// ownRoutes counts the leading values of routes (a request's Route
+// headers) naming this node, which RFC 3261 §16.4 says to remove, and
+// returns the set id our Record-Route carried in them (;ds=N), -1 when none.
+func (s *Server) ownRoutes(routes []sipmsg.Header) (pop, loadSet int) {
 	loadSet = -1
-	for _, rh := range req.GetHeaders("Route") {
+	for _, rh := range routes {
 		r, isRoute := rh.(*sipmsg.RouteHeader)
 		if !isRoute || !s.isSelf(r.Address.Host, r.Address.Port, r.Address.Scheme) {
 			break
@@ -215,8 +231,10 @@ func (s *Server) ownRoutes(req *sipmsg.Request) (pop, loadSet int) {
 // values (pop of them) the request goes to the next Route value, else to the
 // Request-URI. ok is false when nothing but ourselves is left to route to.
 func (s *Server) nextHop(req *sipmsg.Request) (h hop, pop int, loadSet int, ok bool) {
-	pop, loadSet = s.ownRoutes(req)
-	if routes := req.GetHeaders("Route"); pop < len(routes) {
+	var rb routeBuf
+	routes := routeHeaders(rb[:0], req)
+	pop, loadSet = s.ownRoutes(routes)
+	if pop < len(routes) {
 		r, isRoute := routes[pop].(*sipmsg.RouteHeader)
 		if !isRoute {
 			return hop{}, 0, loadSet, false
@@ -530,7 +548,8 @@ func (s *Server) destHop(dest *dispatch.Destination) (hop, error) {
 // listener req came in on.
 func (s *Server) dispatchOutgoing(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, h hop, mf int, branch string) *sipmsg.Request {
 	s.obs.Selected(sel.SetID, dest.URI)
-	pop, _ := s.ownRoutes(req) // a preloaded Route to us
+	var rb routeBuf
+	pop, _ := s.ownRoutes(routeHeaders(rb[:0], req)) // a preloaded Route to us
 	fwd := s.outgoing(req, h, mf, pop, branch)
 	if d.Domain {
 		fwd.Recipient.Host = dest.Host
