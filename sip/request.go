@@ -50,11 +50,11 @@ func RequestFrom(req *sipmsg.Request, src, proto string) dispatch.Request {
 	var hasUA, hasProxyAuth, hasAuth bool
 	for _, h := range req.Headers() {
 		switch name := h.Name(); {
-		case !hasUA && dispatch.HeaderNameEqual(name, "User-Agent"):
+		case !hasUA && strings.EqualFold(name, "User-Agent"):
 			r.UserAgent, hasUA = h.Value(), true
-		case !hasProxyAuth && dispatch.HeaderNameEqual(name, "Proxy-Authorization"):
+		case !hasProxyAuth && strings.EqualFold(name, "Proxy-Authorization"):
 			proxyAuth, hasProxyAuth = h.Value(), true
-		case !hasAuth && dispatch.HeaderNameEqual(name, "Authorization"):
+		case !hasAuth && strings.EqualFold(name, "Authorization"):
 			auth, hasAuth = h.Value(), true
 		}
 	}
