@@ -100,11 +100,18 @@ type Destination struct {
 // HostPort returns host:port with the default port of the scheme when the URI
 // names none, bracketing IPv6 literals.
 func (d *Destination) HostPort() string {
-	h := d.Host
-	if strings.IndexByte(h, ':') >= 0 {
-		h = "[" + h + "]"
+	// Written into one buffer: the proxy asks for every request it forwards.
+	var buf [64]byte
+	b := buf[:0]
+	if strings.IndexByte(d.Host, ':') >= 0 {
+		b = append(b, '[')
+		b = append(b, d.Host...)
+		b = append(b, ']')
+	} else {
+		b = append(b, d.Host...)
 	}
-	return h + ":" + strconv.Itoa(d.EffectivePort())
+	b = append(b, ':')
+	return string(strconv.AppendInt(b, int64(d.EffectivePort()), 10))
 }
 
 // EffectivePort is the URI's port, or the default of its scheme and transport

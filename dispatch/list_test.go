@@ -476,3 +476,19 @@ func TestBuildSetsRuntimeAdd(t *testing.T) {
 		t.Fatalf("order %v, want %v", got, want)
 	}
 }
+
+func TestHostPort(t *testing.T) {
+	for _, tc := range []struct {
+		d    Destination
+		want string
+	}{
+		{Destination{Scheme: "sip", Host: "10.0.0.1", Port: 5080}, "10.0.0.1:5080"},
+		{Destination{Scheme: "sip", Host: "gw.example.com"}, "gw.example.com:5060"},
+		{Destination{Scheme: "sips", Host: "gw.example.com"}, "gw.example.com:5061"},
+		{Destination{Scheme: "sip", Host: "2001:db8::1", Transport: "tls"}, "[2001:db8::1]:5061"},
+	} {
+		if got := tc.d.HostPort(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.d, got, tc.want)
+		}
+	}
+}

@@ -139,7 +139,7 @@ func TestSelectErrors(t *testing.T) {
 		{"from without host", nil, 3, nil, 0, AlgHashFrom, &Request{From: "sip:alice@"}, ErrNoHashKey},
 		{"no hash_pvar", nil, 3, nil, 0, AlgHashPVar, &Request{}, ErrNoHashKey},
 		{"blank hash_pvar", func(c *Config) { c.HashPVar = "$hdr(X-Blank)" }, 3, nil, 0, AlgHashPVar,
-			&Request{Headers: []Header{{"X-Blank", " \t"}}}, ErrNoHashKey},
+			&Request{Headers: HeaderList{{"X-Blank", " \t"}}}, ErrNoHashKey},
 		{"default dead too", func(c *Config) { c.UseDefault = 1 }, 3, []int{0, 1, 2}, FlagInactive, AlgHashCallID, &Request{CallID: "abc"}, ErrNoDestination},
 		{"single default dead", func(c *Config) { c.UseDefault = 1 }, 1, []int{0}, FlagInactive, AlgRoundRobin, &Request{}, ErrNoDestination},
 	}

@@ -17,7 +17,7 @@ func templateRequest() *Request {
 		SrcIP:     "192.0.2.10",
 		SrcPort:   5062,
 		Proto:     "udp",
-		Headers:   []Header{{"X-Tenant", "t1"}, {"x-tenant", "t2"}, {"X-Empty", ""}},
+		Headers:   HeaderList{{"X-Tenant", "t1"}, {"x-tenant", "t2"}, {"X-Empty", ""}},
 	}
 }
 
@@ -131,7 +131,7 @@ func TestTemplateTransforms(t *testing.T) {
 		CallID:  "AbC-123@Host.Example",
 		RURI:    "sip:+4930123;isub=1@GW.example.com:5080;user=phone",
 		From:    "sip:Alice@Atlanta.com",
-		Headers: []Header{{"X-Tenant", "Acme Corp"}, {"X-Route", "a|b|c"}, {"X-Id", `"A <b>" <sip:Carol@chicago.com;x=1>;tag=9`}},
+		Headers: HeaderList{{"X-Tenant", "Acme Corp"}, {"X-Route", "a|b|c"}, {"X-Id", `"A <b>" <sip:Carol@chicago.com;x=1>;tag=9`}},
 	}
 	tests := []struct{ tmpl, want string }{
 		{"$(ci{s.tolower})", "abc-123@host.example"},
@@ -178,7 +178,7 @@ func TestTemplateTransforms(t *testing.T) {
 }
 
 func TestTemplateDeclaredVars(t *testing.T) {
-	req := &Request{CallID: "c1", From: "sip:alice@atlanta.com", Headers: []Header{{"X-Account", "ACC-7"}}}
+	req := &Request{CallID: "c1", From: "sip:alice@atlanta.com", Headers: HeaderList{{"X-Account", "ACC-7"}}}
 	vars := map[string]string{
 		"$avp(i:273)":   "$hdr(X-Account)",
 		"$var( x )":     "$(fU{s.toupper})-$fd",

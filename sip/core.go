@@ -12,6 +12,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip/sipenc"
 	"github.com/sipdispatch/sipdispatch/sip/txn"
 )
 
@@ -179,9 +180,25 @@ func (s *Server) nextMaxForwards(req *sipmsg.Request) (int, bool) {
 	return int(mf.Val()) - 1, true
 }
 
+// routeHeaders appends req's Route headers to dst, as sipgo's
+// GetHeaders("Route") lists them (names compared ASCII case-insensitively),
+// without its slice and its lower-casing of every other header's name.
+func routeHeaders(dst []sipmsg.Header, req *sipmsg.Request) []sipmsg.Header {
+	for _, h := range req.Headers() {
+		if dispatch.HeaderNameEqual(h.Name(), "Route") {
+			dst = append(dst, h)
+		}
+	}
+	return dst
+}
+
+// routeBuf is the stack room for a request's Route headers.
+type routeBuf [4]sipmsg.Header
+
 // hasForeignRoute reports whether a Route header names another element.
 func (s *Server) hasForeignRoute(req *sipmsg.Request) bool {
-	for _, h := range req.GetHeaders("Route") {
+	var rb routeBuf
+	for _, h := range routeHeaders(rb[:0], req) {
 		r, ok := h.(*sipmsg.RouteHeader)
 		if !ok || !s.isSelf(r.Address.Host, r.Address.Port, r.Address.Scheme) {
 			return true
@@ -190,12 +207,12 @@ func (s *Server) hasForeignRoute(req *sipmsg.Request) bool {
 	return false
 }
 
-// ownRoutes counts the leading Route values naming this node, which RFC 3261
-// §16.4 says to remove, and returns the set id our Record-Route carried in
-// them (;ds=N), -1 when none.
-func (s *Server) ownRoutes(req *sipmsg.Request) (pop, loadSet int) {
+// ownRoutes counts the leading values of routes (a request's Route
+// headers) naming this node, which RFC 3261 §16.4 says to remove, and
+// returns the set id our Record-Route carried in them (;ds=N), -1 when none.
+func (s *Server) ownRoutes(routes []sipmsg.Header) (pop, loadSet int) {
 	loadSet = -1
-	for _, rh := range req.GetHeaders("Route") {
+	for _, rh := range routes {
 		r, isRoute := rh.(*sipmsg.RouteHeader)
 		if !isRoute || !s.isSelf(r.Address.Host, r.Address.Port, r.Address.Scheme) {
 			break
@@ -214,8 +231,10 @@ func (s *Server) ownRoutes(req *sipmsg.Request) (pop, loadSet int) {
 // values (pop of them) the request goes to the next Route value, else to the
 // Request-URI. ok is false when nothing but ourselves is left to route to.
 func (s *Server) nextHop(req *sipmsg.Request) (h hop, pop int, loadSet int, ok bool) {
-	pop, loadSet = s.ownRoutes(req)
-	if routes := req.GetHeaders("Route"); pop < len(routes) {
+	var rb routeBuf
+	routes := routeHeaders(rb[:0], req)
+	pop, loadSet = s.ownRoutes(routes)
+	if pop < len(routes) {
 		r, isRoute := routes[pop].(*sipmsg.RouteHeader)
 		if !isRoute {
 			return hop{}, 0, loadSet, false
@@ -256,17 +275,18 @@ func (s *Server) outgoing(req *sipmsg.Request, h hop, mf, pop int, branch string
 		}
 	}
 	host, port := s.sentFrom(h.sock, h.proto)
+	proto := upperProto(h.proto)
 	via := &sipmsg.ViaHeader{
 		ProtocolName:    "SIP",
 		ProtocolVersion: "2.0",
-		Transport:       strings.ToUpper(h.proto),
+		Transport:       proto,
 		Host:            host,
 		Port:            port,
+		Params:          sipmsg.HeaderParams{{K: "branch", V: branch}},
 	}
-	via.Params.Add("branch", branch)
 	fwd.PrependHeader(via)
 	fwd.SetDestination(h.addr)
-	fwd.SetTransport(strings.ToUpper(h.proto))
+	fwd.SetTransport(proto)
 	fwd.Laddr = s.laddr(h.sock, h.proto)
 	return fwd
 }
@@ -301,22 +321,41 @@ func (s *Server) laddr(k *socket, proto string) sipmsg.Addr {
 // sipgo's deep Clone was a third of the stateless fast path's allocations
 // and doubled what a stateful proxy's transactions hold
 // (docs/benchmarks.md, "SIP path").
+//
+// NewRequest gives the copy a Request-URI of its own (it clones the
+// parameter lists), and the top Via's copy has room for received and rport;
+// no destination is set, outgoing sets it.
 func forwardCopy(req *sipmsg.Request) *sipmsg.Request {
-	fwd := sipmsg.NewRequest(req.Method, *req.Recipient.Clone())
+	fwd := sipmsg.NewRequest(req.Method, req.Recipient)
 	fwd.SipVersion = req.SipVersion
-	top := sipmsg.Header(req.Via())
+	top := req.Via()
 	for _, h := range req.Headers() {
-		if h == top {
-			h = req.Via().Clone()
+		if h == sipmsg.Header(top) {
+			via := *top
+			via.Params = append(make(sipmsg.HeaderParams, 0, len(top.Params)+2), top.Params...)
+			h = &via
 		}
 		fwd.AppendHeader(h)
 	}
 	fwd.SetBody(req.Body())
 	fwd.SetTransport(req.Transport())
 	fwd.SetSource(req.Source())
-	fwd.SetDestination(req.Destination())
 	fwd.Laddr = req.Laddr
 	return fwd
+}
+
+// upperProto is strings.ToUpper for our transport names, without an
+// allocation per request.
+func upperProto(p string) string {
+	switch p {
+	case "udp":
+		return "UDP"
+	case "tcp":
+		return "TCP"
+	case "tls":
+		return "TLS"
+	}
+	return strings.ToUpper(p)
 }
 
 // fromSetCheck is the ds_is_from_list callback for dr's source: set id -1
@@ -509,7 +548,8 @@ func (s *Server) destHop(dest *dispatch.Destination) (hop, error) {
 // listener req came in on.
 func (s *Server) dispatchOutgoing(req *sipmsg.Request, tx sipmsg.ServerTransaction, dr *dispatch.Request, d *Dispatch, sel *actors.Selection, dest *dispatch.Destination, h hop, mf int, branch string) *sipmsg.Request {
 	s.obs.Selected(sel.SetID, dest.URI)
-	pop, _ := s.ownRoutes(req) // a preloaded Route to us
+	var rb routeBuf
+	pop, _ := s.ownRoutes(routeHeaders(rb[:0], req)) // a preloaded Route to us
 	fwd := s.outgoing(req, h, mf, pop, branch)
 	if d.Domain {
 		fwd.Recipient.Host = dest.Host
@@ -585,9 +625,8 @@ func (s *Server) arrivedOn(tx sipmsg.ServerTransaction) *socket {
 // the request leaves from (nil = the first of proto).
 func (s *Server) recordRoute(fwd *sipmsg.Request, k *socket, proto string, loadSet int) {
 	host, port := s.sentFrom(k, proto)
-	u := sipmsg.Uri{Scheme: "sip", Host: host, Port: port}
-	u.UriParams.Add("transport", proto)
-	u.UriParams.Add("lr", "")
+	u := sipmsg.Uri{Scheme: "sip", Host: host, Port: port,
+		UriParams: append(make(sipmsg.HeaderParams, 0, 3), sipmsg.HeaderKV{K: "transport", V: proto}, sipmsg.HeaderKV{K: "lr"})}
 	if loadSet >= 0 {
 		u.UriParams.Add("ds", strconv.Itoa(loadSet))
 	}
@@ -642,15 +681,28 @@ func (s *Server) relayUpstream(res *sipmsg.Response) {
 // would. TCP and TLS go through sipgo's transport layer.
 func (s *Server) writeStateless(msg sipmsg.Message) error {
 	if k := s.udpSocket(msg); k != nil {
-		if _, err := netip.ParseAddrPort(msg.Destination()); err == nil {
-			return k.tx.out.WriteMsg(msg) // an IP address already: nothing to resolve
+		if ap, err := netip.ParseAddrPort(msg.Destination()); err == nil {
+			return writeUDP(k, msg, net.UDPAddrFromAddrPort(ap)) // an IP address already: nothing to resolve
 		}
 		if a, err := net.ResolveUDPAddr("udp", msg.Destination()); err == nil {
 			msg.SetDestination(a.String())
-			return k.tx.out.WriteMsg(msg)
+			return writeUDP(k, msg, a)
 		}
 	}
 	return s.ua.TransportLayer().WriteMsg(msg)
+}
+
+// writeUDP sends msg from listener k to to. It is sipgo's
+// UDPConnection.WriteMsg with sipenc's serialisation, which writes the
+// same bytes without an allocation per port and parameter list.
+func writeUDP(k *socket, msg sipmsg.Message, to *net.UDPAddr) error {
+	return sipenc.WithBytes(msg, func(b []byte) error {
+		if len(b) > sipmsg.UDPMTUSize-200 {
+			return sipmsg.ErrUDPMTUCongestion
+		}
+		_, err := k.tx.out.WriteTo(b, to)
+		return err
+	})
 }
 
 // udpSocket is the listener a message over UDP leaves from: a request's

@@ -2,7 +2,12 @@ package sip
 
 import (
 	"bytes"
+	"encoding/hex"
+	"hash/fnv"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +15,7 @@ import (
 	sipmsg "github.com/emiago/sipgo/sip"
 
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip/sipenc"
 )
 
 // Requests the proxy answers itself (docs/proxy.md, "How the proxy handles a
@@ -149,4 +155,103 @@ func TestCallLoadRemovedOnFailure(t *testing.T) {
 			})
 		})
 	}
+}
+
+// The stateful proxy's 100 Trying over its own transactions (tryingFor) is
+// sipgo's NewResponseFromRequest byte for byte, for the RFC 4475 INVITEs and
+// for a caller asking for rport, with Timestamp copied; and it leaves the
+// request as it was.
+func TestTryingIsSipgos(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(tortureDir, "*.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raws [][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raws = append(raws, b)
+	}
+	raws = append(raws, []byte("INVITE sip:bob@example.com SIP/2.0\r\n"+
+		"Via: SIP/2.0/UDP 10.0.0.1:5070;rport;branch=z9hG4bK-r\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-s\r\n"+
+		"From: <sip:a@b>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: r@h\r\nCSeq: 1 INVITE\r\n"+
+		"timestamp: 54\r\nRecord-Route: <sip:p.example.com;lr>\r\nContent-Length: 0\r\n\r\n"))
+	n := 0
+	for _, raw := range raws {
+		m, err := sipmsg.ParseMessage(raw)
+		req, ok := m.(*sipmsg.Request)
+		if err != nil || !ok || !req.IsInvite() {
+			continue
+		}
+		n++
+		req.SetSource("192.0.2.7:6000")
+		req.SetTransport("UDP")
+		before := sipenc.Append(nil, req)
+		want := sipmsg.NewResponseFromRequest(req, 100, "Trying", nil)
+		got := tryingFor(req)
+		if g, w := sipenc.Append(nil, got), sipenc.Append(nil, want); !bytes.Equal(g, w) {
+			t.Errorf("%s:\n got %q\nwant %q", req.CallID().Value(), g, w)
+		}
+		if got.Destination() != want.Destination() || got.Transport() != want.Transport() {
+			t.Errorf("%s: to %s over %s, sipgo %s over %s", req.CallID().Value(), got.Destination(), got.Transport(), want.Destination(), want.Transport())
+		}
+		if after := sipenc.Append(nil, req); !bytes.Equal(before, after) {
+			t.Errorf("%s: request changed:\n%q\n%q", req.CallID().Value(), before, after)
+		}
+	}
+	if n < 5 {
+		t.Fatalf("only %d INVITEs", n)
+	}
+}
+
+// statelessBranch is the hash it always was (hash/fnv over the branch and
+// sent-by, or RFC 2543's fields), so that a retransmission, CANCEL or ACK
+// read by another build of the proxy maps to the same branch.
+func TestStatelessBranchStable(t *testing.T) {
+	reference := func(req *sipmsg.Request) string {
+		h := fnv.New64a()
+		via := req.Via()
+		if b, _ := via.Params.Get("branch"); len(b) > len("z9hG4bK") && strings.HasPrefix(b, "z9hG4bK") {
+			h.Write([]byte(b))
+			h.Write([]byte(via.SentBy()))
+		} else {
+			h.Write([]byte(req.CallID().Value()))
+			ft, _ := req.From().Params.Get("tag")
+			h.Write([]byte(ft))
+			h.Write([]byte(req.Recipient.String()))
+			h.Write([]byte(via.Value()))
+			h.Write([]byte(strconv.FormatUint(uint64(req.CSeq().SeqNo), 10)))
+		}
+		return "z9hG4bKsd" + hex.EncodeToString(h.Sum(nil))
+	}
+	files, err := filepath.Glob(filepath.Join(tortureDir, "*.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := sipmsg.ParseMessage(raw)
+		req, ok := m.(*sipmsg.Request)
+		if err != nil || !ok || validateCode(req) != 0 {
+			continue
+		}
+		n++
+		if got, want := statelessBranch(req), reference(req); got != want {
+			t.Errorf("%s: %s, was %s", filepath.Base(f), got, want)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d requests", n)
+	}
+}
+
+func validateCode(req *sipmsg.Request) int {
+	code, _ := validate(req)
+	return code
 }

@@ -8,25 +8,37 @@ import (
 	sipmsg "github.com/emiago/sipgo/sip"
 
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip/sipenc"
 )
 
 // RequestFrom extracts what selection, routes and templates read from a
 // parsed request. src is the packet source "ip:port" and proto the transport
 // it arrived on. It never fails: a missing header gives an empty field.
+// Header values for $hdr and header matches are read from req when asked
+// (msgHeaders): req's headers are never changed after parsing, the
+// forwarded copy has its own list (forwardCopy).
 func RequestFrom(req *sipmsg.Request, src, proto string) dispatch.Request {
 	r := dispatch.Request{
-		Method: string(req.Method),
-		RURI:   req.Recipient.String(),
-		Proto:  strings.ToLower(proto),
+		Method:  string(req.Method),
+		Proto:   lowerProto(proto),
+		Headers: (*msgHeaders)(req),
 	}
+	// The three URIs written into one string: one allocation instead of
+	// sipgo's String for each (a builder, the port, the parameters).
+	var buf [256]byte
+	b := sipenc.AppendURI(buf[:0], &req.Recipient)
+	ruri := len(b)
+	if h := req.From(); h != nil {
+		b = sipenc.AppendURI(b, &h.Address)
+	}
+	from := len(b)
+	if h := req.To(); h != nil {
+		b = sipenc.AppendURI(b, &h.Address)
+	}
+	uris := string(b)
+	r.RURI, r.From, r.To = uris[:ruri], uris[ruri:from], uris[from:]
 	if h := req.CallID(); h != nil {
 		r.CallID = h.Value()
-	}
-	if h := req.From(); h != nil {
-		r.From = h.Address.String()
-	}
-	if h := req.To(); h != nil {
-		r.To = h.Address.String()
 	}
 	if host, port, err := net.SplitHostPort(src); err == nil {
 		r.SrcIP = host
@@ -34,20 +46,16 @@ func RequestFrom(req *sipmsg.Request, src, proto string) dispatch.Request {
 	}
 	// One pass over the headers, without sipgo's GetHeader, which lower-cases
 	// every header name it compares (an allocation each).
-	hs := req.Headers()
-	r.Headers = make([]dispatch.Header, 0, len(hs))
 	var proxyAuth, auth string
 	var hasUA, hasProxyAuth, hasAuth bool
-	for _, h := range hs {
-		name, value := h.Name(), h.Value()
-		r.Headers = append(r.Headers, dispatch.Header{Name: name, Value: value})
-		switch {
+	for _, h := range req.Headers() {
+		switch name := h.Name(); {
 		case !hasUA && strings.EqualFold(name, "User-Agent"):
-			r.UserAgent, hasUA = value, true
+			r.UserAgent, hasUA = h.Value(), true
 		case !hasProxyAuth && strings.EqualFold(name, "Proxy-Authorization"):
-			proxyAuth, hasProxyAuth = value, true
+			proxyAuth, hasProxyAuth = h.Value(), true
 		case !hasAuth && strings.EqualFold(name, "Authorization"):
-			auth, hasAuth = value, true
+			auth, hasAuth = h.Value(), true
 		}
 	}
 	// Kamailio's $au prefers the proxy credentials (docs/configuration.md,
@@ -59,6 +67,33 @@ func RequestFrom(req *sipmsg.Request, src, proto string) dispatch.Request {
 		}
 	}
 	return r
+}
+
+// msgHeaders is a parsed request as dispatch.Headers.
+type msgHeaders sipmsg.Request
+
+// Header implements dispatch.Headers.
+func (m *msgHeaders) Header(name string) (string, bool) {
+	for _, h := range (*sipmsg.Request)(m).Headers() {
+		if dispatch.HeaderNameEqual(h.Name(), name) {
+			return h.Value(), true
+		}
+	}
+	return "", false
+}
+
+// lowerProto is strings.ToLower for the transport names sipgo gives,
+// without an allocation for each request.
+func lowerProto(p string) string {
+	switch p {
+	case "UDP", "udp":
+		return "udp"
+	case "TCP", "tcp":
+		return "tcp"
+	case "TLS", "tls":
+		return "tls"
+	}
+	return strings.ToLower(p)
 }
 
 // digestUsername returns the username parameter of a Digest credentials value

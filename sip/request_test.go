@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -128,6 +129,22 @@ func TestDigestUsername(t *testing.T) {
 		got, ok := digestUsername(tc.in)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("digestUsername(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// sourceString is net.Addr.String for every source form.
+func TestSourceString(t *testing.T) {
+	for _, a := range []net.Addr{
+		&net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5060},
+		&net.UDPAddr{IP: net.IP{10, 0, 0, 1}, Port: 0},
+		&net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 5070},
+		&net.UDPAddr{IP: net.ParseIP("fe80::1"), Port: 5070, Zone: "eth0"},
+		&net.UDPAddr{Port: 5060},
+		&net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5060},
+	} {
+		if got := sourceString(a); got != a.String() {
+			t.Errorf("%#v: %q, want %q", a, got, a.String())
 		}
 	}
 }

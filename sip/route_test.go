@@ -45,7 +45,7 @@ func TestMatchConditions(t *testing.T) {
 			From:    "sip:alice@customer.example.net",
 			To:      "sip:+4930123@pstn.example.com",
 			SrcIP:   "192.0.2.10",
-			Headers: []dispatch.Header{{Name: "X-Tenant", Value: "acme"}},
+			Headers: dispatch.HeaderList{{Name: "X-Tenant", Value: "acme"}},
 		}
 	}
 	tests := []struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"strings"
@@ -70,6 +71,7 @@ type socket struct {
 	tx   *wireTx // UDP: the listener's writer (udpWriters)
 	ln   net.Listener
 	ip   net.IP
+	host string // ip.String(), which sentFrom writes into every Via and Record-Route
 	port int
 }
 
@@ -208,6 +210,7 @@ func (s *Server) bind(tlsConf *tls.Config) error {
 		}
 		host, port, _ := net.SplitHostPort(local.String())
 		k.ip = net.ParseIP(host)
+		k.host = k.ip.String()
 		k.port, _ = strconv.Atoi(port)
 		s.socks = append(s.socks, k)
 	}
@@ -407,8 +410,22 @@ func (s *Server) ownDatagram(p sipmsg.TransportReadProps, data []byte) (*socket,
 		return nil, nil
 	}
 	msg.SetTransport(p.Transport)
-	msg.SetSource(p.RemoteAddr.String())
+	msg.SetSource(sourceString(p.RemoteAddr))
 	return k, msg
+}
+
+// sourceString is a.String(), for an IPv4 source in one allocation instead
+// of net.UDPAddr.String's two (the address, then the join with the port).
+func sourceString(a net.Addr) string {
+	if u, ok := a.(*net.UDPAddr); ok && u.Zone == "" {
+		if ip4 := u.IP.To4(); ip4 != nil {
+			var buf [len("255.255.255.255:65535")]byte
+			b := netip.AddrFrom4([4]byte(ip4)).AppendTo(buf[:0])
+			b = append(b, ':')
+			return string(strconv.AppendInt(b, int64(u.Port), 10))
+		}
+	}
+	return a.String()
 }
 
 // udpWriters prepares the UDP listeners for the read filters
@@ -651,9 +668,9 @@ func (s *Server) sentFrom(k *socket, proto string) (string, int) {
 		k = s.socketFor(proto)
 	}
 	if k != nil {
-		host, port = k.ip.String(), k.port
+		host, port = k.host, k.port
 	} else if len(s.socks) > 0 {
-		host = s.socks[0].ip.String() // no listener of proto: its address, port from the connection
+		host = s.socks[0].host // no listener of proto: its address, port from the connection
 	}
 	if s.advHost != "" {
 		host = s.advHost

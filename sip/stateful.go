@@ -142,9 +142,63 @@ func (s *statefulForwarder) forwardInDialog(req *sipmsg.Request, tx sipmsg.Serve
 // trying answers an INVITE with 100 at once (RFC 3261 §16.2), so that the
 // caller stops retransmitting while we route, select and forward.
 func (s *statefulForwarder) trying(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	if req.IsInvite() {
-		s.reply(req, tx, 100, "Trying")
+	if !req.IsInvite() {
+		return
 	}
+	if _, ours := tx.(*txn.ServerTx); !ours {
+		s.reply(req, tx, 100, "Trying")
+		return
+	}
+	s.respond(tx, tryingFor(req))
+}
+
+// tryingFor is sipgo's NewResponseFromRequest(req, 100, "Trying", nil)
+// sharing req's header values instead of cloning them: our transaction
+// layer writes the 100 out at once and keeps only its bytes, and no one
+// changes the request's headers. The top Via is copied when RFC 3581 has
+// received and rport filled in.
+func tryingFor(req *sipmsg.Request) *sipmsg.Response {
+	res := sipmsg.NewResponse(100, "Trying")
+	res.SipVersion = req.SipVersion
+	top := req.Via()
+	for _, h := range req.Headers() {
+		v, ok := h.(*sipmsg.ViaHeader)
+		if !ok {
+			continue
+		}
+		if v == top {
+			if rport, has := v.Params.Get("rport"); has && rport == "" {
+				host, port, _ := net.SplitHostPort(req.Source())
+				c := *v
+				c.Params = append(make(sipmsg.HeaderParams, 0, len(v.Params)+1), v.Params...)
+				c.Params.Add("rport", port)
+				c.Params.Add("received", host)
+				v = &c
+			}
+		}
+		res.AppendHeader(v)
+	}
+	if h := req.From(); h != nil {
+		res.AppendHeader(h)
+	}
+	if h := req.To(); h != nil {
+		res.AppendHeader(h)
+	}
+	if h := req.CallID(); h != nil {
+		res.AppendHeader(h)
+	}
+	if h := req.CSeq(); h != nil {
+		res.AppendHeader(h)
+	}
+	for _, h := range req.Headers() {
+		if dispatch.HeaderNameEqual(h.Name(), "Timestamp") {
+			res.AppendHeader(h)
+		}
+	}
+	res.SetBody(nil)
+	res.SetTransport(req.Transport())
+	res.SetDestination(req.Source())
+	return res
 }
 
 // attempt sends fwd in a client transaction and relays its provisional

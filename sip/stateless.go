@@ -1,8 +1,8 @@
 package sip
 
 import (
+	"encoding/binary"
 	"encoding/hex"
-	"hash/fnv"
 	"net"
 	"strconv"
 	"strings"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/sipdispatch/sipdispatch/actors"
 	"github.com/sipdispatch/sipdispatch/dispatch"
+	"github.com/sipdispatch/sipdispatch/sip/sipenc"
 )
 
 // statelessBranch is the Via branch a stateless proxy gives a forwarded
@@ -21,20 +22,38 @@ import (
 // transaction with its sent-by; for an RFC 2543 request the hash covers
 // the fields §16.11 names.
 func statelessBranch(req *sipmsg.Request) string {
-	h := fnv.New64a()
+	// The hashed fields are written into a buffer on the stack and hashed
+	// with FNV-1a there: hash/fnv's Write through its interface, SentBy and
+	// the URI's String made five allocations of each branch.
+	var in [256]byte
+	b := in[:0]
 	via := req.Via()
-	if b, _ := via.Params.Get("branch"); len(b) > len("z9hG4bK") && strings.HasPrefix(b, "z9hG4bK") {
-		h.Write([]byte(b))
-		h.Write([]byte(via.SentBy()))
+	if br, _ := via.Params.Get("branch"); len(br) > len("z9hG4bK") && strings.HasPrefix(br, "z9hG4bK") {
+		b = append(b, br...)
+		b = append(b, via.Host...) // via.SentBy()
+		if via.Port > 0 {
+			b = append(b, ':')
+			b = strconv.AppendInt(b, int64(via.Port), 10)
+		}
 	} else {
-		h.Write([]byte(req.CallID().Value()))
+		b = append(b, req.CallID().Value()...)
 		ft, _ := req.From().Params.Get("tag")
-		h.Write([]byte(ft))
-		h.Write([]byte(req.Recipient.String()))
-		h.Write([]byte(via.Value()))
-		h.Write([]byte(strconv.FormatUint(uint64(req.CSeq().SeqNo), 10)))
+		b = append(b, ft...)
+		b = sipenc.AppendURI(b, &req.Recipient)
+		b = sipenc.AppendValue(b, via)
+		b = strconv.AppendUint(b, uint64(req.CSeq().SeqNo), 10)
 	}
-	return "z9hG4bKsd" + hex.EncodeToString(h.Sum(nil))
+	h := uint64(14695981039346656037) // FNV-1a 64 (hash/fnv's New64a)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	var out [len("z9hG4bKsd") + 16]byte
+	n := copy(out[:], "z9hG4bKsd")
+	var sum [8]byte
+	binary.BigEndian.PutUint64(sum[:], h)
+	hex.Encode(out[n:], sum[:])
+	return string(out[:])
 }
 
 // statelessForwarder is the stateless proxy (proxy.mode: stateless, RFC 3261

@@ -53,10 +53,12 @@ var ErrExists = errors.New("client transaction exists")
 // Send sends req, which carries our Via with a fresh branch, on the listener
 // conn to to, in a new client transaction.
 func (l *Layer) Send(req *sipmsg.Request, conn net.PacketConn, to net.Addr) (*ClientTx, error) {
-	key, ok := clientKey(req)
+	var buf keyBuf
+	k, ok := clientKey(buf[:0], req)
 	if !ok {
 		return nil, errors.New("txn: request without an RFC 3261 branch")
 	}
+	key := string(k)
 	tx := &ClientTx{
 		l: l, key: key, conn: conn, to: to, invite: req.IsInvite(), req: req, msg: wire(req),
 		responses: make(chan *sipmsg.Response, respQueue),
@@ -80,11 +82,12 @@ func (l *Layer) Send(req *sipmsg.Request, conn net.PacketConn, to net.Addr) (*Cl
 // Response hands res to the client transaction it answers (RFC 3261
 // §17.1.3); false when none does.
 func (l *Layer) Response(res *sipmsg.Response) bool {
-	key, ok := clientKey(res)
+	var buf keyBuf
+	key, ok := clientKey(buf[:0], res)
 	if !ok {
 		return false
 	}
-	tx, found := l.cli.get(key)
+	tx, found := l.cli.getKey(key)
 	if !found {
 		return false
 	}

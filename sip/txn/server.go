@@ -1,12 +1,16 @@
 package txn
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipdispatch/sipdispatch/sip/sipenc"
 )
 
 // srvState is a server transaction's state (RFC 3261 §17.2, RFC 6026 §8.7).
@@ -52,29 +56,30 @@ type ServerTx struct {
 // handle req: with tx, the new transaction, or with tx nil for an ACK that is
 // not the transaction's (the ACK for a 2xx, a transaction of its own).
 func (l *Layer) Request(req *sipmsg.Request, conn net.PacketConn, src net.Addr) (tx *ServerTx, pass bool) {
+	var buf keyBuf
 	switch {
 	case req.IsAck():
-		if key, ok := serverKey(req, sipmsg.INVITE); ok {
-			if tx, found := l.srv.get(key); found && tx.ack() {
+		if key, ok := serverKey(buf[:0], req, sipmsg.INVITE); ok {
+			if tx, found := l.srv.getKey(key); found && tx.ack() {
 				return nil, false
 			}
 		}
 		return nil, true
 	case req.IsCancel():
-		if key, ok := serverKey(req, sipmsg.INVITE); ok {
-			if tx, found := l.srv.get(key); found {
+		if key, ok := serverKey(buf[:0], req, sipmsg.INVITE); ok {
+			if tx, found := l.srv.getKey(key); found {
 				tx.cancel(req, src)
 				return nil, false
 			}
 		}
 	}
 	tx = &ServerTx{l: l, conn: conn, src: req.Source(), to: src, invite: req.IsInvite(), req: req}
-	key, ok := serverKey(req, "")
+	key, ok := serverKey(buf[:0], req, "")
 	if !ok {
 		return tx, true // the TU answers it (400) through a transaction without state
 	}
-	tx.key = key
-	if old, fresh := l.srv.putNew(key, tx); !fresh {
+	tx.key = string(key)
+	if old, fresh := l.srv.putNew(tx.key, tx); !fresh {
 		old.retransmission()
 		return nil, false
 	}
@@ -114,7 +119,9 @@ func (tx *ServerTx) ack() bool {
 // INVITE 487 (RFC 3261 §9.2), then tells the TU.
 func (tx *ServerTx) cancel(c *sipmsg.Request, src net.Addr) {
 	// The 200 first, so that the caller stops retransmitting the CANCEL.
-	_ = writeTo(tx.conn, src, wire(sipmsg.NewResponseFromRequest(c, 200, "OK", nil)))
+	_ = sipenc.WithBytes(sipmsg.NewResponseFromRequest(c, 200, "OK", nil), func(b []byte) error {
+		return writeTo(tx.conn, src, b)
+	})
 	tx.mu.Lock()
 	if !tx.invite || tx.state != sProceeding {
 		tx.mu.Unlock()
@@ -122,7 +129,9 @@ func (tx *ServerTx) cancel(c *sipmsg.Request, src net.Addr) {
 	}
 	tx.cancelled = true
 	f := tx.onCancel
-	_ = tx.respondLocked(wire(sipmsg.NewResponseFromRequest(tx.req, 487, "Request Terminated", nil)), 487)
+	_ = sipenc.WithBytes(sipmsg.NewResponseFromRequest(tx.req, 487, "Request Terminated", nil), func(b []byte) error {
+		return tx.respondLocked(b, 487)
+	})
 	tx.mu.Unlock()
 	if f != nil {
 		f(c)
@@ -136,45 +145,79 @@ func (tx *ServerTx) cancel(c *sipmsg.Request, src net.Addr) {
 // local reply's is the request's source, a relayed one's comes from the Via
 // (RFC 3261 §18.2.2: received, rport), as sipgo sends them.
 func (tx *ServerTx) Respond(res *sipmsg.Response) error {
-	b := wire(res)
 	to := tx.to
-	if d := res.Destination(); d != "" && d != tx.src {
-		if ap, err := netip.ParseAddrPort(d); err == nil {
+	var buf [80]byte
+	if d := destination(buf[:0], res); len(d) > 0 && string(d) != tx.src {
+		if ap, err := netip.ParseAddrPort(string(d)); err == nil {
 			to = net.UDPAddrFromAddrPort(ap)
 		}
 	}
-	tx.mu.Lock()
-	defer tx.mu.Unlock()
-	if tx.key == "" {
-		return writeTo(tx.conn, to, b)
-	}
-	switch {
-	case tx.state == sProceeding:
-	case tx.state == sAccepted && res.IsSuccess():
-		return writeTo(tx.conn, to, b)
-	default:
-		return ErrTerminated
-	}
-	tx.to = to
-	return tx.respondLocked(b, res.StatusCode)
+	return sipenc.WithBytes(res, func(b []byte) error {
+		tx.mu.Lock()
+		defer tx.mu.Unlock()
+		if tx.key == "" {
+			return writeTo(tx.conn, to, b)
+		}
+		switch {
+		case tx.state == sProceeding:
+		case tx.state == sAccepted && res.IsSuccess():
+			return writeTo(tx.conn, to, b)
+		default:
+			return ErrTerminated
+		}
+		tx.to = to
+		return tx.respondLocked(b, res.StatusCode)
+	})
 }
 
+// destination appends res.Destination() to dst: the destination set on
+// res, else sipgo's "host:port" from the top Via (received and rport, RFC
+// 3581 §4), written without the fmt.Sprintf sipgo formats it with on every
+// response.
+func destination(dst []byte, res *sipmsg.Response) []byte {
+	if d := res.MessageData.Destination(); d != "" {
+		return append(dst, d...)
+	}
+	via := res.Via()
+	if via == nil {
+		return dst
+	}
+	host, port := via.Host, via.Port
+	if port <= 0 {
+		port = int(sipmsg.DefaultPort(res.Transport()))
+	}
+	if r, ok := via.Params.Get("received"); ok && r != "" {
+		host = r
+	}
+	if rp, ok := via.Params.Get("rport"); ok && rp != "" {
+		if p, err := strconv.Atoi(rp); err == nil {
+			port = p
+		}
+	}
+	dst = append(dst, host...)
+	dst = append(dst, ':')
+	return strconv.AppendInt(dst, int64(port), 10)
+}
+
+// respondLocked sends b, a response with status code, and moves the state
+// machine; b is borrowed, what the transaction keeps to send again is a
+// copy (a 2xx to an INVITE keeps nothing).
 func (tx *ServerTx) respondLocked(b []byte, code int) error {
 	err := writeTo(tx.conn, tx.to, b)
 	now := time.Now()
 	switch {
 	case code < 200:
-		tx.last = b
+		tx.last = bytes.Clone(b)
 		return err
 	case tx.invite && code < 300:
 		tx.state, tx.last = sAccepted, nil
 		tx.schedule(now.Add(tx.l.t.Wait)) // Timer L
 	case tx.invite:
-		tx.state, tx.last = sCompleted, b
+		tx.state, tx.last = sCompleted, bytes.Clone(b)
 		tx.interval, tx.endAt = tx.l.t.T1, now.Add(64*tx.l.t.T1) // Timers G, H
 		tx.schedule(now.Add(tx.interval))
 	default:
-		tx.state, tx.last = sCompleted, b
+		tx.state, tx.last = sCompleted, bytes.Clone(b)
 		tx.schedule(now.Add(tx.l.t.Wait)) // Timer J
 	}
 	tx.req, tx.onCancel = nil, nil

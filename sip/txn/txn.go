@@ -20,6 +20,8 @@ import (
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipdispatch/sipdispatch/sip/sipenc"
 )
 
 // Timers are the RFC 3261 §17 timer values (Table 4) the layer uses over UDP.
@@ -78,10 +80,12 @@ func (s *shards[T]) shard(key string) *struct {
 	return &s.s[maphash.String(s.seed, key)%nShards]
 }
 
-func (s *shards[T]) get(key string) (T, bool) {
-	sh := s.shard(key)
+// getKey looks key up without making a string of it (a map index by
+// string(key) does not allocate); maphash.Bytes hashes as maphash.String.
+func (s *shards[T]) getKey(key []byte) (T, bool) {
+	sh := &s.s[maphash.Bytes(s.seed, key)%nShards]
 	sh.mu.Lock()
-	v, ok := sh.m[key]
+	v, ok := sh.m[string(key)]
 	sh.mu.Unlock()
 	return v, ok
 }
@@ -134,77 +138,78 @@ const magicCookie = "z9hG4bK"
 // as asMethod (INVITE). Without an RFC 3261 branch it falls back to RFC
 // 2543's fields (From tag, Call-ID, CSeq, the whole top Via), as sipgo does.
 // false when the request lacks what a key needs (Via, CSeq, From, Call-ID).
-func serverKey(req *sipmsg.Request, asMethod sipmsg.RequestMethod) (string, bool) {
+// It is appended to dst: a lookup builds it on the stack (shards.getKey),
+// only a stored key becomes a string.
+func serverKey(dst []byte, req *sipmsg.Request, asMethod sipmsg.RequestMethod) ([]byte, bool) {
 	via, cseq := req.Via(), req.CSeq()
 	if via == nil || cseq == nil {
-		return "", false
+		return dst, false
 	}
 	method := cseq.MethodName
 	if asMethod != "" {
 		method = asMethod
 	}
-	var b strings.Builder
 	if branch, _ := via.Params.Get("branch"); len(branch) > len(magicCookie) && strings.HasPrefix(branch, magicCookie) {
 		port := via.Port
 		if port <= 0 {
 			port = sipmsg.DefaultPort(via.Transport)
 		}
-		b.Grow(len(branch) + len(via.Host) + len(method) + 10)
-		b.WriteString(branch)
-		b.WriteByte('|')
-		b.WriteString(via.Host)
-		b.WriteByte('|')
-		b.WriteString(strconv.Itoa(port))
-		b.WriteByte('|')
-		b.WriteString(string(method))
-		return b.String(), true
+		dst = append(dst, branch...)
+		dst = append(dst, '|')
+		dst = append(dst, via.Host...)
+		dst = append(dst, '|')
+		dst = strconv.AppendInt(dst, int64(port), 10)
+		dst = append(dst, '|')
+		return append(dst, method...), true
 	}
 	from, id := req.From(), req.CallID()
 	if from == nil || id == nil {
-		return "", false
+		return dst, false
 	}
 	tag, _ := from.Params.Get("tag") // none is a value too (sipgo gives up)
-	b.WriteString(tag)
-	b.WriteByte('|')
-	b.WriteString(id.Value())
-	b.WriteByte('|')
-	b.WriteString(string(method))
-	b.WriteByte('|')
-	b.WriteString(strconv.FormatUint(uint64(cseq.SeqNo), 10))
-	b.WriteByte('|')
-	via.StringWrite(&b)
-	return b.String(), true
+	dst = append(dst, tag...)
+	dst = append(dst, '|')
+	dst = append(dst, id.Value()...)
+	dst = append(dst, '|')
+	dst = append(dst, method...)
+	dst = append(dst, '|')
+	dst = strconv.AppendUint(dst, uint64(cseq.SeqNo), 10)
+	dst = append(dst, '|')
+	return sipenc.AppendHeader(dst, via), true
 }
 
 // clientKey is RFC 3261 §17.1.3's match for a response (or the request we
-// sent): the top Via's branch and the CSeq method. Our branches always carry
-// the magic cookie.
-func clientKey(m sipmsg.Message) (string, bool) {
+// sent): the top Via's branch and the CSeq method, appended to dst. Our
+// branches always carry the magic cookie.
+func clientKey(dst []byte, m sipmsg.Message) ([]byte, bool) {
 	via, cseq := m.Via(), m.CSeq()
 	if via == nil || cseq == nil {
-		return "", false
+		return dst, false
 	}
 	branch, _ := via.Params.Get("branch")
 	if len(branch) <= len(magicCookie) || !strings.HasPrefix(branch, magicCookie) {
-		return "", false
+		return dst, false
 	}
 	method := cseq.MethodName
 	if method == sipmsg.ACK {
 		method = sipmsg.INVITE
 	}
-	return branch + "|" + string(method), true
+	dst = append(dst, branch...)
+	dst = append(dst, '|')
+	return append(dst, method...), true
 }
 
-var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// keyBuf is the stack room a key is built in; a longer one spills to the heap.
+type keyBuf [128]byte
 
 // wire serialises m into bytes of its own, exactly as long as the message,
 // which a transaction may keep.
 func wire(m sipmsg.Message) []byte {
-	b := bufs.Get().(*bytes.Buffer)
-	b.Reset()
-	m.StringWrite(b)
-	out := bytes.Clone(b.Bytes())
-	bufs.Put(b)
+	var out []byte
+	_ = sipenc.WithBytes(m, func(b []byte) error {
+		out = bytes.Clone(b)
+		return nil
+	})
 	return out
 }
 

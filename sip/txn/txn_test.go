@@ -578,3 +578,37 @@ func TestParsedGarbageNeverPanics(t *testing.T) {
 		}
 	}
 }
+
+// destination writes what sipgo's Response.Destination returns, for every
+// form of top Via: received, rport with and without a value, no port, an
+// IPv6 host, a destination set on the response, no Via.
+func TestDestinationIsSipgos(t *testing.T) {
+	vias := []string{
+		"SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1",
+		"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1",
+		"SIP/2.0/TLS host.example;branch=z9hG4bK1",
+		"SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;received=192.0.2.9;rport=6000",
+		"SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport",
+		"SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport=x;received=",
+		"SIP/2.0/UDP [2001:db8::1]:5070;branch=z9hG4bK1;received=2001:db8::2",
+	}
+	for _, v := range vias {
+		raw := "SIP/2.0 180 Ringing\r\nVia: " + v + "\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+		m, err := sipmsg.ParseMessage([]byte(raw))
+		if err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		res := m.(*sipmsg.Response)
+		res.SetTransport("UDP")
+		if got, want := string(destination(nil, res)), res.Destination(); got != want {
+			t.Errorf("%s: %q, sipgo %q", v, got, want)
+		}
+		res.SetDestination("198.51.100.1:7000")
+		if got, want := string(destination(nil, res)), res.Destination(); got != want {
+			t.Errorf("%s with a destination: %q, sipgo %q", v, got, want)
+		}
+	}
+	if got := destination(nil, sipmsg.NewResponse(200, "OK")); len(got) != 0 {
+		t.Errorf("no Via: %q", got)
+	}
+}
