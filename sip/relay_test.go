@@ -143,7 +143,13 @@ func (h *relayHarness) run(t testing.TB, data []byte, bytePath bool) (o relayOut
 	}
 	for _, s := range h.conn.take() {
 		to, raw, _ := strings.Cut(s, " ")
-		o.sent = append(o.sent, to+" "+normalise(t, []byte(raw)))
+		if bytePath {
+			// What sipgo writes after parsing it once, as the sipgo path
+			// did; parsing that output again is not always the same
+			// (a URI password ":" is dropped the second time).
+			raw = normalise(t, []byte(raw))
+		}
+		o.sent = append(o.sent, to+" "+raw)
 	}
 	o.dropped = h.fw.dropped.Load() - dropped
 	o.replies = h.obs.take()
@@ -156,8 +162,8 @@ func (h *relayHarness) run(t testing.TB, data []byte, bytePath bool) (o relayOut
 }
 
 // normalise is a message as sipgo serialises it after parsing, so that the
-// sipgo path's output and the byte path's compare; a message sipgo cannot
-// parse stays as it is.
+// byte path's output compares with the sipgo path's; a message sipgo cannot
+// parse is marked.
 func normalise(t testing.TB, raw []byte) string {
 	msg, err := sipmsg.NewParser().ParseSIP(raw)
 	if err != nil {

@@ -208,7 +208,9 @@ func (s *statelessForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.Serve
 // A stateless proxy keeps no transaction
 // (RFC 3261 §16.11), so requests and the responses it relays are handled
 // here, in arrival order, instead of going through sipgo's transaction
-// layer, which would start a goroutine and a server transaction for each.
+// layer, which would start a goroutine and a server transaction for each. A
+// response goes to the byte relay first (relayBytes), which sends it on
+// without parsing it when it can.
 // It hands back to sipgo what sipgo must still see: datagrams that do not
 // parse (sipgo drops and counts them), keepalive CRLFs, the replies to our
 // own probes, which their client transactions wait for, and anything read
