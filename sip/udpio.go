@@ -182,7 +182,8 @@ func (c *udpConn) closed() bool {
 type sendBatch struct {
 	q   []queuedWrite
 	buf []byte // the queued datagrams, back to back
-	// q2 and buf2 take the writes made while a flush reports failures.
+	// q2 and buf2 are the spare pair: while a flush sends q and buf, the
+	// writes its failure handlers make go into them.
 	q2   []queuedWrite
 	buf2 []byte
 	// views are sipgo writers whose WriteTo queues here, one per socket
