@@ -90,7 +90,7 @@ func benchStateless(b *testing.B, d Dispatcher) (*statelessForwarder, *discardCo
 	b.Cleanup(func() { s.close() })
 	k := s.socketFor("udp")
 	dc := &discardConn{PacketConn: k.pc}
-	k.tx.out.PacketConn = dc
+	k.w.PacketConn = dc
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5070}
 	return s.fw.(*statelessForwarder), dc, sipmsg.TransportReadProps{Transport: "UDP", LocalAddr: k.pc.LocalAddr(), RemoteAddr: src}
 }
@@ -196,7 +196,7 @@ func BenchmarkStatelessForward(b *testing.B) {
 		for b.Loop() {
 			n++
 			buf = benchInvite(buf, n, "127.0.0.1:5070")
-			if rest, _ := fw.statelessRead(props, buf); rest != nil {
+			if rest, _ := fw.statelessRead(props, buf, nil); rest != nil {
 				b.Fatal("not handled")
 			}
 		}
@@ -213,7 +213,7 @@ func BenchmarkStatelessForward(b *testing.B) {
 		for b.Loop() {
 			n++
 			buf = benchRinging(buf, n, proxy, "127.0.0.1:5070")
-			if rest, _ := fw.statelessRead(props, buf); rest != nil {
+			if rest, _ := fw.statelessRead(props, buf, nil); rest != nil {
 				b.Fatal("not handled")
 			}
 		}

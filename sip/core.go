@@ -69,8 +69,9 @@ type forwarder interface {
 	// mf, pop of our Route values removed.
 	forwardInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, h hop, mf, pop int)
 	// ackBranch is the branch for an ACK that matched no transaction (onAck);
-	// done when the forwarder has already dealt with the ACK.
-	ackBranch(req *sipmsg.Request, mf int) (branch string, done bool)
+	// done when the forwarder has already dealt with the ACK (written as
+	// tx's writes are: batchOf).
+	ackBranch(req *sipmsg.Request, tx sipmsg.ServerTransaction, mf int) (branch string, done bool)
 	// onCancel handles a CANCEL that matched no INVITE transaction.
 	onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction)
 	// onWire runs in sipgo's read loop for every message, in arrival order,
@@ -96,7 +97,7 @@ func (s *Server) onRequest(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	}
 	switch {
 	case req.IsAck():
-		s.onAck(req)
+		s.onAck(req, tx)
 	case req.IsCancel():
 		s.fw.onCancel(req, tx)
 	case req.To().Params.Has("tag"):
@@ -504,13 +505,14 @@ func (s *Server) inDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 // onAck forwards an ACK that matched no transaction: the ACK for a 2xx, a
 // new transaction along the Route set (RFC 3261 §13.2.2.4), or in stateless
 // mode the hop-by-hop ACK for a non-2xx, which goes where its INVITE went
-// (the forwarder's ackBranch).
-func (s *Server) onAck(req *sipmsg.Request) {
+// (the forwarder's ackBranch). An ACK is never answered: tx only says how
+// it is written (batchOf).
+func (s *Server) onAck(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	mf, ok := s.nextMaxForwards(req)
 	if !ok {
 		return
 	}
-	branch, done := s.fw.ackBranch(req, mf)
+	branch, done := s.fw.ackBranch(req, tx, mf)
 	if done {
 		return
 	}
@@ -519,7 +521,7 @@ func (s *Server) onAck(req *sipmsg.Request) {
 		s.log.Debug("sip: ACK with nowhere to go dropped", "call-id", req.CallID().Value())
 		return
 	}
-	s.statelessSend(req, nil, s.outgoing(req, h, mf, pop, branch))
+	s.statelessSend(req, tx, s.outgoing(req, h, mf, pop, branch), nil)
 }
 
 // destHop is where a request for dest goes: its address, or for a host
@@ -588,11 +590,7 @@ func (s *Server) dispatchOutgoing(req *sipmsg.Request, tx sipmsg.ServerTransacti
 func (s *Server) arrivedOn(tx sipmsg.ServerTransaction) *socket {
 	switch t := tx.(type) {
 	case *wireTx:
-		for _, k := range s.socks {
-			if k.tx == t {
-				return k
-			}
-		}
+		return t.k
 	case *txn.ServerTx:
 		return s.udpListener(t.LocalAddr())
 	case interface{ Connection() sipmsg.Connection }:
@@ -633,28 +631,32 @@ func (s *Server) recordRoute(fwd *sipmsg.Request, k *socket, proto string, loadS
 	fwd.PrependHeader(&sipmsg.RecordRouteHeader{Address: u})
 }
 
-// statelessSend writes fwd without a transaction. When that fails the
-// sender gets 503 (tx nil: nobody to tell, as for an ACK).
-func (s *Server) statelessSend(req *sipmsg.Request, tx sipmsg.ServerTransaction, fwd *sipmsg.Request) bool {
-	if err := s.writeStateless(fwd); err != nil {
+// statelessSend writes fwd without a transaction, as tx's writes go
+// (batchOf). When the write fails — at once, or for a write in a read
+// loop's batch when the batch goes out — the sender gets 503 (tx nil:
+// nobody to tell; an ACK is never answered), then failed runs, if not nil.
+func (s *Server) statelessSend(req *sipmsg.Request, tx sipmsg.ServerTransaction, fwd *sipmsg.Request, failed func()) {
+	s.writeStateless(fwd, batchOf(tx), func(err error) {
 		s.log.Debug("sip: forward failed", "method", req.Method, "to", fwd.Destination(), "err", err)
 		if tx != nil {
 			s.reply(req, tx, 503, "Service Unavailable")
 		}
-		return false
-	}
-	return true
+		if failed != nil {
+			failed()
+		}
+	})
 }
 
-// forwardResponse relays a copy of res: the read loop (onWire) and the
+// forwardResponse relays a copy of res, at once: the read loop (onWire) and the
 // transaction layer may still be looking at res.
 func (s *Server) forwardResponse(res *sipmsg.Response) {
-	s.relayUpstream(res.Clone())
+	s.relayUpstream(res.Clone(), nil)
 }
 
 // relayUpstream removes our Via from res and sends it to the next Via's
-// address (RFC 3261 §18.2.2: received and rport when present).
-func (s *Server) relayUpstream(res *sipmsg.Response) {
+// address (RFC 3261 §18.2.2: received and rport when present), over UDP in
+// out, the read loop's batch, when not nil.
+func (s *Server) relayUpstream(res *sipmsg.Response, out *sendBatch) {
 	res.RemoveHeader("Via")
 	next := res.Via()
 	if next == nil {
@@ -665,9 +667,7 @@ func (s *Server) relayUpstream(res *sipmsg.Response) {
 	res.SetDestination(viaDestination(next, proto))
 	res.SetTransport(proto)
 	s.obs.Reply(res.StatusCode)
-	if err := s.writeStateless(res); err != nil {
-		s.log.Debug("sip: response not forwarded", "code", res.StatusCode, "err", err)
-	}
+	s.writeStateless(res, out, nil)
 }
 
 // writeStateless sends msg (a forwarded request or a relayed response)
@@ -678,29 +678,70 @@ func (s *Server) relayUpstream(res *sipmsg.Response) {
 // would bind a second socket to the listen address and fail with "address
 // already in use" (a TCP caller's first request to a UDP gateway got a 503).
 // A host name in the destination is resolved here, as the transport layer
-// would. TCP and TLS go through sipgo's transport layer.
-func (s *Server) writeStateless(msg sipmsg.Message) error {
-	if k := s.udpSocket(msg); k != nil {
-		if ap, err := netip.ParseAddrPort(msg.Destination()); err == nil {
-			return writeUDP(k, msg, net.UDPAddrFromAddrPort(ap)) // an IP address already: nothing to resolve
-		}
-		if a, err := net.ResolveUDPAddr("udp", msg.Destination()); err == nil {
-			msg.SetDestination(a.String())
-			return writeUDP(k, msg, a)
-		}
+// would. TCP and TLS go through sipgo's transport layer, at once.
+//
+// With out, the read loop's batch, a UDP write joins it and leaves when
+// the loop has handled its read batch (sendBatch); else it is written at
+// once. failed runs on a failure, now or at the flush; without it the
+// failure is logged (writeFailed).
+func (s *Server) writeStateless(msg sipmsg.Message, out *sendBatch, failed func(error)) {
+	var err error
+	if k := s.udpSocket(msg); k != nil && s.resolveUDP(msg) {
+		err = writeUDP(k, msg, out, failed)
+	} else {
+		err = s.ua.TransportLayer().WriteMsg(msg)
 	}
-	return s.ua.TransportLayer().WriteMsg(msg)
+	switch {
+	case err == nil:
+	case failed != nil:
+		failed(err)
+	default:
+		s.writeFailed(nil, err)
+	}
 }
 
-// writeUDP sends msg from listener k to to. It is sipgo's
-// UDPConnection.WriteMsg with sipenc's serialisation, which writes the
-// same bytes without an allocation per port and parameter list.
-func writeUDP(k *socket, msg sipmsg.Message, to *net.UDPAddr) error {
+// resolveUDP gives msg an IP address as its destination, resolving a host
+// name; false when it cannot (sipgo's transport layer then reports why).
+func (s *Server) resolveUDP(msg sipmsg.Message) bool {
+	if _, err := netip.ParseAddrPort(msg.Destination()); err == nil {
+		return true // an IP address already: nothing to resolve
+	}
+	a, err := net.ResolveUDPAddr("udp", msg.Destination())
+	if err != nil {
+		return false
+	}
+	msg.SetDestination(a.String())
+	return true
+}
+
+// writeFailed logs a write without a transaction that failed and that no
+// one else handles (a relayed response, a local reply from a read loop's
+// batch): UDP may lose it as well, and the sender retransmits.
+func (s *Server) writeFailed(to net.Addr, err error) {
+	s.log.Debug("sip: write failed", "to", to, "err", err)
+}
+
+// writeUDP sends msg from listener k to its destination, an IP address
+// (resolveUDP): with out, the read loop's batch, it joins the batch and a
+// failure reaches failed at the flush; else it is written at once through
+// the listener's writer. It is sipgo's UDPConnection.WriteMsg with sipenc's
+// serialisation, which writes the same bytes without an allocation per port
+// and parameter list. It returns what fails before the send.
+func writeUDP(k *socket, msg sipmsg.Message, out *sendBatch, failed func(error)) error {
+	ap, err := netip.ParseAddrPort(msg.Destination())
+	if err != nil {
+		return err
+	}
+	to := net.UDPAddrFromAddrPort(ap)
 	return sipenc.WithBytes(msg, func(b []byte) error {
 		if len(b) > sipmsg.UDPMTUSize-200 {
 			return sipmsg.ErrUDPMTUCongestion
 		}
-		_, err := k.tx.out.WriteTo(b, to)
+		if out != nil {
+			out.addFor(k.pc, b, to, failed)
+			return nil
+		}
+		_, err := k.w.PacketConn.WriteTo(b, to)
 		return err
 	})
 }
@@ -721,7 +762,7 @@ func (s *Server) udpSocket(msg sipmsg.Message) *socket {
 			}
 		}
 	}
-	if k == nil || k.tx == nil {
+	if k == nil || k.w == nil {
 		return nil
 	}
 	return k

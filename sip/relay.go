@@ -165,10 +165,11 @@ func scanResponse(data []byte) (r scannedResponse, ok bool) {
 // without our Via on top is dropped and counted, a final reply to an INVITE
 // ends the call's pending load entry, the reply is counted by its code.
 // It rewrites data in place (the read loop's buffer, not used again once
-// the hook has dealt with the datagram). False, with nothing done, when the
+// the hook has dealt with the datagram); with batch, the read loop's, the
+// response joins it (a failure is logged at the flush). False, with nothing done, when the
 // response goes anywhere but to an IP address over UDP: the sipgo path
 // resolves names and writes to streams.
-func (s *statelessForwarder) relayBytes(data []byte, r *scannedResponse) bool {
+func (s *statelessForwarder) relayBytes(data []byte, r *scannedResponse, batch *sendBatch) bool {
 	if !bytes.EqualFold(r.next.transport, []byte("UDP")) {
 		return false
 	}
@@ -187,10 +188,14 @@ func (s *statelessForwarder) relayBytes(data []byte, r *scannedResponse) bool {
 	out := data[cut:]
 	to := netip.AddrPortFrom(ip.Unmap(), uint16(port))
 	s.obs.Reply(r.status)
-	if w, ok := k.tx.out.PacketConn.(addrPortWriter); ok {
+	if batch != nil {
+		batch.add(k.pc, out, net.UDPAddrFromAddrPort(to))
+		return true
+	}
+	if w, ok := k.w.PacketConn.(addrPortWriter); ok {
 		_, err = w.WriteToUDPAddrPort(out, to)
 	} else {
-		_, err = k.tx.out.PacketConn.WriteTo(out, net.UDPAddrFromAddrPort(to))
+		_, err = k.w.PacketConn.WriteTo(out, net.UDPAddrFromAddrPort(to))
 	}
 	if err != nil {
 		s.log.Debug("sip: response not forwarded", "code", r.status, "err", err)

@@ -94,7 +94,7 @@ func newRelayHarness(t testing.TB) *relayHarness {
 	t.Cleanup(func() { s.close() })
 	k := s.socketFor("udp")
 	h.conn = &recordConn{PacketConn: k.pc}
-	k.tx.out.PacketConn = h.conn
+	k.w.PacketConn = h.conn
 	h.fw = s.fw.(*statelessForwarder)
 	h.proxy = s.Addrs()[0][len("udp:"):]
 	h.props = sipmsg.TransportReadProps{Transport: "UDP", LocalAddr: k.pc.LocalAddr(), RemoteAddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5081}}
@@ -127,7 +127,7 @@ func (h *relayHarness) run(t testing.TB, data []byte, bytePath bool) (o relayOut
 	buf := bytes.Clone(data)
 	if bytePath {
 		r, ok := scanResponse(buf)
-		declined = !ok || !h.fw.relayBytes(buf, &r)
+		declined = !ok || !h.fw.relayBytes(buf, &r, nil)
 	} else {
 		// statelessRead's sipgo path.
 		_, msg := h.fw.ownDatagram(h.props, buf)
@@ -135,7 +135,7 @@ func (h *relayHarness) run(t testing.TB, data []byte, bytePath bool) (o relayOut
 			if countHeaders(res, "Via") < 2 {
 				o.handedBack = true
 			} else if h.fw.relayable(res) {
-				h.fw.relayUpstream(res)
+				h.fw.relayUpstream(res, nil)
 			}
 		} else {
 			o.handedBack = true
@@ -337,7 +337,7 @@ func TestStatelessReadRelaysBytes(t *testing.T) {
 	h := newRelayHarness(t)
 	data := []byte(strings.ReplaceAll(sippOK, "{proxy}", h.proxy))
 	want := "127.0.0.1:5070 " + strings.Replace(string(data), "SIP/2.0/UDP "+h.proxy+";branch=z9hG4bKsdabc, ", "", 1)
-	if rest, _ := h.fw.statelessRead(h.props, data); rest != nil {
+	if rest, _ := h.fw.statelessRead(h.props, data, nil); rest != nil {
 		t.Fatal("handed back to sipgo")
 	}
 	if sent := h.conn.take(); len(sent) != 1 || sent[0] != want {

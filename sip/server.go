@@ -68,7 +68,8 @@ type socket struct {
 	// more are further sockets on pc's address (stateless mode, UDP,
 	// Config.UDPReaders > 1), each read by its own loop.
 	more []*udpConn
-	tx   *wireTx // UDP: the listener's writer (udpWriters)
+	w    *sipmsg.UDPConnection // UDP: the listener's writer (udpWriters)
+	tx   *wireTx               // UDP: stateless replies, written at once through w
 	ln   net.Listener
 	ip   net.IP
 	host string // ip.String(), which sentFrom writes into every Via and Record-Route
@@ -389,10 +390,12 @@ func (s *Server) udpConns() []*udpConn {
 }
 
 // hookUDP has every UDP socket's read loop give its datagrams to h first
-// (udpConn.serve), in whichever mode.
+// (udpConn.serve), in whichever mode; a write of the loop's batch that
+// fails with no handler of its own is logged.
 func (s *Server) hookUDP(h udpHook) {
 	for _, c := range s.udpConns() {
 		c.hook = h
+		c.out.orphan = s.writeFailed
 	}
 }
 
@@ -435,8 +438,8 @@ func (s *Server) udpWriters() {
 	s.parser = sipmsg.NewParser()
 	for _, k := range s.socks {
 		if k.pc != nil {
-			out := &sipmsg.UDPConnection{PacketConn: k.pc, PacketAddr: k.pc.LocalAddr().String(), Listener: true}
-			k.tx = &wireTx{out: out}
+			k.w = &sipmsg.UDPConnection{PacketConn: k.pc, PacketAddr: k.pc.LocalAddr().String(), Listener: true}
+			k.tx = &wireTx{k: k}
 		}
 	}
 }

@@ -36,7 +36,7 @@ func (s *statefulForwarder) takeOver(*sipmsg.Request, sipmsg.ServerTransaction, 
 
 // ackBranch gives an ACK for a 2xx a new branch: it is a transaction of its
 // own (RFC 3261 §13.2.2.4).
-func (s *statefulForwarder) ackBranch(*sipmsg.Request, int) (string, bool) {
+func (s *statefulForwarder) ackBranch(*sipmsg.Request, sipmsg.ServerTransaction, int) (string, bool) {
 	return sipmsg.GenerateBranch(), false
 }
 
@@ -365,7 +365,7 @@ func udpAddr(dest string) (*net.UDPAddr, error) {
 // state). What sipgo must still see goes back to it, as in statelessRead:
 // datagrams that do not parse, keepalives, the replies to our probes, and
 // anything read off a socket that is not one of our listeners.
-func (s *statefulForwarder) statefulRead(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
+func (s *statefulForwarder) statefulRead(p sipmsg.TransportReadProps, data []byte, out *sendBatch) ([]byte, error) {
 	k, msg := s.ownDatagram(p, data)
 	if msg == nil {
 		return data, nil
@@ -376,7 +376,9 @@ func (s *statefulForwarder) statefulRead(p sipmsg.TransportReadProps, data []byt
 		switch {
 		case !pass:
 		case tx == nil:
-			s.onRequest(m, nil) // an ACK of its own: forwarded at once
+			// An ACK of its own, forwarded without state in the loop's
+			// batch (it is never answered: the wireTx only carries out).
+			s.onRequest(m, k.loopTx(out))
 		default:
 			go func() {
 				s.onRequest(m, tx)

@@ -87,7 +87,10 @@ func (s *statelessForwarder) takeOver(req *sipmsg.Request, tx sipmsg.ServerTrans
 		return true
 	}
 	if rt.Dispatch.Alg == dispatch.AlgCallLoad {
-		if !s.handoff.Go(func() { s.dispatchInitial(req, tx, rt, dr, mf) }) {
+		// The pool's goroutine writes at once: the loop's batch is the
+		// loop's alone.
+		ptx := direct(tx)
+		if !s.handoff.Go(func() { s.dispatchInitial(req, ptx, rt, dr, mf) }) {
 			s.unavailable(req, tx)
 		}
 		return true
@@ -98,19 +101,19 @@ func (s *statelessForwarder) takeOver(req *sipmsg.Request, tx sipmsg.ServerTrans
 // forwardInDialog sends an in-dialog request on without a transaction, with
 // a branch derived from the incoming one.
 func (s *statelessForwarder) forwardInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, h hop, mf, pop int) {
-	s.statelessSend(req, tx, s.outgoing(req, h, mf, pop, statelessBranch(req)))
+	s.statelessSend(req, tx, s.outgoing(req, h, mf, pop, statelessBranch(req)), nil)
 }
 
 // ackBranch absorbs the ACK for a reply of our own (tagLocalReply), sends
 // the hop-by-hop ACK for a non-2xx where its INVITE went (branch memory),
 // and gives any other ACK the branch derived from its own.
-func (s *statelessForwarder) ackBranch(req *sipmsg.Request, mf int) (string, bool) {
+func (s *statelessForwarder) ackBranch(req *sipmsg.Request, tx sipmsg.ServerTransaction, mf int) (string, bool) {
 	if isLocalReplyAck(req) {
 		return "", true
 	}
 	branch := statelessBranch(req)
 	if sent, ok := s.branches.get(branch, time.Now()); ok {
-		s.statelessSend(req, nil, s.outgoing(req, sent.to, mf, 0, branch))
+		s.statelessSend(req, tx, s.outgoing(req, sent.to, mf, 0, branch), nil)
 		return "", true
 	}
 	return branch, false
@@ -134,7 +137,7 @@ func (s *statelessForwarder) onCancel(req *sipmsg.Request, tx sipmsg.ServerTrans
 		s.reply(req, tx, 483, "Too Many Hops")
 		return
 	}
-	s.statelessSend(req, tx, s.outgoing(req, sent.to, mf, 0, branch))
+	s.statelessSend(req, tx, s.outgoing(req, sent.to, mf, 0, branch), nil)
 }
 
 // localTagPrefix starts the To tag of the stateless proxy's own replies.
@@ -197,10 +200,14 @@ func (s *statelessForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.Serve
 			s.removeLoad(sel.SetID, dr.CallID)
 		}
 	}
-	if !s.statelessSend(req, tx, fwd) && sel.LoadAdded {
-		s.loads.pending.take(dr.CallID)
-		s.removeLoad(sel.SetID, dr.CallID)
+	var failed func()
+	if sel.LoadAdded {
+		failed = func() {
+			s.loads.pending.take(dr.CallID)
+			s.removeLoad(sel.SetID, dr.CallID)
+		}
 	}
+	s.statelessSend(req, tx, fwd, failed)
 }
 
 // statelessRead is stateless mode's fast path, the hook (udpHook) that every
@@ -210,14 +217,16 @@ func (s *statelessForwarder) forwardInitial(req *sipmsg.Request, tx sipmsg.Serve
 // here, in arrival order, instead of going through sipgo's transaction
 // layer, which would start a goroutine and a server transaction for each. A
 // response goes to the byte relay first (relayBytes), which sends it on
-// without parsing it when it can.
+// without parsing it when it can. Everything it sends over UDP joins out,
+// the loop's batch: a request carries out in its wireTx (socket.loopTx), a
+// relayed response directly.
 // It hands back to sipgo what sipgo must still see: datagrams that do not
 // parse (sipgo drops and counts them), keepalive CRLFs, the replies to our
 // own probes, which their client transactions wait for, and anything read
 // off a socket that is not one of our listeners. TCP and TLS do not come
 // here: sipgo reads them.
-func (s *statelessForwarder) statelessRead(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
-	if r, ok := scanResponse(data); ok && s.udpListener(p.LocalAddr) != nil && s.relayBytes(data, &r) {
+func (s *statelessForwarder) statelessRead(p sipmsg.TransportReadProps, data []byte, out *sendBatch) ([]byte, error) {
+	if r, ok := scanResponse(data); ok && s.udpListener(p.LocalAddr) != nil && s.relayBytes(data, &r, out) {
 		return nil, nil
 	}
 	k, msg := s.ownDatagram(p, data)
@@ -226,13 +235,13 @@ func (s *statelessForwarder) statelessRead(p sipmsg.TransportReadProps, data []b
 	}
 	switch m := msg.(type) {
 	case *sipmsg.Request:
-		s.onRequest(m, k.tx)
+		s.onRequest(m, k.loopTx(out))
 	case *sipmsg.Response:
 		if countHeaders(m, "Via") < 2 {
 			return data, nil // our probe's reply
 		}
 		if s.relayable(m) {
-			s.relayUpstream(m) // the read loop owns m: nothing else saw it
+			s.relayUpstream(m, out) // the read loop owns m: nothing else saw it
 		}
 	}
 	return nil, nil
@@ -258,16 +267,60 @@ func (s *Server) udpListener(a net.Addr) *socket {
 }
 
 // wireTx stands in for the server transaction a stateless proxy does not
-// keep (RFC 3261 §16.11): a local reply leaves at once from the listener the
-// request came in on. In stateless mode the routing code only calls Respond;
-// the embedded interface is nil.
+// keep (RFC 3261 §16.11): a local reply leaves from the listener the request
+// came in on, k. It also carries which writer the request's handling uses:
+// out, the batch of the read loop handling it (loopTx), or, with out nil
+// (k.tx), the socket at once. In stateless mode the routing code only calls
+// Respond; the embedded interface is nil.
 type wireTx struct {
 	sipmsg.ServerTransaction
-	out *sipmsg.UDPConnection
+	k   *socket
+	out *sendBatch
 }
 
 // Respond writes res without a transaction: no retransmission, no state.
-func (t *wireTx) Respond(res *sipmsg.Response) error { return t.out.WriteMsg(res) }
+// Into a batch, a failure is known only at its flush, which logs it.
+func (t *wireTx) Respond(res *sipmsg.Response) error {
+	if t.out != nil {
+		t.out.writeMsg(t.k.pc, res, nil)
+		return nil
+	}
+	return t.k.w.WriteMsg(res)
+}
+
+// loopTx is k's wireTx for the read loop whose batch is out, made once per
+// loop and listener; with out nil, k's own, which writes at once.
+func (k *socket) loopTx(out *sendBatch) *wireTx {
+	if out == nil {
+		return k.tx
+	}
+	for _, t := range out.txs {
+		if t.k == k {
+			return t
+		}
+	}
+	t := &wireTx{k: k, out: out}
+	out.txs = append(out.txs, t)
+	return t
+}
+
+// batchOf is the read loop's batch a write made for tx joins; nil (write at
+// once) unless tx is a loop's wireTx.
+func batchOf(tx sipmsg.ServerTransaction) *sendBatch {
+	if t, ok := tx.(*wireTx); ok {
+		return t.out
+	}
+	return nil
+}
+
+// direct is tx for a goroutine other than the read loop: a loop's wireTx
+// becomes its listener's, which writes at once.
+func direct(tx sipmsg.ServerTransaction) sipmsg.ServerTransaction {
+	if t, ok := tx.(*wireTx); ok {
+		return t.k.tx
+	}
+	return tx
+}
 
 // onWire routes back by Via a response that came over TCP or TLS, from the
 // read loop, so responses leave in the order they came.

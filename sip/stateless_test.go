@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,4 +63,20 @@ func TestStatelessRetransmissionSameGateway(t *testing.T) {
 	if gw1.invites.Load() != 3 && gw2.invites.Load() != 3 {
 		t.Fatalf("copies split %d/%d between gateways; all 3 must go to one", gw1.invites.Load(), gw2.invites.Load())
 	}
+}
+
+// A forward the socket refuses (here an IPv6 gateway from the IPv4
+// listener) is known only when the read loop's batch goes out: the caller
+// still gets 503 and the call's load entry still goes, from the flush.
+func TestStatelessForwardWriteFails(t *testing.T) {
+	d := newFakeDispatcher(map[int][]dispatch.Destination{1: {{SetID: 1, URI: "sip:[::1]:5999", Scheme: "sip", Host: "::1", Port: 5999}}})
+	d.loadAdded = true
+	_, proxy := startProxy(t, testConfig(ModeStateless), d, dispatchRoute(1))
+	c := newRawCaller(t, proxy)
+	c.send(t, c.request("INVITE", "sip:+15550100@pstn.example.net", "unsendable-1", ""))
+	raw := c.read(t, 5*time.Second)
+	if !strings.HasPrefix(string(raw), "SIP/2.0 503 ") {
+		t.Fatalf("caller got %q, want 503", raw)
+	}
+	waitFor(t, "load removed", 5*time.Second, func() bool { return slices.Contains(d.snapshot(&d.removes), "1 unsendable-1") })
 }

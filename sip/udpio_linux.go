@@ -2,9 +2,12 @@ package sip
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -51,12 +54,8 @@ func newBatchReader(n, size int) *batchReader {
 // syscall per wake-up. The readiness an arrival leaves in the netpoller is
 // only cleared when a new Read begins, so no datagram waits unseen.
 func (r *batchReader) readBatches(c *udpConn, handle func(*batchReader, int) bool) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
 	var rerr error
-	err = raw.Read(func(fd uintptr) bool {
+	err := c.raw.Read(func(fd uintptr) bool {
 		for {
 			for i := range r.hdrs {
 				r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrAny
@@ -121,4 +120,125 @@ func (r *batchReader) sender(sa []byte) net.Addr {
 	}
 	r.addrs[ap] = a
 	return a
+}
+
+// socketFamily is the socket's address family (SO_DOMAIN), which decides
+// how a destination is encoded for sendmmsg: an IPv4 address goes to an
+// AF_INET6 socket (Go's dual-stack wildcard listener) IPv4-mapped.
+func socketFamily(raw syscall.RawConn) int {
+	family := 0
+	raw.Control(func(fd uintptr) {
+		family, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+	})
+	return family
+}
+
+// sockaddr is a queued write's destination as the kernel takes it; n 0
+// when sockaddr could not encode it, and the write goes out on its own
+// through WriteTo.
+type sockaddr struct {
+	b [unix.SizeofSockaddrInet6]byte
+	n uint32
+}
+
+// sockaddr encodes to for c's socket: sockaddr_in for an IPv4 address on
+// an AF_INET socket, else sockaddr_in6 (an IPv6 address on an AF_INET
+// socket fails in the kernel, as WriteTo fails). A zone (a scope id to look
+// up) or anything but a *net.UDPAddr is left to WriteTo.
+func (c *udpConn) sockaddr(to net.Addr) (sa sockaddr) {
+	a, ok := to.(*net.UDPAddr)
+	if !ok || a.Zone != "" || a.Port < 0 || a.Port > 0xffff {
+		return sa
+	}
+	if ip4 := a.IP.To4(); ip4 != nil && c.family == unix.AF_INET {
+		binary.NativeEndian.PutUint16(sa.b[0:2], unix.AF_INET)
+		binary.BigEndian.PutUint16(sa.b[2:4], uint16(a.Port))
+		copy(sa.b[4:8], ip4)
+		sa.n = unix.SizeofSockaddrInet4
+		return sa
+	}
+	if ip16 := a.IP.To16(); ip16 != nil {
+		binary.NativeEndian.PutUint16(sa.b[0:2], unix.AF_INET6)
+		binary.BigEndian.PutUint16(sa.b[2:4], uint16(a.Port))
+		copy(sa.b[8:24], ip16)
+		sa.n = unix.SizeofSockaddrInet6
+	}
+	return sa
+}
+
+// sendSys holds the sendmmsg headers, reused from batch to batch.
+type sendSys struct {
+	hdrs []unix.Mmsghdr
+	iovs []unix.Iovec
+}
+
+// send writes q, in order: each run of writes to one socket with one
+// sendmmsg (more when the kernel takes only part), a write sockaddr could
+// not encode on its own. It sets each failed write's err.
+func (s *sendSys) send(q []queuedWrite, buf []byte) {
+	for i := 0; i < len(q); {
+		if q[i].sa.n == 0 {
+			writeQueued(&q[i], buf)
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(q) && q[j].c == q[i].c && q[j].sa.n != 0 {
+			j++
+		}
+		s.sendRun(q[i:j], buf)
+		i = j
+	}
+}
+
+// sendRun sends run, writes to one socket, with sendmmsg. The kernel sends
+// a prefix and says how many; when a datagram fails after others went
+// out, the next call starts with it and returns its error, which goes to
+// that write alone and the rest are sent. A full send buffer (EAGAIN)
+// waits in the netpoller (RawConn.Write) until the socket is writable.
+func (s *sendSys) sendRun(run []queuedWrite, buf []byte) {
+	if cap(s.hdrs) < len(run) {
+		s.hdrs = make([]unix.Mmsghdr, len(run))
+		s.iovs = make([]unix.Iovec, len(run))
+	}
+	hdrs, iovs := s.hdrs[:len(run)], s.iovs[:len(run)]
+	for k := range run {
+		w := &run[k]
+		iovs[k] = unix.Iovec{}
+		if w.n > 0 {
+			iovs[k].Base = &buf[w.off]
+			iovs[k].SetLen(w.n)
+		}
+		hdrs[k] = unix.Mmsghdr{}
+		hdrs[k].Hdr.Name = &w.sa.b[0]
+		hdrs[k].Hdr.Namelen = w.sa.n
+		hdrs[k].Hdr.Iov = &iovs[k]
+		hdrs[k].Hdr.SetIovlen(1)
+	}
+	c := run[0].c
+	i := 0
+	err := c.raw.Write(func(fd uintptr) bool {
+		for i < len(run) {
+			n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&hdrs[i])), uintptr(len(run)-i), 0, 0, 0)
+			switch {
+			case e == unix.EINTR:
+			case e == unix.EAGAIN:
+				return false
+			case e != 0:
+				run[i].err = &net.OpError{Op: "write", Net: "udp", Source: c.LocalAddr(), Addr: run[i].to, Err: os.NewSyscallError("sendmmsg", e)}
+				i++
+			case n == 0:
+				run[i].err = io.ErrShortWrite // not seen: the kernel sends one or fails
+				i++
+			default:
+				i += int(n)
+			}
+		}
+		return true
+	})
+	clear(hdrs) // no pointers into this batch kept
+	clear(iovs)
+	for ; err != nil && i < len(run); i++ {
+		run[i].err = err // the socket is closed
+	}
 }

@@ -2,7 +2,10 @@
 
 package sip
 
-import "net"
+import (
+	"net"
+	"syscall"
+)
 
 // batchReader reads one datagram at a time where recvmmsg is not wired up.
 type batchReader struct {
@@ -29,3 +32,20 @@ func (r *batchReader) readBatches(c *udpConn, handle func(*batchReader, int) boo
 }
 
 func (r *batchReader) datagram(int) ([]byte, net.Addr) { return r.buf[:r.n], r.from }
+
+// socketFamily is not needed where writes are not batched.
+func socketFamily(syscall.RawConn) int { return 0 }
+
+// sockaddr is empty where the writes of a batch go out one by one.
+type sockaddr struct{}
+
+func (c *udpConn) sockaddr(net.Addr) sockaddr { return sockaddr{} }
+
+// sendSys writes a batch's datagrams one by one: sendmmsg is Linux's.
+type sendSys struct{}
+
+func (sendSys) send(q []queuedWrite, buf []byte) {
+	for i := range q {
+		writeQueued(&q[i], buf)
+	}
+}

@@ -48,7 +48,7 @@ type hookLog struct {
 	onSeen func()   // if set, called for each datagram
 }
 
-func (h *hookLog) hook(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
+func (h *hookLog) hook(p sipmsg.TransportReadProps, data []byte, _ *sendBatch) ([]byte, error) {
 	h.mu.Lock()
 	h.got = append(h.got, p.RemoteAddr.String()+"|"+string(data))
 	h.mu.Unlock()
