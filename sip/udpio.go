@@ -142,7 +142,7 @@ func (c *udpConn) ReadFrom(b []byte) (int, net.Addr, error) {
 
 // WriteTo sends b to addr from the socket, and to the tap.
 func (c *udpConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	n, err := c.UDPConn.WriteTo(b, addr)
+	n, err := c.sendTo(b, addr)
 	if err == nil && c.tap != nil && isMessage(b) {
 		c.tap.Capture("udp", c.LocalAddr(), addr, b)
 	}

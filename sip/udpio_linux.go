@@ -60,7 +60,7 @@ func (r *batchReader) readBatches(c *udpConn, handle func(*batchReader, int) boo
 			for i := range r.hdrs {
 				r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrAny
 			}
-			n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), unix.MSG_WAITFORONE, 0, 0)
+			n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), unix.MSG_WAITFORONE, 0, 0)
 			switch e {
 			case 0:
 			case unix.EINTR:
@@ -219,7 +219,7 @@ func (s *sendSys) sendRun(run []queuedWrite, buf []byte) {
 	i := 0
 	err := c.raw.Write(func(fd uintptr) bool {
 		for i < len(run) {
-			n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&hdrs[i])), uintptr(len(run)-i), 0, 0, 0)
+			n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&hdrs[i])), uintptr(len(run)-i), 0, 0, 0)
 			switch {
 			case e == unix.EINTR:
 			case e == unix.EAGAIN:
@@ -241,4 +241,37 @@ func (s *sendSys) sendRun(run []queuedWrite, buf []byte) {
 	for ; err != nil && i < len(run); i++ {
 		run[i].err = err // the socket is closed
 	}
+}
+
+// sendTo writes b to to with one sendto. Like recvmmsg and sendmmsg above it
+// is a raw system call, which the Go scheduler does not see: the socket is
+// non-blocking, so the call never waits (a full buffer gives EAGAIN, and
+// RawConn.Write waits in the netpoller), and a system call the scheduler
+// sees wakes its monitor thread (sysmon) when that sleeps, which then polls
+// every 20 µs for a while — at light load a measurable part of a call's CPU
+// (docs/benchmarks.md). What sockaddr cannot encode goes through the net
+// package.
+func (c *udpConn) sendTo(b []byte, to net.Addr) (int, error) {
+	sa := c.sockaddr(to)
+	if sa.n == 0 || len(b) == 0 {
+		return c.UDPConn.WriteTo(b, to)
+	}
+	var n uintptr
+	var e unix.Errno
+	err := c.raw.Write(func(fd uintptr) bool {
+		for {
+			n, _, e = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0,
+				uintptr(unsafe.Pointer(&sa.b[0])), uintptr(sa.n))
+			if e != unix.EINTR {
+				return e != unix.EAGAIN
+			}
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	if e != 0 {
+		return 0, &net.OpError{Op: "write", Net: "udp", Source: c.LocalAddr(), Addr: to, Err: os.NewSyscallError("sendto", e)}
+	}
+	return int(n), nil
 }

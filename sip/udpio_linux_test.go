@@ -228,3 +228,49 @@ func TestSendBatchClosedSocket(t *testing.T) {
 		t.Fatalf("errors %v, want net.ErrClosed twice", errs)
 	}
 }
+
+// A write at once (sendTo, a raw sendto) arrives with its bytes, from the
+// socket's address, and the tap sees it; a destination the kernel refuses
+// returns the kernel's error; one sockaddr cannot encode goes through the
+// net package and still arrives.
+func TestUDPConnWriteTo(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newUDPConn(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tap := &recordTap{}
+	c.tap = tap
+	rcv := sender(t) // a plain socket to receive on
+	msg := []byte("OPTIONS sip:a@127.0.0.1 SIP/2.0\r\n\r\n")
+	if n, err := c.WriteTo(msg, rcv.LocalAddr()); err != nil || n != len(msg) {
+		t.Fatalf("WriteTo = %d, %v; want %d, nil", n, err, len(msg))
+	}
+	buf := make([]byte, 100)
+	rcv.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, from, err := rcv.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != string(msg) || from.String() != c.LocalAddr().String() {
+		t.Fatalf("received %q from %v (%v); want %q from %v", buf[:n], from, err, msg, c.LocalAddr())
+	}
+	if got := len(tap.got()); got != 1 {
+		t.Fatalf("tap saw %d datagrams, want 1", got)
+	}
+	_, err = c.WriteTo(msg, &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 5060})
+	if !errors.Is(err, syscall.EAFNOSUPPORT) {
+		t.Fatalf("IPv6 destination from an IPv4 socket: err %v, want EAFNOSUPPORT", err)
+	}
+	if got := len(tap.got()); got != 1 {
+		t.Fatalf("tap saw %d datagrams after a failed write, want 1", got)
+	}
+	// Not a *net.UDPAddr: the net package's path.
+	if _, err := c.WriteTo(msg, udpAddrOnly{rcv.LocalAddr()}); err == nil {
+		t.Fatalf("WriteTo with a %T: no error; the net package refuses it", udpAddrOnly{})
+	}
+}
+
+// udpAddrOnly is a net.Addr that is not a *net.UDPAddr.
+type udpAddrOnly struct{ net.Addr }

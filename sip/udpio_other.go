@@ -49,3 +49,6 @@ func (sendSys) send(q []queuedWrite, buf []byte) {
 		writeQueued(&q[i], buf)
 	}
 }
+
+// sendTo writes b to to through the net package.
+func (c *udpConn) sendTo(b []byte, to net.Addr) (int, error) { return c.UDPConn.WriteTo(b, to) }
