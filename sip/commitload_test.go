@@ -102,12 +102,24 @@ func TestLoadCommittedBeforeForward(t *testing.T) {
 				t.Fatalf("Record-Route %s: want ;ds=3", ok.RecordRoute().Value())
 			}
 			// The add first; the confirm and the removal after it, in either
-			// order (a confirm after the removal finds nothing).
-			waitFor(t, "add, then confirm and remove", 10*time.Second, func() bool {
-				l := g.log()
-				return len(l) == 3 && l[0] == "load-add "+id &&
-					slices.Contains(l[1:], "load-confirm "+id) && slices.Contains(l[1:], "load-remove "+id)
-			})
+			// order (a confirm after the removal finds nothing). The BYE
+			// follows the 2xx at once, and a removal drops its call's confirm
+			// while that still waits in the load queue (a busy machine), so
+			// the confirm may be missing, never anything else.
+			done := func(l []string) bool {
+				if len(l) < 2 || l[0] != "load-add "+id || !slices.Contains(l[1:], "load-remove "+id) {
+					return false
+				}
+				return len(l) == 2 || len(l) == 3 && slices.Contains(l[1:], "load-confirm "+id)
+			}
+			var l []string
+			deadline := time.Now().Add(10 * time.Second)
+			for l = g.log(); !done(l); l = g.log() {
+				if time.Now().After(deadline) {
+					t.Fatalf("committed %q; want the add of %s, then its removal and, unless the removal dropped it, its confirm", l, id)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
 			if n := calls(t, reg); n != 0 {
 				t.Fatalf("%d entries after the BYE", n)
 			}

@@ -32,8 +32,11 @@ var allowed = map[string][]string{
 	// The raft log store: files and raft's types, nothing of the node.
 	"cluster/logstore": {"github.com/hashicorp/raft"},
 	"sip":              {module + "dispatch", module + "actors", "github.com/emiago/sipgo", "github.com/icholy/digest", "golang.org/x/sys/unix", "gopkg.in/yaml.v3"},
-	// The stateful proxy's UDP transaction layer: SIP messages, no routing.
-	"sip/txn": {"github.com/emiago/sipgo"},
+	// The stateful proxy's UDP transaction layer: SIP messages and their
+	// bytes, no routing.
+	"sip/txn": {"github.com/emiago/sipgo", module + "sip/sipenc"},
+	// sipgo messages to bytes, nothing else.
+	"sip/sipenc": {"github.com/emiago/sipgo"},
 	// The resolver stands alone: DNS and its cache, nothing of the proxy.
 	"sip/resolve": {"github.com/miekg/dns"},
 	// cmd/sipdispatch's sub-packages, one job each; cmd itself wires them
