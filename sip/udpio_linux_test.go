@@ -234,15 +234,7 @@ func TestSendBatchClosedSocket(t *testing.T) {
 // returns the kernel's error; one sockaddr cannot encode goes through the
 // net package and still arrives.
 func TestUDPConnWriteTo(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := newUDPConn(pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := testConn(t)
 	tap := &recordTap{}
 	c.tap = tap
 	rcv := sender(t) // a plain socket to receive on

@@ -104,11 +104,7 @@ func AppendValue(dst []byte, h sipmsg.Header) []byte {
 		dst = append(dst, '/')
 		dst = append(dst, h.Transport...)
 		dst = append(dst, ' ')
-		dst = appendHost(dst, h.Host)
-		if h.Port > 0 {
-			dst = append(dst, ':')
-			dst = strconv.AppendInt(dst, int64(h.Port), 10)
-		}
+		dst = appendHostPort(dst, h.Host, h.Port)
 		return appendHeaderParams(dst, h.Params)
 	case *sipmsg.FromHeader:
 		return appendNameAddr(dst, h.DisplayName, &h.Address, h.Params)
@@ -208,11 +204,7 @@ func AppendURI(dst []byte, u *sipmsg.Uri) []byte {
 		}
 		dst = append(dst, '@')
 	}
-	dst = appendHost(dst, u.Host)
-	if u.Port > 0 {
-		dst = append(dst, ':')
-		dst = strconv.AppendInt(dst, int64(u.Port), 10)
-	}
+	dst = appendHostPort(dst, u.Host, u.Port)
 	if len(u.UriParams) > 0 {
 		dst = append(dst, ';')
 		dst = appendParams(dst, u.UriParams, ';')
@@ -220,6 +212,17 @@ func AppendURI(dst []byte, u *sipmsg.Uri) []byte {
 	if len(u.Headers) > 0 {
 		dst = append(dst, '?')
 		dst = appendParams(dst, u.Headers, '&')
+	}
+	return dst
+}
+
+// appendHostPort writes host as appendHost does and ":port" when port is
+// set, as sipgo writes a Via's sent-by and a URI's host part.
+func appendHostPort(dst []byte, host string, port int) []byte {
+	dst = appendHost(dst, host)
+	if port > 0 {
+		dst = append(dst, ':')
+		dst = strconv.AppendInt(dst, int64(port), 10)
 	}
 	return dst
 }
