@@ -15,15 +15,7 @@ import (
 // One read takes every datagram queued on the socket, up to the batch size,
 // each with its own bytes and sender.
 func TestBatchReaderTakesQueuedDatagrams(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := newUDPConn(pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := testConn(t)
 	a, b := sender(t), sender(t)
 	const queued = udpBatch + 3
 	for i := range queued {
@@ -39,7 +31,7 @@ func TestBatchReaderTakesQueuedDatagrams(t *testing.T) {
 	r := newBatchReader(udpBatch, 100)
 	var sizes []int
 	i := 0
-	err = r.readBatches(c, func(r *batchReader, n int) bool {
+	err := r.readBatches(c, func(r *batchReader, n int) bool {
 		sizes = append(sizes, n)
 		for j := range n {
 			data, from := r.datagram(j)
