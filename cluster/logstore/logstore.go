@@ -90,6 +90,9 @@ type Options struct {
 	// NoSync skips fdatasync and directory fsyncs (tests and comparisons
 	// only: a machine crash can then lose acknowledged entries).
 	NoSync bool
+	// NoURing appends with plain pwrite and fdatasync system calls even
+	// where io_uring is available (tests and comparisons).
+	NoURing bool
 	// SegmentSize is the size past which a new segment file is started;
 	// 0 means DefaultSegmentSize.
 	SegmentSize int64
@@ -116,9 +119,10 @@ type Store struct {
 	opts Options
 	log  *slog.Logger
 
-	wmu sync.Mutex // serialises writers; held through their I/O
-	buf []byte     // guarded by wmu: StoreLogs' encoding buffer
-	err error      // guarded by wmu: sticky after a failed fdatasync
+	wmu  sync.Mutex // serialises writers; held through their I/O
+	buf  []byte     // guarded by wmu: StoreLogs' encoding buffer
+	ring *ring      // guarded by wmu: appends go through io_uring when not nil
+	err  error      // guarded by wmu: sticky after a failed fdatasync
 
 	mu     sync.RWMutex
 	segs   []*segment // guarded by mu (changed with wmu held too); by id and base
@@ -153,6 +157,13 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := s.recover(); err != nil {
 		s.closeFiles()
 		return nil, err
+	}
+	if !opts.NoSync && !opts.NoURing {
+		r, err := newRing()
+		if err != nil {
+			s.log.Info("logstore: appending with pwrite and fdatasync", "reason", err)
+		}
+		s.ring = r
 	}
 	return s, nil
 }
@@ -471,7 +482,8 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if err != nil {
 		return err
 	}
-	if _, err := g.f.WriteAt(b, g.size); err != nil {
+	werr, serr := s.appendSync(g.f, b, g.size)
+	if err := werr; err != nil {
 		// Nothing was acknowledged past g.size: cut what may have been
 		// written so the next write starts from clean bytes.
 		if terr := g.f.Truncate(g.size); terr != nil {
@@ -479,7 +491,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		}
 		return fmt.Errorf("logstore: write %s: %w", segName(g), err)
 	}
-	if err := s.syncFile(g.f, false); err != nil {
+	if err := serr; err != nil {
 		// After a failed fdatasync the kernel may have dropped the dirty
 		// pages: nothing written since the last good sync can be trusted,
 		// so the store refuses further writes until it is reopened.
@@ -499,6 +511,24 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	s.last = last
 	s.mu.Unlock()
 	return nil
+}
+
+// appendSync writes b at off of f and fdatasyncs it: through the ring
+// when there is one, else (and from then on, if the ring fails to submit)
+// with pwrite and fdatasync. wmu held.
+func (s *Store) appendSync(f *os.File, b []byte, off int64) (werr, serr error) {
+	if s.ring != nil {
+		werr, serr = s.ring.writeSync(f, b, off)
+		if werr != errRingBroken {
+			return werr, serr
+		}
+		s.log.Warn("logstore: io_uring submission failed; appending with pwrite and fdatasync from now on")
+		s.ring = nil
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		return err, nil
+	}
+	return nil, s.syncFile(f, false)
 }
 
 // segmentFor returns the segment to append n bytes starting at index to,
@@ -765,6 +795,10 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.ring != nil {
+		s.ring.close()
+		s.ring = nil
+	}
 	return s.closeFiles()
 }
 

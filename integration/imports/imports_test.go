@@ -30,7 +30,7 @@ var allowed = map[string][]string{
 		"github.com/hashicorp/raft-boltdb", "github.com/hashicorp/memberlist", "github.com/vmihailenco/msgpack/v5",
 		"github.com/hashicorp/go-hclog"},
 	// The raft log store: files and raft's types, nothing of the node.
-	"cluster/logstore": {"github.com/hashicorp/raft"},
+	"cluster/logstore": {"github.com/hashicorp/raft", "golang.org/x/sys/unix"},
 	"sip":              {module + "dispatch", module + "actors", "github.com/emiago/sipgo", "github.com/icholy/digest", "golang.org/x/sys/unix", "gopkg.in/yaml.v3"},
 	// The stateful proxy's UDP transaction layer: SIP messages and their
 	// bytes, no routing.
