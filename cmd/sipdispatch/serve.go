@@ -58,7 +58,9 @@ func runServe(args []string, _, stderr io.Writer) error {
 	// serve returns, leaving the Ps at their maximum.
 	if n, fixed := c.Node.Procs.Fixed(); fixed {
 		runtime.GOMAXPROCS(n)
-	} else {
+	}
+	maxProcs := runtime.GOMAXPROCS(0)
+	if _, fixed := c.Node.Procs.Fixed(); !fixed {
 		procsCtx, stopProcs := context.WithCancel(context.Background())
 		waitProcs := procs.Start(procsCtx, log)
 		defer func() {
@@ -138,6 +140,11 @@ func runServe(args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("failed to compile routes: %w", err)
 	}
 	sipCfg := c.sipConfig()
+	if sipCfg.UDPReaders == 0 {
+		// One per CPU: the Ps the process has at its busiest, not however
+		// many the governor leaves it when the listeners open.
+		sipCfg.UDPReaders = min(maxProcs, sip.MaxUDPReaders)
+	}
 	sipCfg.Observer = m
 	sipCfg.Resolver = dnsRes
 	var capt *capture.Sender
