@@ -78,6 +78,14 @@ func (p procsSetting) String() string {
 	return strconv.Itoa(p.n)
 }
 
+// MarshalYAML writes auto as the word, a fixed count as an integer.
+func (p procsSetting) MarshalYAML() (any, error) {
+	if !p.fixed {
+		return "auto", nil
+	}
+	return p.n, nil
+}
+
 // UnmarshalYAML accepts auto or an integer; Validate checks the range.
 func (p *procsSetting) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
