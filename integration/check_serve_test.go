@@ -18,7 +18,7 @@ import (
 // is a variation of one base on its own 127.0.0.x address; %IP%, %PORT% and
 // %API% are filled in.
 func TestCheckAcceptsIffServeStarts(t *testing.T) {
-	const base = `node: {name: n1, data_dir: ./data}
+	const base = `node: {name: n1, data_dir: ./data%NODE%}
 listen: [%LISTEN%]
 api: {listen: "%API%"}
 log: {level: warn}
@@ -28,6 +28,7 @@ dispatcher: {list_file: dispatcher.list%DISPATCHER%}
 	cases := []struct {
 		name                             string
 		listen, proxy, dispatcher, extra string
+		node                             string // more node keys, after ", "
 	}{
 		// listen entries as docs/configuration.md allows them
 		{name: "no port", listen: "udp:%IP%"},
@@ -50,6 +51,11 @@ dispatcher: {list_file: dispatcher.list%DISPATCHER%}
 		{name: "udp_readers", listen: "udp:%IP%:%PORT%", proxy: "udp_readers: 65"},
 		{name: "wildcard without advertise", listen: "udp:0.0.0.0:%PORT%"},
 		{name: "bad advertise", listen: "udp:%IP%:%PORT%", extra: "advertise: h:0"},
+		// node.procs: the governor or a fixed GOMAXPROCS
+		{name: "procs auto", listen: "udp:%IP%:%PORT%", node: ", procs: auto"},
+		{name: "procs fixed", listen: "udp:%IP%:%PORT%", node: ", procs: 3"},
+		{name: "procs 0", listen: "udp:%IP%:%PORT%", node: ", procs: 0"},
+		{name: "procs word", listen: "udp:%IP%:%PORT%", node: ", procs: all"},
 		{name: "missing gossip key", listen: "udp:%IP%:%PORT%",
 			extra: "cluster: {enabled: true, gossip: {bind: \"%IP%:%PORT2%\", encrypt_key_file: none.key}, raft: {bind: \"%IP%:%PORT3%\"}}"},
 		// cluster keys: cluster.Config.Validate owns them for check and serve alike
@@ -76,7 +82,7 @@ dispatcher: {list_file: dispatcher.list%DISPATCHER%}
 			api := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
 			r := strings.NewReplacer("%IP%", ip, "%PORT%", fmt.Sprint(freeUDPPort(t, ip)),
 				"%PORT2%", fmt.Sprint(freeUDPPort(t, ip)), "%PORT3%", fmt.Sprint(freeUDPPort(t, ip)), "%API%", api)
-			cfg := strings.NewReplacer("%LISTEN%", r.Replace(tc.listen), "%PROXY%", tc.proxy,
+			cfg := strings.NewReplacer("%LISTEN%", r.Replace(tc.listen), "%PROXY%", tc.proxy, "%NODE%", tc.node,
 				"%DISPATCHER%", tc.dispatcher, "%EXTRA%", r.Replace(tc.extra)).Replace(r.Replace(base))
 			path := filepath.Join(dir, "sipdispatch.yaml")
 			if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {

@@ -51,8 +51,59 @@ type fileConfig struct {
 }
 
 type nodeConfig struct {
-	Name    string `yaml:"name"`     // unique in a cluster
-	DataDir string `yaml:"data_dir"` // raft log, snapshots; relative to the config file
+	Name    string       `yaml:"name"`     // unique in a cluster
+	DataDir string       `yaml:"data_dir"` // raft log, snapshots; relative to the config file
+	Procs   procsSetting `yaml:"procs"`    // auto (the procs governor) or a fixed GOMAXPROCS
+}
+
+// maxProcs is the largest node.procs a file may fix.
+const maxProcs = 1024
+
+// procsSetting is node.procs: "auto" (the zero value: the procs governor
+// chooses GOMAXPROCS) or a number of Ps fixed at start. In YAML it is the
+// word auto or an integer, as sip.FromSet is a set id or any.
+type procsSetting struct {
+	n     int  // the fixed GOMAXPROCS; meaningful when fixed
+	fixed bool // a number was written (so 0 is refused, not taken for auto)
+}
+
+// Fixed returns the GOMAXPROCS to set at start, or false for auto.
+func (p procsSetting) Fixed() (int, bool) { return p.n, p.fixed }
+
+// String renders p as written in YAML.
+func (p procsSetting) String() string {
+	if !p.fixed {
+		return "auto"
+	}
+	return strconv.Itoa(p.n)
+}
+
+// MarshalYAML writes auto as the word, a fixed count as an integer.
+func (p procsSetting) MarshalYAML() (any, error) {
+	if !p.fixed {
+		return "auto", nil
+	}
+	return p.n, nil
+}
+
+// UnmarshalYAML accepts auto or an integer; Validate checks the range.
+func (p *procsSetting) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if strings.EqualFold(n.Value, "auto") {
+			*p = procsSetting{}
+			return nil
+		}
+		var v int
+		if n.ShortTag() == "!!int" && n.Decode(&v) == nil {
+			*p = procsSetting{n: v, fixed: true}
+			return nil
+		}
+	}
+	what := fmt.Sprintf("node.procs %q", n.Value)
+	if n.Kind != yaml.ScalarNode {
+		what = "node.procs"
+	}
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s: want auto or a number of Ps 1..%d", n.Line, what, maxProcs)}}
 }
 
 type proxyConfig struct {
@@ -414,6 +465,9 @@ func (c *fileConfig) Validate() error {
 	}
 	q := strconv.Quote
 	// node.name and node.data_dir are the cluster package's (nodeConfig below).
+	if n, fixed := c.Node.Procs.Fixed(); fixed && (n < 1 || n > maxProcs) {
+		bad("node.procs", n, fmt.Sprintf("must be auto or 1..%d", maxProcs))
+	}
 	if err := api.CheckListen(c.API.Listen); err != nil {
 		bad("api.listen", q(c.API.Listen), err.Error())
 	}

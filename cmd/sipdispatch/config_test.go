@@ -117,7 +117,7 @@ func TestLoadFullFile(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"node", c.Node, nodeConfig{Name: "edge-2", DataDir: abs("state")}},
+		{"node", c.Node, nodeConfig{Name: "edge-2", DataDir: abs("state"), Procs: procsSetting{n: 4, fixed: true}}},
 		{"listen", c.Listen, []string{"udp:127.0.0.2:5080", "tcp:[::1]:5080", "tls:127.0.0.2:5081"}},
 		{"advertise", c.Advertise, "sip.example.com:5080"},
 		{"proxy", c.Proxy, proxyConfig{Mode: "stateless", MaxForwards: 30, FrTimer: 1500 * time.Millisecond,
@@ -757,5 +757,62 @@ func TestCheckPrintsFromSet(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout)
 		}
+	}
+}
+
+// node.procs is auto (the default, the governor) or a fixed 1..1024; check
+// accepts what serve runs and names the file and line of a bad value.
+func TestNodeProcs(t *testing.T) {
+	if got := defaultConfig().Node.Procs; got.String() != "auto" {
+		t.Fatalf("default node.procs %v, want auto", got)
+	}
+	list := filepath.Join(mustAbs(t, "testdata"), "good.list")
+	for _, tc := range []struct {
+		value string
+		fixed int    // 0 = auto
+		err   string // "" = valid; else after "FILE:3: "
+	}{
+		{"auto", 0, ""},
+		{"AUTO", 0, ""},
+		{"1", 1, ""},
+		{"2", 2, ""},
+		{"1024", 1024, ""},
+		{"0", 0, "node.procs: 0: must be auto or 1..1024"},
+		{"-1", 0, "node.procs: -1: must be auto or 1..1024"},
+		{"1025", 0, "node.procs: 1025: must be auto or 1..1024"},
+		{"many", 0, `node.procs "many": want auto or a number of Ps 1..1024`},
+		{"1.5", 0, `node.procs "1.5": want auto or a number of Ps 1..1024`},
+		{`"2"`, 0, `node.procs "2": want auto or a number of Ps 1..1024`},
+		{"[2]", 0, "node.procs: want auto or a number of Ps 1..1024"},
+		{`""`, 0, `node.procs "": want auto or a number of Ps 1..1024`},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			p := writeConfig(t, "dispatcher: {list_file: "+list+"}\nnode:\n  procs: "+tc.value+"\n")
+			c, err := loadConfig(p)
+			if err == nil {
+				err = c.Validate()
+			}
+			code, _, stderr := runCLI("check", "-config", p)
+			if tc.err != "" {
+				want := p + ":3: " + tc.err
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("err %v, want %q", err, want)
+				}
+				if code != exitError || !strings.Contains(stderr, want) {
+					t.Fatalf("check: exit %d, stderr %q, want %q", code, stderr, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code != exitOK {
+				t.Fatalf("check: exit %d, stderr %q", code, stderr)
+			}
+			n, fixed := c.Node.Procs.Fixed()
+			if fixed != (tc.fixed != 0) || n != tc.fixed {
+				t.Fatalf("procs %v (fixed %v), want %d", n, fixed, tc.fixed)
+			}
+		})
 	}
 }

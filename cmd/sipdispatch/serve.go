@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/sipdispatch/sipdispatch/cluster"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/api"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/metrics"
+	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/procs"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/replica"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/source"
 	"github.com/sipdispatch/sipdispatch/cmd/sipdispatch/internal/webhook"
@@ -50,6 +52,21 @@ func runServe(args []string, _, stderr io.Writer) error {
 	}
 	for _, w := range c.Warnings() {
 		log.Warn("config", "notice", w)
+	}
+	// GOMAXPROCS first, so startup and the listeners run under it: a fixed
+	// node.procs, or the governor (docs/configuration.md, node.procs) until
+	// serve returns, leaving the Ps at their maximum.
+	if n, fixed := c.Node.Procs.Fixed(); fixed {
+		runtime.GOMAXPROCS(n)
+	}
+	maxProcs := runtime.GOMAXPROCS(0)
+	if _, fixed := c.Node.Procs.Fixed(); !fixed {
+		procsCtx, stopProcs := context.WithCancel(context.Background())
+		waitProcs := procs.Start(procsCtx, log)
+		defer func() {
+			stopProcs()
+			waitProcs()
+		}()
 	}
 	if err := os.MkdirAll(c.Node.DataDir, 0o755); err != nil {
 		return fmt.Errorf("failed to create data dir: %w", err)
@@ -123,6 +140,11 @@ func runServe(args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("failed to compile routes: %w", err)
 	}
 	sipCfg := c.sipConfig()
+	if sipCfg.UDPReaders == 0 {
+		// One per CPU: the Ps the process has at its busiest, not however
+		// many the governor leaves it when the listeners open.
+		sipCfg.UDPReaders = min(maxProcs, sip.MaxUDPReaders)
+	}
 	sipCfg.Observer = m
 	sipCfg.Resolver = dnsRes
 	var capt *capture.Sender
@@ -193,7 +215,8 @@ func runServe(args []string, _, stderr io.Writer) error {
 	go func() { apiDone <- api.Serve(ctx, apiLn, apiSrv, log) }()
 
 	log.Info("sipdispatch serving", "version", version, "listen", strings.Join(c.Listen, ","),
-		"mode", c.Proxy.Mode, "sets", len(sets), "source", c.sourceName(), "cluster", c.Cluster.Enabled)
+		"mode", c.Proxy.Mode, "sets", len(sets), "source", c.sourceName(), "cluster", c.Cluster.Enabled,
+		"procs", c.Node.Procs.String())
 	serveErr := srv.Serve(sipCtx)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

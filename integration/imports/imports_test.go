@@ -47,6 +47,8 @@ var allowed = map[string][]string{
 	cmdInternal + "source": {module + "actors", module + "cluster", module + "dispatch",
 		"github.com/go-sql-driver/mysql", "github.com/jackc/pgx/v5", "modernc.org/sqlite"},
 	cmdInternal + "kamcfg": {module + "sip", "gopkg.in/yaml.v3"},
+	// The GOMAXPROCS governor: the runtime and getrusage, nothing of the node.
+	cmdInternal + "procs": {},
 	cmdInternal + "replica": {module + "actors", module + "cluster", module + "dispatch", module + cmdInternal + "source",
 		"github.com/prometheus/client_golang"},
 }
