@@ -50,7 +50,7 @@ func TestPolicy(t *testing.T) {
 		want     []int
 	}{
 		{"busy on one P jumps to max", 1, 4, []float64{Up}, []int{4}},
-		{"just under Up stays on one P", 1, 4, []float64{Up - 0.01, 0.59, 0.45}, []int{1, 1, 1}},
+		{"just under Up stays on one P", 1, 4, []float64{Up - 0.01, 0.69, 0.55}, []int{1, 1, 1}},
 		{"far over Up jumps straight to max, never steps", 1, 8, []float64{1.0}, []int{8}},
 		{"from any count under max straight to max", 3, 8, []float64{0.9}, []int{8}},
 		{"on max, busy stays", 4, 4, []float64{0.9, 3.5}, []int{4, 4}},
@@ -60,8 +60,8 @@ func TestPolicy(t *testing.T) {
 			cat(calm(DownAfter-1, 0), []float64{Down + 0.01}, calm(DownAfter, 0)),
 			catI(ps(DownAfter-1, 2), []int{2}, ps(DownAfter-1, 2), []int{1})},
 		{"idle on one P stays on one P", 1, 2, calm(2*DownAfter, 0), ps(2*DownAfter, 1)},
-		{"between Down and Up keeps what it has (one P)", 1, 2, calm(DownAfter+5, 0.45), ps(DownAfter+5, 1)},
-		{"between Down and Up keeps what it has (max)", 2, 2, calm(DownAfter+5, 0.45), ps(DownAfter+5, 2)},
+		{"between Down and Up keeps what it has (one P)", 1, 2, calm(DownAfter+5, 0.6), ps(DownAfter+5, 1)},
+		{"between Down and Up keeps what it has (max)", 2, 2, calm(DownAfter+5, 0.6), ps(DownAfter+5, 2)},
 		{"max 1 never changes", 1, 1, []float64{0, 5, 0}, []int{1, 1, 1}},
 		{"calm on one P does not count toward the next drop", 2, 2,
 			cat(calm(DownAfter, 0), calm(DownAfter-2, 0.0), []float64{0.7}, calm(DownAfter-1, 0), []float64{0}),
@@ -217,7 +217,7 @@ func TestGovernorRun(t *testing.T) {
 	if s := f.setsSoFar(); len(s) != 1 || s[0] != 1 {
 		t.Fatalf("after %d calm samples: set %v, want [1]", DownAfter, s)
 	}
-	r.step(f, 0.5) // between Down and Up: stays on 1
+	r.step(f, 0.6) // between Down and Up: stays on 1
 	r.step(f, 0.8)
 	if s := f.setsSoFar(); len(s) != 2 || s[1] != 2 {
 		t.Fatalf("after a busy sample on one P: set %v, want [1 2]", s)
