@@ -197,12 +197,19 @@ func (r *ring) writeSync(f *os.File, b []byte, off int64) (werr, serr error) {
 		}
 		atomic.StoreUint32(r.cqHead, head)
 		if got < 2 {
-			r.waitEvent()
+			r.waitEvent(2 - got)
 		}
 	}
 	runtime.KeepAlive(b) // the kernel read it until the write completed
 	runtime.KeepAlive(f) // and used its descriptor
 	switch {
+	case wres == -int32(unix.EINTR) || wres == -int32(unix.EAGAIN):
+		// Not expected from a kernel worker, but not a failure of the
+		// file either: do it the plain way.
+		if _, err := f.WriteAt(b, off); err != nil {
+			return err, nil
+		}
+		return nil, datasync(f)
 	case wres < 0:
 		return syscall.Errno(-wres), nil
 	case int(wres) < len(b):
@@ -210,6 +217,8 @@ func (r *ring) writeSync(f *os.File, b []byte, off int64) (werr, serr error) {
 		if _, err := f.WriteAt(b[wres:], off+int64(wres)); err != nil {
 			return err, nil
 		}
+		return nil, datasync(f)
+	case sres == -int32(unix.EINTR) || sres == -int32(unix.EAGAIN):
 		return nil, datasync(f)
 	case sres < 0:
 		return nil, syscall.Errno(-sres)
@@ -221,13 +230,19 @@ func (r *ring) writeSync(f *os.File, b []byte, off int64) (werr, serr error) {
 var errRingBroken = errors.New("logstore: io_uring submission failed")
 
 // waitEvent parks the goroutine in the netpoller until the eventfd counts a
-// completion, reading it with a raw read (EAGAIN means not yet).
-func (r *ring) waitEvent() {
+// completion, reading it with a raw read (EAGAIN means not yet). Should the
+// poller fail, it waits for the n missing completions in io_uring_enter
+// instead, a blocking call the scheduler sees.
+func (r *ring) waitEvent(n int) {
 	var v uint64
-	_ = r.rc.Read(func(fd uintptr) bool {
+	err := r.rc.Read(func(fd uintptr) bool {
 		_, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&v)), 8)
 		return errno != unix.EAGAIN
 	})
+	if err != nil {
+		const getEvents = 1 // IORING_ENTER_GETEVENTS
+		unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, uintptr(n), getEvents, 0, 0)
+	}
 }
 
 // close releases the ring; safe on a half-built one and more than once.
