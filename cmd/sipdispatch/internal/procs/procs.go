@@ -33,11 +33,13 @@ const (
 	// kept a node at 800 calls/s (0.33 cores on two Ps, 0.23 on one) on
 	// both Ps for good.
 	Down = 0.5
-	// DownAfter is how many calm samples in a row (3 s of Interval) drop
-	// the process to one P: long enough that a short lull in traffic does
-	// not take the Ps away, short enough that an idle node soon stops
-	// waking threads.
-	DownAfter = 30
+	// DownAfter is how many calm samples in a row (1 s of Interval) drop
+	// the process to one P. Dropping costs little even in a short lull:
+	// the Ps come back within one Interval of the next busy sample, and a
+	// change is one short stop-the-world; waiting longer only keeps
+	// threads waking for nothing (a 10 s benchmark run spent 3 of them on
+	// two Ps with 3 s).
+	DownAfter = 10
 	// Interval is the sample period: short enough that a burst gets all
 	// Ps within ~100 ms, long enough that getrusage costs nothing.
 	Interval = 100 * time.Millisecond
