@@ -483,19 +483,19 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		return err
 	}
 	werr, serr := s.appendSync(g.f, b, g.size)
-	if err := werr; err != nil {
+	if werr != nil {
 		// Nothing was acknowledged past g.size: cut what may have been
 		// written so the next write starts from clean bytes.
 		if terr := g.f.Truncate(g.size); terr != nil {
-			s.err = fmt.Errorf("logstore: write failed (%v) and could not be undone: %w", err, terr)
+			s.err = fmt.Errorf("logstore: write failed (%v) and could not be undone: %w", werr, terr)
 		}
-		return fmt.Errorf("logstore: write %s: %w", segName(g), err)
+		return fmt.Errorf("logstore: write %s: %w", segName(g), werr)
 	}
-	if err := serr; err != nil {
+	if serr != nil {
 		// After a failed fdatasync the kernel may have dropped the dirty
 		// pages: nothing written since the last good sync can be trusted,
 		// so the store refuses further writes until it is reopened.
-		s.err = fmt.Errorf("logstore: fdatasync %s failed, reopen to recover: %w", segName(g), err)
+		s.err = fmt.Errorf("logstore: fdatasync %s failed, reopen to recover: %w", segName(g), serr)
 		return s.err
 	}
 	s.mu.Lock()
@@ -514,16 +514,20 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 }
 
 // appendSync writes b at off of f and fdatasyncs it: through the ring
-// when there is one, else (and from then on, if the ring fails to submit)
-// with pwrite and fdatasync. wmu held.
+// when there is one, else (and from then on, if the ring fails to submit;
+// for this append, if the ring did not finish it) with pwrite and
+// fdatasync. wmu held.
 func (s *Store) appendSync(f *os.File, b []byte, off int64) (werr, serr error) {
 	if s.ring != nil {
 		werr, serr = s.ring.writeSync(f, b, off)
-		if werr != errRingBroken {
+		switch werr {
+		case errRingRedo: // this append only
+		case errRingBroken:
+			s.log.Warn("logstore: io_uring submission failed; appending with pwrite and fdatasync from now on")
+			s.ring = nil
+		default:
 			return werr, serr
 		}
-		s.log.Warn("logstore: io_uring submission failed; appending with pwrite and fdatasync from now on")
-		s.ring = nil
 	}
 	if _, err := f.WriteAt(b, off); err != nil {
 		return err, nil

@@ -17,7 +17,7 @@ import (
 // the usual way wake the runtime's sysmon thread whenever the process had
 // gone idle, and sysmon then polls every 20 µs for a millisecond — a large
 // part of a lightly loaded node's CPU on a virtual machine
-// (docs/benchmarks.md, "The log's writes through io_uring"). The write and
+// (docs/benchmarks.md, "Now: the raft log through io_uring, …"). The write and
 // the fdatasync are submitted as one linked pair with a raw io_uring_enter;
 // the kernel runs them on its own worker thread and signals an eventfd that
 // the caller waits on in the netpoller, without holding a P — so a stalled
@@ -156,9 +156,10 @@ func newRing() (r *ring, err error) {
 }
 
 // writeSync writes b at off of f and, when the write succeeded in full,
-// fdatasyncs f. werr is the write's error (a short write is completed with
-// a plain pwrite), serr the fdatasync's. A ring that fails to submit is
-// closed and its caller told through errRingBroken to use plain calls.
+// fdatasyncs f. werr is the write's error, serr the fdatasync's. A ring
+// that fails to submit is closed and says errRingBroken; a short write or
+// an EINTR/EAGAIN result says errRingRedo: the caller does this append
+// with plain calls.
 func (r *ring) writeSync(f *os.File, b []byte, off int64) (werr, serr error) {
 	fd := int32(f.Fd())
 	tail := *r.sqTail // only this goroutine moves the tail
@@ -202,32 +203,26 @@ func (r *ring) writeSync(f *os.File, b []byte, off int64) (werr, serr error) {
 	}
 	runtime.KeepAlive(b) // the kernel read it until the write completed
 	runtime.KeepAlive(f) // and used its descriptor
+	again := func(res int32) bool { return res == -int32(unix.EINTR) || res == -int32(unix.EAGAIN) }
 	switch {
-	case wres == -int32(unix.EINTR) || wres == -int32(unix.EAGAIN):
-		// Not expected from a kernel worker, but not a failure of the
-		// file either: do it the plain way.
-		if _, err := f.WriteAt(b, off); err != nil {
-			return err, nil
-		}
-		return nil, datasync(f)
+	case again(wres), again(sres), wres >= 0 && int(wres) < len(b):
+		// Not a failure of the file (a short write breaks the link and
+		// cancels the fdatasync): the caller redoes both the plain way.
+		return errRingRedo, nil
 	case wres < 0:
 		return syscall.Errno(-wres), nil
-	case int(wres) < len(b):
-		// The link broke (the fdatasync was cancelled): finish the plain way.
-		if _, err := f.WriteAt(b[wres:], off+int64(wres)); err != nil {
-			return err, nil
-		}
-		return nil, datasync(f)
-	case sres == -int32(unix.EINTR) || sres == -int32(unix.EAGAIN):
-		return nil, datasync(f)
 	case sres < 0:
 		return nil, syscall.Errno(-sres)
 	}
 	return nil, nil
 }
 
-// errRingBroken: io_uring_enter failed; nothing was written by this call.
-var errRingBroken = errors.New("logstore: io_uring submission failed")
+var (
+	// errRingBroken: io_uring_enter failed; nothing was written by this call.
+	errRingBroken = errors.New("logstore: io_uring submission failed")
+	// errRingRedo: the requests ran but did not finish the append.
+	errRingRedo = errors.New("logstore: io_uring append incomplete")
+)
 
 // waitEvent parks the goroutine in the netpoller until the eventfd counts a
 // completion, reading it with a raw read (EAGAIN means not yet). Should the

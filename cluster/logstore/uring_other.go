@@ -17,4 +17,7 @@ func (*ring) writeSync(*os.File, []byte, int64) (werr, serr error) { return errR
 
 func (*ring) close() {}
 
-var errRingBroken = errors.New("logstore: io_uring submission failed")
+var (
+	errRingBroken = errors.New("logstore: io_uring submission failed")
+	errRingRedo   = errors.New("logstore: io_uring append incomplete")
+)
