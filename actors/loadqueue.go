@@ -11,9 +11,13 @@ import (
 )
 
 // The load queue's pace: how many proposals run at once, how long one
-// attempt may wait for a leader, and the retry backoff.
+// attempt may wait for a leader, and the retry backoff. Each worker waits
+// for its command's whole commit, group-commit linger included (~8 ms on a
+// standalone node under load), so the workers bound the queue's rate:
+// 128 carry ~14,000 commands/s there, above the two per call a node
+// sustains (docs/benchmarks.md, BenchmarkLoadConfirmRemove).
 const (
-	loadWorkers      = 16
+	loadWorkers      = 128
 	loadAttemptLimit = 2 * time.Second
 	loadRetryMin     = 50 * time.Millisecond
 	loadRetryMax     = 2 * time.Second
