@@ -125,6 +125,49 @@ func TestGroupCommit(t *testing.T) {
 	})
 }
 
+// With a BatchDelay, a lone proposal on an idle leader commits at once, while
+// a paced trickle (one proposal every 20 ms, each committing long before the
+// next arrives, as calls at a steady rate do) still shares entries: a batch
+// that follows the last one within the delay waits for company.
+func TestBatchDelayPacedProposals(t *testing.T) {
+	const delay = 200 * time.Millisecond
+	c := newCluster(t, 1, func(c *Config) { c.BatchDelay = delay })
+	n := c.waitLeader()
+	start := time.Now()
+	propose(t, n, "lone")
+	if took := time.Since(start); took >= delay {
+		t.Fatalf("a lone proposal on an idle leader took %v: it waited for the batch delay (%v)", took, delay)
+	}
+	before := n.Stats()
+	const total = 30
+	errs := make(chan error, total)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for range total {
+		<-tick.C
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err := n.Propose(ctx, []byte("paced"))
+			errs <- err
+		}()
+	}
+	for range total {
+		if err := <-errs; err != nil {
+			t.Fatalf("paced proposal: %v", err)
+		}
+	}
+	after := n.Stats()
+	if cmds := after.Commands - before.Commands; cmds != total {
+		t.Fatalf("applied %d commands, want %d", cmds, total)
+	}
+	entries := after.Entries - before.Entries
+	if entries > total/3 {
+		t.Fatalf("%d paced proposals took %d raft entries: batches do not wait for company", total, entries)
+	}
+	t.Logf("%d paced proposals in %d raft entries", total, entries)
+}
+
 func testGroupCommit(t *testing.T, nodes int, tweak func(*Config)) {
 	c := newCluster(t, nodes, tweak)
 	leader := c.waitLeader()

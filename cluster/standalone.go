@@ -12,15 +12,6 @@ import (
 // it must stay the same across restarts.
 const standaloneAddr raft.ServerAddress = "standalone"
 
-// StandaloneBatchDelay is the Config.BatchDelay that `sipdispatch serve`
-// gives a standalone node: while one raft entry is being written, the next
-// waits this long for more commands. Each entry costs an fdatasync of the
-// log (cluster/logstore), which on a virtual disk costs a large part of a
-// call's CPU; under call load this halves the entries per call for about
-// 0.5 ms of median commit latency, and a lone proposal on an idle node still
-// commits at once (docs/benchmarks.md, BenchmarkLoadCallPaced).
-const StandaloneBatchDelay = 3 * time.Millisecond
-
 // standaloneTimings makes a lone voter elect itself soon after a restart:
 // with nobody to wait for, a short heartbeat timeout costs nothing (a single
 // voter's lease never lapses, as it is its own quorum).

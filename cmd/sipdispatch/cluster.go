@@ -62,7 +62,6 @@ func (c *fileConfig) nodeConfig(load bool) (cluster.Config, error) {
 	}
 	if !c.Cluster.Enabled {
 		cfg.Standalone = true
-		cfg.BatchDelay = cluster.StandaloneBatchDelay
 		return cfg, cfg.Validate()
 	}
 	cc := &c.Cluster

@@ -38,7 +38,6 @@ func startBenchNode(b *testing.B) (*actors.Registry, *cluster.Node) {
 	dir := b.TempDir()
 	ncfg := cluster.DefaultConfig()
 	ncfg.NodeName, ncfg.DataDir, ncfg.Standalone = "bench", dir+"/raft", true
-	ncfg.BatchDelay = cluster.StandaloneBatchDelay // as `sipdispatch serve` sets it
 	dcfg := dispatch.DefaultConfig()
 	dcfg.HashSize = 14
 	var dests []dispatch.Destination
