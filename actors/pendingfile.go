@@ -23,7 +23,7 @@ import (
 // On Linux the file is preallocated and mapped, and a change is a copy
 // into the mapping — no system call: a write(2) per change, 3–4 per call,
 // woke the Go runtime's sysmon thread whenever the process had been idle
-// (docs/benchmarks.md, "Now: the raft log through io_uring, …"). Elsewhere, or
+// (docs/benchmarks.md, "… the raft log through io_uring, …"). Elsewhere, or
 // when the file cannot be mapped, each change is one write(2).
 //
 // The file is a sequence of records: a uvarint length, then 'P' (pending),

@@ -17,7 +17,7 @@ import (
 // the usual way wake the runtime's sysmon thread whenever the process had
 // gone idle, and sysmon then polls every 20 µs for a millisecond — a large
 // part of a lightly loaded node's CPU on a virtual machine
-// (docs/benchmarks.md, "Now: the raft log through io_uring, …"). The write and
+// (docs/benchmarks.md, "… the raft log through io_uring, …"). The write and
 // the fdatasync are submitted as one linked pair with a raw io_uring_enter;
 // the kernel runs them on its own worker thread and signals an eventfd that
 // the caller waits on in the netpoller, without holding a P — so a stalled
