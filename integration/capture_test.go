@@ -40,7 +40,7 @@ func TestHEPCaptureToSngrep(t *testing.T) {
 // chunk is checked by sip/capture's tests, not here.
 func testHEPCapture(t *testing.T, mode, callerTransport string) {
 	ip := nextIP()
-	hepPort, gwPort := freeUDPPort(t, ip), freeUDPPort(t, ip)
+	hepPort, gwPort := freePort(t, ip), freePort(t, ip)
 	pcap := filepath.Join(t.TempDir(), "out.pcap")
 	startSngrep(t, fmt.Sprintf("udp:%s:%d", ip, hepPort), pcap)
 	startSIPpGateway(t, ip, gwPort, "u1")

@@ -79,9 +79,9 @@ dispatcher: {list_file: dispatcher.list%DISPATCHER%}
 		t.Run(tc.name, func(t *testing.T) {
 			ip := nextIP()
 			dir := t.TempDir()
-			api := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
-			r := strings.NewReplacer("%IP%", ip, "%PORT%", fmt.Sprint(freeUDPPort(t, ip)),
-				"%PORT2%", fmt.Sprint(freeUDPPort(t, ip)), "%PORT3%", fmt.Sprint(freeUDPPort(t, ip)), "%API%", api)
+			api := fmt.Sprintf("%s:%d", ip, freePort(t, ip))
+			r := strings.NewReplacer("%IP%", ip, "%PORT%", fmt.Sprint(freePort(t, ip)),
+				"%PORT2%", fmt.Sprint(freePort(t, ip)), "%PORT3%", fmt.Sprint(freePort(t, ip)), "%API%", api)
 			cfg := strings.NewReplacer("%LISTEN%", r.Replace(tc.listen), "%PROXY%", tc.proxy, "%NODE%", tc.node,
 				"%DISPATCHER%", tc.dispatcher, "%EXTRA%", r.Replace(tc.extra)).Replace(r.Replace(base))
 			path := filepath.Join(dir, "sipdispatch.yaml")

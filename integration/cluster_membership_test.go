@@ -110,8 +110,8 @@ func TestClusterMembershipJoinAndLeave(t *testing.T) {
 	// The newcomer joins node 1's gossip address; nothing else names it.
 	join := gossipAddr(t, nodes[0], "n1")
 	ip4 := nextIP()
-	g4 := fmt.Sprintf("%s:%d", ip4, freeUDPPort(t, ip4))
-	r4 := fmt.Sprintf("%s:%d", ip4, freeUDPPort(t, ip4))
+	g4 := fmt.Sprintf("%s:%d", ip4, freePort(t, ip4))
+	r4 := fmt.Sprintf("%s:%d", ip4, freePort(t, ip4))
 	start := time.Now()
 	// n4 leaves on SIGTERM (cluster.leave_on_terminate); the others would
 	// stay voters on a SIGTERM, as a restart must not shrink the cluster.

@@ -45,8 +45,8 @@ func startClusterRaft(t *testing.T, raftKeys, base, list string, uris ...string)
 	join := ""
 	for i := 1; i <= 3; i++ {
 		ip := nextIP()
-		gossip := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
-		raft := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
+		gossip := fmt.Sprintf("%s:%d", ip, freePort(t, ip))
+		raft := fmt.Sprintf("%s:%d", ip, freePort(t, ip))
 		yaml := clusterYAML(base, i, gossip, raft, join)
 		if raftKeys != "" {
 			yaml = strings.Replace(yaml, "bootstrap_expect: 3}", "bootstrap_expect: 3, "+raftKeys+"}", 1)

@@ -132,8 +132,8 @@ func TestDebPackageInstallRunRemove(t *testing.T) {
 	// environment only, working directory /. The test's address comes as
 	// serve flags after the unit's own arguments.
 	ip := nextIP()
-	sipAddr := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
-	apiAddr := fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
+	sipAddr := fmt.Sprintf("%s:%d", ip, freePort(t, ip))
+	apiAddr := fmt.Sprintf("%s:%d", ip, freePort(t, ip))
 	env := append(unit["Environment"], "SIPDISPATCH_API=http://"+apiAddr) // the test's api.listen
 	execStart := append(strings.Fields(unit["ExecStart"][0]), "-listen", "udp:"+sipAddr, "-api", apiAddr)
 	var logs bytes.Buffer

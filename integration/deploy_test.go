@@ -154,7 +154,7 @@ func scrapeNode(t *testing.T) map[string]bool {
 	t.Helper()
 	ip := nextIP()
 	gw := startGateway(t, ip, answer200)
-	sink := freeUDPPort(t, ip)
+	sink := freePort(t, ip)
 	n := startNodeAt(t, ip, nodeYAML("stateful", "ds_ping_interval: 1\nds_ping_latency_stats: 1", `- name: all
   dispatch: {set: 1, alg: 4}`)+fmt.Sprintf("capture: {hep: \"udp:%s:%d\"}\nevents: {webhook_url: \"http://%s:%d/\"}\n", ip, sink, ip, sink),
 		listFile(1, gw))

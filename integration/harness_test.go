@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -49,15 +50,20 @@ var (
 
 func nextIP() string { return fmt.Sprintf("127.%d.0.%d", addrNet, 10+addrSeq.Add(1)%240) }
 
-// freeUDPPort returns a port free on ip for both UDP and TCP at the time of the call.
-func freeUDPPort(t *testing.T, ip string) int {
+// freePort returns a port free on ip for both UDP and TCP at the time of the
+// call. It is taken below the kernel's ephemeral range, where nothing binds
+// unasked: a port from bind(0), once closed, may be handed to the next bind(0)
+// or outgoing connection before the node binds it (one CI run lost a node's
+// API port so). portSeq hands each port out once per process; the bind check
+// skips one something else holds.
+func freePort(t *testing.T, ip string) int {
 	t.Helper()
-	for i := 0; i < 50; i++ {
-		pc, err := net.ListenPacket("udp", ip+":0")
+	for i := 0; i < 500; i++ {
+		port := portLo + int(portSeq.Add(1))%portSpan
+		pc, err := net.ListenPacket("udp", fmt.Sprintf("%s:%d", ip, port))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
 		pc.Close()
 		if l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port)); err == nil {
 			l.Close()
@@ -66,6 +72,28 @@ func freeUDPPort(t *testing.T, ip string) int {
 	}
 	t.Fatal("no free port")
 	return 0
+}
+
+// portLo and portSpan bound freePort's ports: from 10000 up to the start of
+// the ephemeral range. portSeq starts at an offset from this process's id so
+// that two test processes rarely try the same ports.
+var (
+	portLo, portSpan = portRange()
+	portSeq          atomic.Int32
+)
+
+func init() { portSeq.Store(int32(os.Getpid() * 97 % portSpan)) }
+
+func portRange() (lo, span int) {
+	lo, ephemeral := 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > lo+1000 {
+				ephemeral = n
+			}
+		}
+	}
+	return lo, ephemeral - lo
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -110,8 +138,8 @@ func startNodeAt(t *testing.T, ip, config, list string) *Node {
 func startNodeWrapped(t *testing.T, ip string, wrap []string, config, list string) *Node {
 	t.Helper()
 	n := &Node{t: t, Dir: t.TempDir(), log: &bytes.Buffer{}, wrap: wrap}
-	n.SIPAddr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
-	n.APIAddr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
+	n.SIPAddr = fmt.Sprintf("%s:%d", ip, freePort(t, ip))
+	n.APIAddr = fmt.Sprintf("%s:%d", ip, freePort(t, ip))
 	config = strings.NewReplacer("%SIP%", n.SIPAddr, "%API%", n.APIAddr).Replace(config)
 	if err := os.WriteFile(filepath.Join(n.Dir, "sipdispatch.yaml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)

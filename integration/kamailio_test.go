@@ -257,7 +257,7 @@ func startKamailio(t *testing.T, bin, listPath string, flags, useDefault int) (a
 func startKamailioCfg(t *testing.T, bin, cfgName string, wrap []string, oldnew ...string) (addr, ctl string) {
 	t.Helper()
 	ip := nextIP()
-	addr = fmt.Sprintf("%s:%d", ip, freeUDPPort(t, ip))
+	addr = fmt.Sprintf("%s:%d", ip, freePort(t, ip))
 	dir := t.TempDir()
 	ctl = filepath.Join(dir, "ctl.sock")
 	tmpl, err := os.ReadFile(testdata(cfgName))

@@ -40,8 +40,8 @@ func TestClusterRaftTLS(t *testing.T) {
 	join := ""
 	for i := 1; i <= 3; i++ {
 		nip := nextIP()
-		gossip := fmt.Sprintf("%s:%d", nip, freeUDPPort(t, nip))
-		raft := fmt.Sprintf("%s:%d", nip, freeUDPPort(t, nip))
+		gossip := fmt.Sprintf("%s:%d", nip, freePort(t, nip))
+		raft := fmt.Sprintf("%s:%d", nip, freePort(t, nip))
 		name := fmt.Sprintf("n%d", i)
 		y := strings.Replace(clusterYAML(base, i, gossip, raft, join), "bootstrap_expect: 3}",
 			fmt.Sprintf("bootstrap_expect: 3, tls: {cert: %q, key: %q, ca: %q}}", cert[name], key[name], ca), 1)
