@@ -58,19 +58,21 @@ func nextIP() string { return fmt.Sprintf("127.%d.0.%d", addrNet, 10+addrSeq.Add
 // skips one something else holds.
 func freePort(t *testing.T, ip string) int {
 	t.Helper()
+	var err error
 	for i := 0; i < 500; i++ {
-		port := portLo + int(portSeq.Add(1))%portSpan
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("%s:%d", ip, port))
-		if err != nil {
+		addr := fmt.Sprintf("%s:%d", ip, portLo+int(portSeq.Add(1))%portSpan)
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
 			continue
 		}
 		pc.Close()
-		if l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port)); err == nil {
+		var l net.Listener
+		if l, err = net.Listen("tcp", addr); err == nil {
 			l.Close()
-			return port
+			return l.Addr().(*net.TCPAddr).Port
 		}
 	}
-	t.Fatal("no free port")
+	t.Fatalf("no free port on %s: the last try said %v", ip, err)
 	return 0
 }
 
